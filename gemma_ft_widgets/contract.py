@@ -1,0 +1,192 @@
+"""The run folder contract: file names, exit codes and safe file I/O.
+
+Stdlib only. Every layer that reads or writes a run folder (runs/, train/, ui/ through runs/)
+uses these names and helpers, so the on-disk format lives in one place. See
+docs/ARCHITECTURE.md for the schema of each file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+# Workspace level.
+LOCK_NAME = ".training.lock"
+LOCK_GUARD_NAME = ".training.lock.guard"  # flock()ed around every lock mutation
+DEFAULT_WORKSPACE = "gemma_ft_runs"
+WORKSPACE_ENV = "GEMMA_FT_WORKSPACE"
+TRAINER_ENV = "GEMMA_FT_TRAINER"  # python module run as the trainer (tests use a simulated one)
+DEFAULT_TRAINER = "gemma_ft_widgets.train"
+
+# Run folder level.
+CONFIG_NAME = "model_config.json"
+STATUS_LOG_NAME = "status.log"
+METRICS_NAME = "metrics.jsonl"
+STDOUT_NAME = "trainer_stdout.log"
+STDERR_NAME = "trainer_stderr.log"
+SUPERVISOR_LOG_NAME = "supervisor.log"
+RESULT_NAME = "result.json"
+STOP_REQUEST_NAME = "stop_request.json"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "step_"
+
+# Trainer exit codes (besides 0 = finished).
+EXIT_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_ABORTED = 3  # stopped gracefully on SIGINT/SIGTERM after saving a checkpoint
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with seconds, as written in every file."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    """Write `text` so that readers see the old file or the new one, never a torn one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        else:  # mkstemp makes 0600; give the file the user's umask like open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode=mode)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file. Raises FileNotFoundError or ValueError (corrupt / truncated)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{os.fspath(path)}: not valid JSON ({e.msg} at char {e.pos})") from None
+
+
+def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
+    """Append one JSON line with a single write(2) on an O_APPEND descriptor.
+
+    A reader never sees half a line as complete: it only trusts text up to the last newline.
+    """
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def append_status(run_dir: str | os.PathLike, state: str, message: str = "") -> None:
+    """One human-readable line per state transition in status.log."""
+    line = f"{utc_now()} {state}" + (f" {message}" if message else "") + "\n"
+    with open(os.path.join(run_dir, STATUS_LOG_NAME), "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+class JsonlTail:
+    """Incremental reader of an append-only JSON-lines file.
+
+    Each `read_new()` reads only the bytes appended since the previous call and returns the
+    complete lines parsed as dicts. A partial last line is kept for the next call; a corrupt
+    line is skipped and counted in `corrupt_lines`, never raised.
+    """
+
+    def __init__(self, path: str | os.PathLike, offset: int = 0):
+        self.path = os.fspath(path)
+        self.offset = offset
+        self.corrupt_lines = 0
+
+    def read_new(self, max_bytes: int | None = None) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.offset:  # file replaced or truncated: start over
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read() if max_bytes is None else f.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        chunk = data[: end + 1]
+        self.offset += len(chunk)
+        return list(self._parse(chunk))
+
+    def _parse(self, chunk: bytes) -> Iterator[dict]:
+        for raw in chunk.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                self.corrupt_lines += 1
+                continue
+            if isinstance(obj, dict):
+                yield obj
+            else:
+                self.corrupt_lines += 1
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All complete, valid lines of a JSON-lines file ([] when it does not exist)."""
+    return JsonlTail(path).read_new()
+
+
+def tail_text(path: str | os.PathLike, max_lines: int = 50, max_bytes: int = 64 * 1024) -> str:
+    """The last lines of a text log, reading at most `max_bytes` from its end."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # first line is probably cut
+    return "\n".join(lines[-max_lines:])
+
+
+def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Steps of the complete checkpoints in a run folder, ascending.
+
+    Only folders named exactly `step_<N>` count: orbax writes into a temporary name and renames
+    on success, so a checkpoint interrupted halfway is never listed.
+    """
+    root = os.path.join(run_dir, CHECKPOINTS_DIR)
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    steps = []
+    for name in names:
+        suffix = name[len(CHECKPOINT_PREFIX):]
+        if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
+            if os.path.isdir(os.path.join(root, name)):
+                steps.append(int(suffix))
+    return sorted(steps)
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
+    return os.path.join(os.fspath(run_dir), CHECKPOINTS_DIR, f"{CHECKPOINT_PREFIX}{step}")

@@ -1,0 +1,221 @@
+"""Dataset files: the four formats, detection, validation by line, and Gemma's turn layout.
+
+No jax: the config validator and the panel's preview use this in the kernel; the trainer
+tokenises what `render_example` returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Iterator
+
+FORMATS = ("text", "prompt_response", "alpaca", "chat")
+START, END = "<start_of_turn>", "<end_of_turn>"
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is reported, never loaded whole
+_ROLES = {"system", "user", "assistant", "model"}
+
+
+class DatasetError(ValueError):
+    """A dataset problem, with every message naming the file and, where it can, the line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20]
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__("\n".join(shown) + more)
+
+
+def detect_format(record: dict) -> str | None:
+    """The format a record looks like, or None."""
+    if "messages" in record:
+        return "chat"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    if "prompt" in record and "response" in record:
+        return "prompt_response"
+    if "text" in record:
+        return "text"
+    return None
+
+
+def record_problem(record: object, fmt: str) -> str | None:
+    """Why `record` is not a valid example of `fmt`, or None."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    required = {"text": ("text",), "prompt_response": ("prompt", "response"),
+                "alpaca": ("instruction", "output"), "chat": ("messages",)}[fmt]
+    missing = [k for k in required if k not in record]
+    if missing:
+        return f"missing field(s) {', '.join(map(repr, missing))} for format {fmt!r}"
+    if fmt == "chat":
+        return _chat_problem(record["messages"])
+    for key in required + (("input",) if fmt == "alpaca" and "input" in record else ()):
+        if not isinstance(record[key], str):
+            return f"field {key!r} must be a string, got {type(record[key]).__name__}"
+    if fmt != "text" and not record[required[-1]].strip():
+        return f"field {required[-1]!r} is empty"
+    if fmt == "text" and not record["text"].strip():
+        return "field 'text' is empty"
+    return None
+
+
+def _chat_problem(messages: object) -> str | None:
+    if isinstance(messages, str):  # CSV cells hold the list as JSON text
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            return "field 'messages' is not a JSON list"
+    if not isinstance(messages, list) or not messages:
+        return "field 'messages' must be a non-empty list"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            return f"messages[{i}] needs 'role' and 'content'"
+        if m["role"] not in _ROLES:
+            return f"messages[{i}] has role {m['role']!r}; expected system, user or assistant"
+        if not isinstance(m["content"], str):
+            return f"messages[{i}].content must be a string"
+    if messages[-1]["role"] not in ("assistant", "model"):
+        return "the last message must be from the assistant (it is what the model learns)"
+    return None
+
+
+def _iter_jsonl(path: str) -> Iterator[tuple[int, object | None, str | None]]:
+    """(line number, parsed object or None, problem or None) per non-blank line."""
+    with open(path, "rb") as f:
+        lineno = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the giant line
+                    raw = f.readline(MAX_LINE_BYTES)
+                yield lineno, None, f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB"
+                continue
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw), None
+            except (ValueError, UnicodeDecodeError) as e:
+                yield lineno, None, f"not valid JSON ({getattr(e, 'msg', e)})"
+
+
+def _iter_csv(path: str) -> Iterator[tuple[int, object | None, str | None]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            return
+        for row in reader:
+            if None in row:
+                yield reader.line_num, None, "more cells than header columns"
+                continue
+            yield reader.line_num, {k: v for k, v in row.items() if v is not None}, None
+
+
+def iter_lines(path: str) -> Iterator[tuple[int, object | None, str | None]]:
+    if path.lower().endswith(".csv"):
+        return _iter_csv(path)
+    return _iter_jsonl(path)
+
+
+def check_readable(path: str) -> str | None:
+    """Why the file cannot be used at all, or None."""
+    if not path:
+        return "no dataset file given"
+    if not os.path.exists(path):
+        return f"file not found: {path}"
+    if os.path.isdir(path):
+        return f"is a directory, not a file: {path}"
+    if not os.access(path, os.R_OK):
+        return f"file is not readable: {path}"
+    if os.path.getsize(path) == 0:
+        return f"file is empty: {path}"
+    return None
+
+
+def load_records(path: str, fmt: str = "auto", limit: int | None = None) -> tuple[list[dict], str]:
+    """Read and validate a dataset file. Returns (records, format).
+
+    Raises DatasetError listing every bad line (file and line number), not just the first.
+    `limit` stops after that many good records (for previews).
+    """
+    problem = check_readable(path)
+    if problem:
+        raise DatasetError([problem])
+    records, problems = [], []
+    name = os.path.basename(path)
+    try:
+        for lineno, obj, problem in iter_lines(path):
+            if problem is None and fmt == "auto":
+                detected = detect_format(obj) if isinstance(obj, dict) else None
+                if detected is None:
+                    problem = ("cannot tell the format: expected 'text', 'prompt'+'response', "
+                               "'instruction'+'output' or 'messages'")
+                else:
+                    fmt = detected
+            if problem is None:
+                problem = record_problem(obj, fmt)
+            if problem:
+                problems.append(f"{name} line {lineno}: {problem}")
+            else:
+                records.append(_normalise(obj, fmt))
+                if limit is not None and len(records) >= limit:
+                    break
+    except (UnicodeDecodeError, csv.Error) as e:
+        problems.append(f"{name}: cannot be read as text ({e})")
+    if not records and not problems:
+        problems.append(f"{name}: no examples in the file")
+    if problems:
+        raise DatasetError(problems)
+    return records, fmt
+
+
+def _normalise(record: dict, fmt: str) -> dict:
+    if fmt == "chat" and isinstance(record["messages"], str):
+        record = dict(record, messages=json.loads(record["messages"]))
+    return record
+
+
+def _turn(role: str, text: str) -> str:
+    return f"{START}{role}\n{text}{END}\n"
+
+
+def render_example(record: dict, fmt: str) -> tuple[str, str]:
+    """(prompt, response) laid out in Gemma's turn format; the loss covers the response only.
+
+    The prompt ends with `<start_of_turn>model\\n`, the response with `<end_of_turn>`. Gemma
+    has no system role: a system message is put before the first user turn's text. In chat,
+    every turn before the last assistant message is prompt.
+    """
+    if fmt == "text":
+        return "", record["text"]
+    if fmt == "prompt_response":
+        return _turn("user", record["prompt"]) + f"{START}model\n", record["response"] + END
+    if fmt == "alpaca":
+        user = record["instruction"]
+        if record.get("input", "").strip():
+            user += "\n\n" + record["input"]
+        return _turn("user", user) + f"{START}model\n", record["output"] + END
+    if fmt == "chat":
+        messages = record["messages"]
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [m for m in messages if m["role"] != "system"]
+        prompt = io.StringIO()
+        pending_system = system
+        for m in turns[:-1]:
+            text = m["content"]
+            if m["role"] == "user" and pending_system:
+                text, pending_system = pending_system + "\n\n" + text, ""
+            prompt.write(_turn("user" if m["role"] == "user" else "model", text))
+        prompt.write(f"{START}model\n")
+        return prompt.getvalue(), turns[-1]["content"] + END
+    raise ValueError(f"unknown dataset format {fmt!r}")
+
+
+def render_prompt(user_text: str) -> str:
+    """A single user turn, ready for the model to answer (the playground uses it)."""
+    return _turn("user", user_text) + f"{START}model\n"

@@ -1,0 +1,156 @@
+"""The model table: names users pick, mapped to kagglehub handles, sizes and shapes.
+
+Readable without jax, so the form and the estimate can use it in a light kernel. The trainer
+builds the actual network from `gm_class` (named models) or from `TINY` (the tiny model).
+Param counts of the named models were measured with `jax.eval_shape` on the gemma library
+(tests/test_train_models.py checks them against the installed version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from importlib import metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str  # tiny | gemma2 | gemma3 | gemma4
+    params: int
+    default_seq_len: int
+    num_layers: int
+    embed_dim: int
+    hidden_dim: int
+    num_heads: int
+    head_dim: int
+    num_kv_heads: int
+    vocab_size: int
+    gm_class: str | None = None  # attribute of gemma.gm.nn
+    kaggle_handle: str | None = None  # versioned: unversioned handles always hit the network
+    min_gemma: str | None = None  # first gemma library version that has gm_class
+    instruction_tuned: bool = False
+
+    @property
+    def label(self) -> str:
+        """`gemma3-1b (999.9M)`: for dropdowns."""
+        return f"{self.name} ({format_params(self.params)})"
+
+
+def format_params(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.0f}k"
+
+
+# The tiny model: a randomly initialised Gemma-architecture transformer (two layers, one local
+# sliding and one global attention) with the packaged 512-piece tokenizer. Trains at hundreds
+# of steps per second on a CPU.
+TINY = ModelSpec(
+    name="tiny", family="tiny", params=106_816, default_seq_len=128,
+    num_layers=2, embed_dim=64, hidden_dim=128, num_heads=2, head_dim=32, num_kv_heads=1,
+    vocab_size=512,
+)
+
+
+def _named(name, family, gm_class, variation, params, seq, shapes, min_gemma=None):
+    layers, embed, hidden, heads, head_dim, kv, vocab = shapes
+    handle_model = {"gemma2": "gemma-2", "gemma3": "gemma-3", "gemma4": "gemma-4"}[family]
+    specs = []
+    for it in (False, True):
+        var = variation + ("-it" if it else "")
+        specs.append(ModelSpec(
+            name=var, family=family, params=params, default_seq_len=seq,
+            num_layers=layers, embed_dim=embed, hidden_dim=hidden, num_heads=heads,
+            head_dim=head_dim, num_kv_heads=kv, vocab_size=vocab, gm_class=gm_class,
+            kaggle_handle=f"google/{handle_model}/flax/{var}/1", min_gemma=min_gemma,
+            instruction_tuned=it,
+        ))
+    return specs
+
+
+_G3_VOCAB = 262_144
+_G2_VOCAB = 256_128
+
+_ALL: list[ModelSpec] = [TINY]
+_ALL += _named("gemma3-270m", "gemma3", "Gemma3_270M", "gemma3-270m", 268_098_176, 1024,
+               (18, 640, 2048, 4, 256, 1, _G3_VOCAB))
+_ALL += _named("gemma3-1b", "gemma3", "Gemma3_1B", "gemma3-1b", 999_885_952, 1024,
+               (26, 1152, 6912, 4, 256, 1, _G3_VOCAB))
+_ALL += _named("gemma3-4b", "gemma3", "Gemma3_4B", "gemma3-4b", 4_299_915_632, 2048,
+               (34, 2560, 10240, 8, 256, 4, _G3_VOCAB))
+_ALL += _named("gemma3-12b", "gemma3", "Gemma3_12B", "gemma3-12b", 12_187_079_280, 2048,
+               (48, 3840, 15360, 16, 256, 8, _G3_VOCAB))
+_ALL += _named("gemma3-27b", "gemma3", "Gemma3_27B", "gemma3-27b", 27_432_062_576, 2048,
+               (62, 5376, 21504, 32, 128, 16, _G3_VOCAB))
+_ALL += _named("gemma2-2b", "gemma2", "Gemma2_2B", "gemma2-2b", 2_614_341_888, 1024,
+               (26, 2304, 9216, 8, 256, 4, _G2_VOCAB))
+_ALL += _named("gemma2-9b", "gemma2", "Gemma2_9B", "gemma2-9b", 9_241_705_984, 1024,
+               (42, 3584, 14336, 16, 256, 8, _G2_VOCAB))
+_ALL += _named("gemma2-27b", "gemma2", "Gemma2_27B", "gemma2-27b", 27_227_128_320, 1024,
+               (46, 4608, 36864, 32, 128, 16, _G2_VOCAB))
+# Gemma 4 (gemma>=4.0; needs Python >= 3.12). Shapes are approximate and only feed the
+# estimate; the trainer builds the network from the library's own config class.
+_ALL += _named("gemma4-e2b", "gemma4", "Gemma4_E2B", "gemma4-e2b", 5_100_000_000, 2048,
+               (35, 1536, 6144, 8, 256, 1, _G3_VOCAB), min_gemma="4.0")
+_ALL += _named("gemma4-e4b", "gemma4", "Gemma4_E4B", "gemma4-e4b", 8_000_000_000, 2048,
+               (42, 2560, 10240, 8, 256, 2, _G3_VOCAB), min_gemma="4.0")
+
+
+def _installed_gemma() -> tuple[int, ...] | None:
+    try:
+        version = metadata.version("gemma")
+    except metadata.PackageNotFoundError:
+        return None
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _supported(spec: ModelSpec, installed: tuple[int, ...] | None) -> bool:
+    if spec.min_gemma is None or installed is None:
+        return spec.min_gemma is None
+    need = tuple(int(p) for p in spec.min_gemma.split("."))
+    return installed[: len(need)] >= need
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s for s in _ALL if _supported(s, _installed_gemma())
+}
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def is_local_checkpoint(path: str) -> bool:
+    """A directory that looks like an orbax / gemma checkpoint (or a kagglehub download)."""
+    if not path or not os.path.isdir(path):
+        return False
+    names = set(os.listdir(path))
+    markers = {"_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "tokenizer.model"}
+    if names & markers:
+        return True
+    # Kaggle downloads nest the checkpoint one level down, beside tokenizer.model.
+    return any(os.path.isdir(os.path.join(path, n)) and is_local_checkpoint(os.path.join(path, n))
+               for n in names if not n.startswith("."))
+
+
+def closest_model(name: str) -> str | None:
+    match = difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.4)
+    return match[0] if match else None
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec of a named model. KeyError with a suggestion for unknown names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        hint = closest_model(name)
+        msg = f"unknown model {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
+        raise KeyError(msg) from None
