@@ -123,8 +123,8 @@ class TrainingConfig:
                 bad(field, f"must be a positive integer, got {value}")
         if self.warmup_steps < 0:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        elif self.warmup_steps >= self.max_steps > 0:
-            bad("warmup_steps", f"must be below max_steps ({self.max_steps})")
+        elif self.warmup_steps > self.max_steps > 0:
+            bad("warmup_steps", f"must not exceed max_steps ({self.max_steps})")
         if not 0 <= self.eval_fraction < 1:
             bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.method not in METHODS:

@@ -94,7 +94,8 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, object | None, str | None]]:
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 while raw and not raw.endswith(b"\n"):  # skip the rest of the giant line
                     raw = f.readline(MAX_LINE_BYTES)
-                yield lineno, None, f"line longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB"
+                limit = (f"{MAX_LINE_BYTES // 2**20} MiB" if MAX_LINE_BYTES >= 2**20 else f"{MAX_LINE_BYTES} bytes")
+                yield lineno, None, f"line longer than {limit}; split it or shorten it"
                 continue
             if not raw.strip():
                 continue
