@@ -1,0 +1,119 @@
+"""Text formatting for the panel: numbers, bytes, durations, HTML escaping. Pure functions."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+DASH = "—"
+
+# Colours of the state badge (background, text).
+STATE_COLOURS = {
+    "IDLE": ("#e0e0e0", "#333"),
+    "STARTING": ("#bbdefb", "#0d47a1"),
+    "RUNNING": ("#c8e6c9", "#1b5e20"),
+    "STOPPING": ("#ffe0b2", "#e65100"),
+    "FINISHED": ("#a5d6a7", "#1b5e20"),
+    "FAILED": ("#ffcdd2", "#b71c1c"),
+    "ABORTED": ("#fff9c4", "#795548"),
+    "ORPHANED": ("#ffccbc", "#bf360c"),
+}
+
+
+def esc(text: Any) -> str:
+    return html.escape("" if text is None else str(text))
+
+
+def state_value(state: Any) -> str:
+    """'RUNNING' for State.RUNNING or 'RUNNING'."""
+    return str(getattr(state, "value", state) or "IDLE")
+
+
+def badge(state: Any) -> str:
+    s = state_value(state)
+    bg, fg = STATE_COLOURS.get(s, ("#eee", "#333"))
+    return (f'<span class="gft-badge gft-badge-{s.lower()}" style="background:{bg};color:{fg};'
+            f'padding:2px 10px;border-radius:10px;font-weight:600;font-size:0.9em">{esc(s)}</span>')
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def number(x: Any, digits: int = 4) -> str:
+    """3 significant-ish digits: 1.234, 0.0003, 1.2e-05; NaN/inf shown as such."""
+    if x is None:
+        return DASH
+    if isinstance(x, float) and math.isnan(x):
+        return "NaN"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if not _finite(x):
+        return esc(x)
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e6):
+        return f"{x:.{max(1, digits - 2)}e}"
+    return f"{x:.{digits}g}"
+
+
+def rate(x: Any) -> str:
+    if not _finite(x):
+        return DASH
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def nbytes(x: Any) -> str:
+    if not _finite(x) or x < 0:
+        return DASH
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:.2f} {unit}" if unit == "GiB" else f"{x / size:.0f} {unit}"
+    return f"{x:.0f} B"
+
+
+def duration(seconds: Any) -> str:
+    """'42 s', '3 min 05 s', '2 h 04 min'."""
+    if not _finite(seconds) or seconds < 0:
+        return DASH
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return f"{s // 86400} d {(s % 86400) // 3600:02d} h"
+
+
+def when(iso: Any) -> str:
+    """'2025-01-31 12:00:05' from a UTC ISO timestamp (kept in UTC, labelled)."""
+    if not isinstance(iso, str) or len(iso) < 19:
+        return DASH
+    return iso[:10] + " " + iso[11:19] + " UTC"
+
+
+def pre(text: str, max_height: str = "240px", css_class: str = "gft-pre") -> str:
+    """A scrollable <pre> that starts scrolled to its end (column-reverse keeps the tail in
+    view each time the value is replaced)."""
+    return (f'<div class="{css_class}" style="max-height:{max_height};overflow:auto;display:flex;'
+            f'flex-direction:column-reverse;border:1px solid #ddd;border-radius:4px;background:#fafafa">'
+            f'<pre style="margin:0;padding:6px;font-size:12px;line-height:1.35;white-space:pre-wrap;'
+            f'word-break:break-all">{esc(text) if text else "<i>(empty)</i>"}</pre></div>')
+
+
+def error_html(messages: list[str] | None) -> str:
+    if not messages:
+        return ""
+    return "".join(f'<div class="gft-field-error" style="color:#c62828;font-size:0.9em;'
+                   f'line-height:1.3">{esc(m)}</div>' for m in messages)
+
+
+def note(text: str, kind: str = "info") -> str:
+    colour = {"info": "#0d47a1", "ok": "#1b5e20", "warn": "#e65100", "error": "#b71c1c"}[kind]
+    bg = {"info": "#e3f2fd", "ok": "#e8f5e9", "warn": "#fff3e0", "error": "#ffebee"}[kind]
+    return (f'<div class="gft-note gft-note-{kind}" style="color:{colour};background:{bg};'
+            f'padding:6px 10px;border-radius:4px;margin:2px 0">{text}</div>')

@@ -1,0 +1,309 @@
+"""The config form (the IDLE view): one widget per TrainingConfig field, each with its error
+shown next to it, a dataset preview, the estimate line and Start.
+
+Values -> `TrainingConfig.from_dict`; `ConfigError.by_field()` -> `errors[field]`. The form
+re-validates on every change; the dataset file is read once per (path, mtime, size, format).
+Start hands a TrainingConfig to `on_start` (the panel starts the run in a worker thread).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any, Callable
+
+import ipywidgets as w
+import traitlets as t
+
+from .. import datasets, models
+from ..config import ConfigError, TrainingConfig
+from . import fmt
+from .preview import DatasetPreview, inspect
+
+_DESC = {"description_width": "150px"}
+_FIELD = {"width": "330px"}
+
+# (field, label, widget kind); the main fields, then the advanced ones.
+MAIN_FIELDS = [
+    ("model", "Model", "model"),
+    ("dataset", "Dataset file", "path"),
+    ("dataset_format", "Format", "format"),
+    ("method", "Method", "method"),
+    ("lora_rank", "LoRA rank", "int"),
+    ("learning_rate", "Learning rate", "float"),
+    ("warmup_steps", "Warmup steps", "int"),
+    ("batch_size", "Batch size", "int"),
+    ("max_seq_len", "Sequence length", "int"),
+    ("max_steps", "Steps", "int"),
+    ("eval_every", "Eval every (steps)", "int"),
+    ("checkpoint_every", "Checkpoint every", "int"),
+    ("seed", "Seed", "int"),
+]
+ADVANCED_FIELDS = [
+    ("eval_fraction", "Eval fraction", "float"),
+    ("keep_checkpoints", "Keep checkpoints", "int"),
+    ("log_every", "Log every (steps)", "int"),
+    ("dtype", "dtype", "dtype"),
+    ("fsdp", "FSDP (shard params)", "bool"),
+]
+FIELD_NAMES = [f for f, _, _ in MAIN_FIELDS + ADVANCED_FIELDS]
+MAX_SHOWN_ERRORS = 5
+
+
+def _model_options(extra: str | None = None) -> list[tuple[str, str]]:
+    options = [(spec.label, name) for name, spec in models.MODELS.items()]
+    if extra and extra not in models.MODELS:
+        options.append((f"local: {extra}", extra))
+    return options
+
+
+def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
+    common = dict(description=label, style=_DESC, layout=w.Layout(**_FIELD))
+    if kind == "model":
+        return w.Dropdown(options=_model_options(), value=default, **common)
+    if kind == "path":
+        return w.Text(value=default, placeholder="path to a .jsonl or .csv file", continuous_update=False,
+                      description=label, style=_DESC, layout=w.Layout(width="520px"))
+    if kind == "format":
+        return w.Dropdown(options=["auto", *datasets.FORMATS], value=default, **common)
+    if kind == "method":
+        return w.Dropdown(options=[("LoRA", "lora"), ("full fine-tuning", "full")], value=default, **common)
+    if kind == "dtype":
+        return w.Dropdown(options=["auto", "float32", "bfloat16"], value=default, **common)
+    if kind == "int":
+        return w.IntText(value=default, **common)
+    if kind == "float":
+        return w.FloatText(value=default, **common)
+    if kind == "bool":
+        return w.Checkbox(value=default, indent=True, **common)
+    raise ValueError(kind)
+
+
+def unique_path(folder: str, name: str) -> str:
+    """`folder/name`, or `folder/stem-2.ext`, ... when taken: an upload never overwrites."""
+    base = os.path.basename(name.replace("\\", "/")) or "upload"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".") or "upload"
+    stem, ext = os.path.splitext(base)
+    candidate, k = os.path.join(folder, base), 1
+    while os.path.exists(candidate):
+        k += 1
+        candidate = os.path.join(folder, f"{stem}-{k}{ext}")
+    return candidate
+
+
+def save_upload(folder: str, name: str, content: bytes) -> str:
+    """Write an uploaded file into `folder` under a free name (created exclusively)."""
+    os.makedirs(folder, exist_ok=True)
+    while True:
+        path = unique_path(folder, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # taken between the check and the open: try the next name
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        return path
+
+
+class ConfigForm(w.VBox):
+    """Public names: `fields[name]`, `errors[name]`, `start_button`, `upload`, `estimate_line`,
+    `message`, `general_errors`, `preview`, `back_button`; traits `valid`, `active_run`, `busy`."""
+
+    valid = t.Bool(False)
+    active_run = t.Unicode("")  # name of a run that blocks Start (set by the panel's poller)
+    busy = t.Bool(False)  # a start is in progress
+
+    def __init__(self, upload_dir: str, on_start: Callable[[TrainingConfig], None] | None = None,
+                 defaults: dict[str, Any] | None = None, **kwargs):
+        self.upload_dir = upload_dir
+        self.on_start = on_start
+        self.config: TrainingConfig | None = None  # the last valid config (files not checked)
+        self.dataset_info = None
+        self._suspend = 0
+        self._lock = threading.RLock()
+        base = TrainingConfig().to_dict()
+        base.update(defaults or {})
+
+        self.fields: dict[str, w.Widget] = {}
+        self.errors: dict[str, w.HTML] = {}
+        rows = {}
+        for field, label, kind in MAIN_FIELDS + ADVANCED_FIELDS:
+            widget = _make(field, label, kind, base[field])
+            widget.add_class(f"gft-field-{field}")
+            error = w.HTML(layout=w.Layout(margin="0 0 0 8px", max_width="520px"))
+            error.add_class(f"gft-error-{field}")
+            self.fields[field], self.errors[field] = widget, error
+            widget.observe(self._changed, "value")
+            rows[field] = w.HBox([widget, error], layout=w.Layout(align_items="flex-start"))
+
+        self.upload = w.FileUpload(accept=".jsonl,.json,.csv,.txt", multiple=False,
+                                   description="Upload", layout=w.Layout(width="110px"))
+        self.upload.add_class("gft-upload")
+        self.upload.observe(self._uploaded, "value")
+        self.detected = w.HTML()
+        self.detected.add_class("gft-detected-format")
+        self.preview = DatasetPreview()
+        self.estimate_line = w.HTML()
+        self.estimate_line.add_class("gft-estimate")
+        self.general_errors = w.HTML()
+        self.general_errors.add_class("gft-general-errors")
+        self.message = w.HTML()
+        self.message.add_class("gft-form-message")
+        self.start_button = w.Button(description="Start training", button_style="success", icon="play",
+                                     disabled=True, layout=w.Layout(width="180px"))
+        self.start_button.add_class("gft-start")
+        self.start_button.on_click(self._start_clicked)
+        self.back_button = w.Button(description="Back to the run", icon="arrow-left",
+                                    layout=w.Layout(width="180px", display="none"))
+        self.back_button.add_class("gft-back")
+
+        dataset_row = w.HBox([self.fields["dataset"], self.upload, self.errors["dataset"]],
+                             layout=w.Layout(align_items="flex-start"))
+        advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS])],
+                               titles=("Advanced",), selected_index=None)
+        self.advanced = advanced
+        children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], dataset_row,
+                    w.HBox([rows["dataset_format"], self.detected]), self.preview]
+        children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
+        children += [advanced, self.general_errors, self.estimate_line,
+                     w.HBox([self.start_button, self.back_button]), self.message]
+        super().__init__(children, **kwargs)
+        self.add_class("gft-form")
+        self.observe(self._update_start, ["valid", "active_run", "busy"])
+        self.validate()
+
+    # -- values -----------------------------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        """The form as a TrainingConfig dict."""
+        out = {name: widget.value for name, widget in self.fields.items()}
+        out["dataset"] = (out["dataset"] or "").strip()
+        return out
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Fill the form (e.g. from a finished run's config); unknown keys are ignored."""
+        with self._lock:
+            self._suspend += 1
+            try:
+                model = values.get("model")
+                if isinstance(model, str) and model and model not in models.MODELS:
+                    self.fields["model"].options = _model_options(model)
+                for name, value in values.items():
+                    if name in self.fields and value is not None:
+                        try:
+                            self.fields[name].value = value
+                        except t.TraitError:
+                            pass
+            finally:
+                self._suspend -= 1
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def _changed(self, change=None) -> None:
+        if not self._suspend:
+            self.validate()
+
+    def validate(self) -> dict[str, list[str]]:
+        """Check the form; show each error next to its field. Returns the errors by field."""
+        with self._lock:
+            data = self.values()
+            errors: dict[str, list[str]] = {}
+            config = None
+            try:
+                config = TrainingConfig.from_dict(data, check_files=False)
+            except ConfigError as e:
+                errors = e.by_field()
+            info = None
+            if data["dataset"] and "dataset" not in errors and "dataset_format" not in errors:
+                info = inspect(data["dataset"], data["dataset_format"])
+                if info.problems:
+                    errors["dataset"] = list(info.problems)
+                elif data["batch_size"] > len(info.records) and "batch_size" not in errors:
+                    errors["batch_size"] = [f"is larger than the dataset ({len(info.records)} examples)"]
+            self.dataset_info = info
+            self._show_errors(errors)
+            self.fields["lora_rank"].disabled = data["method"] != "lora"
+            self.detected.value = (f'<span style="color:#555">detected: <b>{fmt.esc(info.format)}</b></span>'
+                                   if info is not None and info.ok else "")
+            if info is not None and info.ok:
+                try:
+                    self.preview.update(info, data["model"], max(1, int(data["max_seq_len"])),
+                                        data["dataset_format"])
+                except Exception as e:  # noqa: BLE001 - a preview problem never blocks the form
+                    self.preview.clear()
+                    self.detected.value += fmt.error_html([f"preview failed: {e}"])
+            else:
+                self.preview.clear()
+            self.config = config if not errors else None
+            self.estimate_line.value = self._estimate(config if config is not None else None)
+            self.valid = not errors
+            self._update_start()
+            return errors
+
+    def _show_errors(self, errors: dict[str, list[str]]) -> None:
+        general = []
+        for name, html in self.errors.items():
+            msgs = errors.get(name, [])
+            if len(msgs) > MAX_SHOWN_ERRORS:
+                msgs = msgs[:MAX_SHOWN_ERRORS] + [f"... and {len(msgs) - MAX_SHOWN_ERRORS} more"]
+            html.value = fmt.error_html(msgs)
+        for name, msgs in errors.items():
+            if name not in self.errors:
+                general += [f"{name}: {m}" for m in msgs]
+        self.general_errors.value = fmt.error_html(general)
+
+    def show_config_error(self, error: ConfigError) -> None:
+        """Errors found at start (e.g. by the run manager) next to their fields."""
+        self._show_errors(error.by_field())
+        self.valid = False
+
+    @staticmethod
+    def _estimate(config: TrainingConfig | None) -> str:
+        if config is None:
+            return '<span style="color:#888">Estimate: fix the errors above first.</span>'
+        try:
+            from ..estimate import estimate
+        except ImportError:
+            return '<span style="color:#888">Estimate: not available.</span>'
+        try:
+            text = estimate(config).summary()
+        except Exception as e:  # noqa: BLE001 - an estimate bug must not break the form
+            return f'<span style="color:#888">Estimate unavailable: {fmt.esc(e)}</span>'
+        return f"<b>Estimate:</b> {fmt.esc(text)}"
+
+    def _update_start(self, change=None) -> None:
+        blocked = bool(self.active_run)
+        self.start_button.disabled = (not self.valid) or blocked or self.busy
+        if blocked:
+            self.start_button.tooltip = f"a run is active: {self.active_run}"
+        elif not self.valid:
+            self.start_button.tooltip = "fix the errors first"
+        else:
+            self.start_button.tooltip = "start a training run"
+        if blocked and not self.busy:
+            self.message.value = fmt.note(f"Start is disabled: run <b>{fmt.esc(self.active_run)}</b> "
+                                          "is active in this workspace.", "warn")
+        elif self.message.value and "Start is disabled" in self.message.value:
+            self.message.value = ""
+
+    # -- actions ----------------------------------------------------------------------------
+    def _uploaded(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        try:
+            for f in files:
+                path = save_upload(self.upload_dir, f["name"], bytes(f["content"]))
+                self.message.value = fmt.note(f"Uploaded to {fmt.esc(path)}", "ok")
+                self.fields["dataset"].value = path
+        except OSError as e:
+            self.message.value = fmt.note(f"Upload failed: {fmt.esc(e)}", "error")
+        finally:
+            self.upload.value = ()
+
+    def _start_clicked(self, _button=None) -> None:
+        errors = self.validate()
+        if errors or self.config is None or self.active_run or self.busy:
+            return
+        if self.on_start is not None:
+            self.on_start(self.config)
