@@ -1,0 +1,471 @@
+"""RunManager: start, watch, stop, resume, clean and delete runs in one workspace.
+
+Nothing here keeps state that matters: every answer is derived again from the workspace and
+the process table, so any kernel or terminal can manage a run another one started. The only
+in-memory state is a cache of metrics readers (so a refresh reads only appended bytes) and
+the handles of supervisors this process launched (only to reap them, never to decide).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from .. import contract
+from . import identity, lockfile, sampling
+from .errors import RunError
+from .lockfile import LockRead
+from .metrics import MetricsSummary
+from .state import Proc, State
+from .status import RunStatus, check_lock, read_config, read_result, run_status
+from .stopping import StopReport, stop_processes
+
+SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
+LOG_STREAMS = {"stdout": contract.STDOUT_NAME, "stderr": contract.STDERR_NAME,
+               "status": contract.STATUS_LOG_NAME, "supervisor": contract.SUPERVISOR_LOG_NAME}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def default_workspace() -> str:
+    return os.path.abspath(os.path.expanduser(os.environ.get(contract.WORKSPACE_ENV) or contract.DEFAULT_WORKSPACE))
+
+
+def package_env() -> dict[str, str]:
+    """The environment for our subprocesses: they import this very copy of the package."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH", "")
+    parts = [p for p in path.split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root] + [p for p in parts if p != root])}
+
+
+class Run:
+    """A handle on one run folder. Holds no state: every call asks the workspace."""
+
+    def __init__(self, manager: "RunManager", run_dir: str):
+        self.manager, self.run_dir = manager, run_dir
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.run_dir)
+
+    def status(self) -> RunStatus:
+        return self.manager.status(self)
+
+    def metrics(self, since: int = 0) -> tuple[list[dict], int]:
+        return self.manager.metrics(self, since)
+
+    def logs(self, stream: str = "stderr", max_lines: int = 200) -> str:
+        return self.manager.logs(self, stream, max_lines)
+
+    def stop(self, **kwargs) -> StopReport:
+        return self.manager.stop(**kwargs)
+
+    def __fspath__(self) -> str:
+        return self.run_dir
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_dir!r})"
+
+
+class RunManager:
+    def __init__(self, workspace: str | os.PathLike | None = None, trainer: str | None = None):
+        self.workspace = (os.path.abspath(os.path.expanduser(os.fspath(workspace)))
+                          if workspace else default_workspace())
+        self.trainer = trainer or os.environ.get(contract.TRAINER_ENV) or contract.DEFAULT_TRAINER
+        self._summaries: dict[str, MetricsSummary] = {}
+        self._configs: dict[str, dict | None] = {}
+        self._read_mutex = threading.RLock()  # the metrics cache, shared by UI and poller threads
+        self._write_mutex = threading.RLock()  # start / stop / resume from several threads
+
+    def __repr__(self) -> str:
+        return f"RunManager({self.workspace!r}, trainer={self.trainer!r})"
+
+    # -- reading ---------------------------------------------------------------------------
+    def status(self, run: Any = None) -> RunStatus:
+        """The locked run's status, else the newest run's; IDLE when there are none."""
+        self._need_workspace()
+        lock = lockfile.read_lock(self.workspace)
+        if run is None:
+            run_dir = self._default_run(lock)
+            if run_dir is None:
+                if lock.present:  # an unreadable lock and no run folder to pin it on
+                    return RunStatus(State.ORPHANED, reason=f"lock file unreadable ({lock.error})")
+                return RunStatus(State.IDLE, reason="no runs in this workspace")
+        else:
+            run_dir = self._resolve(run)
+        return self._status_of(run_dir, lock)
+
+    def runs(self) -> list[RunStatus]:
+        """Every run in the workspace with its state, most recently active first."""
+        self._need_workspace()
+        lock = lockfile.read_lock(self.workspace)
+        dirs = self._run_dirs()
+        if lock.data and lock.data["run_dir"] not in dirs and os.path.dirname(lock.data["run_dir"]) == self.workspace:
+            dirs.insert(0, lock.data["run_dir"])  # being created right now
+        return [self._status_of(d, lock) for d in dirs]
+
+    def metrics(self, run: Any = None, since: int = 0) -> tuple[list[dict], int]:
+        """(complete events appended after byte offset `since`, the new offset)."""
+        tail = contract.JsonlTail(os.path.join(self._resolve_or_default(run), contract.METRICS_NAME), since)
+        events = tail.read_new()
+        return events, tail.offset
+
+    def logs(self, run: Any = None, stream: str = "stderr", max_lines: int = 200) -> str:
+        if stream not in LOG_STREAMS:
+            raise RunError(f"unknown log stream {stream!r}; one of {', '.join(LOG_STREAMS)}")
+        return contract.tail_text(os.path.join(self._resolve_or_default(run), LOG_STREAMS[stream]), max_lines)
+
+    def run_config(self, run: Any = None) -> dict:
+        run_dir = self._resolve_or_default(run)
+        cfg = read_config(run_dir)
+        if cfg is None:
+            raise RunError(f"{os.path.join(run_dir, contract.CONFIG_NAME)} is missing or unreadable")
+        return cfg
+
+    # -- starting --------------------------------------------------------------------------
+    def start(self, config: Any) -> Run:
+        """Validate `config` (TrainingConfig or dict), then create the run folder and the lock
+        exclusively and launch the detached supervisor. Raises ConfigError before creating
+        anything, RunError when a run is active."""
+        from ..config import TrainingConfig
+
+        cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
+        self._make_workspace()
+        prefix = cfg.run_name_prefix()
+        with self._write_mutex:
+            self._wait_for_ending_run()
+            with lockfile.guard(self.workspace):
+                self._clear_stale_or_raise(lockfile.read_lock(self.workspace, locked=True), "a new start")
+                run_dir = self._new_run_dir(prefix)
+                if not lockfile.create_lock(self.workspace, self._lock_data(run_dir, 1)):
+                    raise RunError("another run was started at the same moment")  # unguarded writer
+                try:
+                    os.mkdir(run_dir)
+                    contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), cfg.to_dict())
+                except OSError as e:
+                    lockfile.remove_lock(self.workspace)
+                    raise RunError(f"cannot create the run folder {run_dir}: {e}") from e
+            self._launch(run_dir, 1)
+        return Run(self, run_dir)
+
+    def resume(self, run: Any = None) -> Run:
+        """Restart an ORPHANED or ABORTED run (or a FAILED one with a checkpoint) in the same
+        folder from its newest checkpoint; the trainer appends to its metrics."""
+        self._need_workspace(writable=True)
+        with self._write_mutex:
+            self._wait_for_ending_run()
+            with lockfile.guard(self.workspace):
+                lock = lockfile.read_lock(self.workspace, locked=True)
+                if run is None:
+                    run_dir = self._default_run(lock)
+                    if run_dir is None:
+                        raise RunError(f"nothing to resume: no runs in {self.workspace}")
+                else:
+                    run_dir = self._resolve(run)
+                st = self._status_of(run_dir, lock)
+                if not st.can_resume:
+                    raise RunError(self._why_not_resumable(st))
+                if lock.present:
+                    self._clear_stale_or_raise(lock, "resume")
+                attempt = self._set_aside_result(run_dir, st.attempt)
+                lockfile.create_lock(self.workspace, self._lock_data(run_dir, attempt))
+            ckpt = st.checkpoints[-1] if st.checkpoints else None
+            contract.append_status(run_dir, "STARTING", f"resume: attempt {attempt} from "
+                                   + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)"))
+            self._launch(run_dir, attempt)
+        return Run(self, run_dir)
+
+    # -- stopping and cleaning -------------------------------------------------------------
+    def stop(self, force: bool = False, timeout: float = 30.0, term_timeout: float = 5.0,
+             kill_timeout: float = 10.0) -> StopReport:
+        """Stop the active run: SIGINT to the trainer, after `timeout` s SIGTERM, after
+        `term_timeout` s SIGKILL to the process group (`force`: the group kill at once).
+        Returns when the group is gone. Safe to call from any thread."""
+        self._need_workspace()
+        with self._write_mutex:
+            lock = lockfile.read_lock(self.workspace)
+            if lock.data is None:
+                msg = "nothing to stop: no active run" if not lock.present else \
+                    f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
+                st = self.status()
+                return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
+            check = check_lock(lock.data)
+            deadline = time.monotonic() + 5.0
+            while not check.procs and check.launcher == Proc.ALIVE and time.monotonic() < deadline:
+                time.sleep(0.05)  # a start is launching the supervisor right now
+                lock = lockfile.read_lock(self.workspace)
+                if lock.data is None:
+                    break
+                check = check_lock(lock.data)
+            run_dir = lock.data["run_dir"] if lock.data else check.data["run_dir"]
+            name = os.path.basename(run_dir)
+            if check.foreign:
+                raise RunError(f"run {name} is active on host {check.data.get('hostname')}; "
+                               "it cannot be verified or stopped from here")
+            if not check.procs:
+                st = self.status(run_dir)
+                return StopReport(run_dir, nothing_to_stop=True, state=st.state, reason=st.reason,
+                                  message=f"nothing to stop: the processes of {name} are already gone "
+                                          f"({st.state.value}: {st.reason})")
+            report = stop_processes(self.workspace, check, force, timeout, term_timeout, kill_timeout)
+            st = self.status(run_dir)
+            report.state, report.reason = st.state, st.reason
+            report.message = (f"stopped {name} in {report.seconds:.1f} s ({', '.join(report.sent) or 'no signal needed'}); "
+                              f"now {st.state.value}" + (f": {st.reason}" if st.reason else "")
+                              + ("" if report.group_gone else "; WARNING: some processes of the group remain"))
+            return report
+
+    def clean(self, force: bool = False) -> str:
+        """Clear the lock of an ORPHANED run, keeping every file. `force` also clears a lock
+        held by another host (when you know that host is gone)."""
+        self._need_workspace(writable=True)
+        with self._write_mutex, lockfile.guard(self.workspace):
+            lock = lockfile.read_lock(self.workspace, locked=True)
+            if not lock.present:
+                raise RunError(f"nothing to clean: no lock in {self.workspace}")
+            if lock.data is None:
+                lockfile.remove_lock(self.workspace)
+                return f"cleared an unreadable lock ({lock.error}); all run folders are kept"
+            run_dir = lock.data["run_dir"]
+            name = os.path.basename(run_dir)
+            check = check_lock(lock.data)
+            if check.foreign and not force:
+                raise RunError(f"the lock belongs to run {name} on host {lock.data.get('hostname')}, which may "
+                               "still be training; if that host is gone, use `gemma-ft clean --force`")
+            if not check.foreign and not check.stale:
+                raise RunError(f"run {name} is active; stop it first with `gemma-ft stop --workspace {self.workspace}`")
+            lockfile.remove_lock(self.workspace)
+            if os.path.isdir(run_dir):
+                contract.append_status(run_dir, "ORPHANED", "lock cleared by clean" + (" --force" if force else ""))
+        return f"cleared the lock of {name}; every file is kept. Resume it with `gemma-ft resume {name}`"
+
+    def delete(self, run: Any) -> str:
+        """Delete a run folder and everything in it. Refused while the run is active."""
+        self._need_workspace(writable=True)
+        if run is None:
+            raise RunError("say which run to delete")
+        run_dir = self._resolve(run)
+        with self._write_mutex, lockfile.guard(self.workspace):
+            lock = lockfile.read_lock(self.workspace, locked=True)
+            if lock.data and lockfile.names(lock.data, run_dir):
+                check = check_lock(lock.data)
+                if check.foreign or not check.stale:
+                    raise RunError(f"run {os.path.basename(run_dir)} is active; stop it before deleting it")
+                lockfile.remove_lock(self.workspace)
+            shutil.rmtree(run_dir)
+        with self._read_mutex:
+            self._summaries.pop(run_dir, None)
+            self._configs.pop(run_dir, None)
+        return f"deleted {run_dir}"
+
+    # -- sampling and export (subprocesses; jax never loads in this process) ---------------
+    def sample(self, run: Any, prompt: str, max_new_tokens: int = 64, checkpoint: Any = None,
+               timeout: float = 300) -> dict:
+        return sampling.sample(self._resolve_or_default(run), prompt, max_new_tokens, checkpoint, timeout)
+
+    def export(self, run: Any, out_dir: str, timeout: float | None = None) -> str:
+        return sampling.export(self._resolve_or_default(run), out_dir, timeout)
+
+    # -- internals -------------------------------------------------------------------------
+    def _need_workspace(self, writable: bool = False) -> None:
+        if not os.path.isdir(self.workspace):
+            raise RunError(f"workspace {self.workspace} does not exist")
+        if writable and not os.access(self.workspace, os.W_OK | os.X_OK):
+            raise RunError(f"workspace {self.workspace} is not writable")
+
+    def _make_workspace(self) -> None:
+        if not os.path.isdir(self.workspace):
+            parent = os.path.dirname(self.workspace)
+            if not os.path.isdir(parent):
+                raise RunError(f"cannot create workspace {self.workspace}: {parent} does not exist")
+            try:
+                os.mkdir(self.workspace)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise RunError(f"cannot create workspace {self.workspace}: {e.strerror}") from e
+        self._need_workspace(writable=True)
+
+    def _run_dirs(self) -> list[str]:
+        """Run folders, most recently active first (status.log is appended at each transition)."""
+        found = []
+        try:
+            names = os.listdir(self.workspace)
+        except OSError:
+            return []
+        for name in names:
+            path = os.path.join(self.workspace, name)
+            if name.startswith(".") or not os.path.isdir(path):
+                continue
+            for marker in (contract.STATUS_LOG_NAME, contract.CONFIG_NAME):
+                try:
+                    found.append((os.stat(os.path.join(path, marker)).st_mtime, name, path))
+                    break
+                except OSError:
+                    continue
+        return [p for _, _, p in sorted(found, reverse=True)]
+
+    def _default_run(self, lock: LockRead) -> str | None:
+        if lock.data:
+            return lock.data["run_dir"]
+        dirs = self._run_dirs()
+        if lock.present:  # unreadable: pin it on the newest run that has not ended
+            for d in dirs:
+                if not os.path.exists(os.path.join(d, contract.RESULT_NAME)):
+                    return d
+        return dirs[0] if dirs else None
+
+    def _resolve(self, run: Any) -> str:
+        """An existing run folder directly inside the workspace, from a Run, name or path."""
+        raw = run.run_dir if isinstance(run, Run) else os.fspath(run)
+        ws = os.path.realpath(self.workspace)
+        if os.path.isabs(raw) or os.sep in raw:
+            path = os.path.realpath(raw)
+        else:
+            path = os.path.realpath(os.path.join(ws, raw))
+        if os.path.dirname(path) != ws or not os.path.isdir(path) or os.path.basename(path).startswith("."):
+            raise RunError(f"unknown run {raw!r} in workspace {self.workspace}")
+        return os.path.join(self.workspace, os.path.basename(path))
+
+    def _resolve_or_default(self, run: Any) -> str:
+        self._need_workspace()
+        if run is not None:
+            return self._resolve(run)
+        run_dir = self._default_run(lockfile.read_lock(self.workspace))
+        if run_dir is None:
+            raise RunError(f"no runs in workspace {self.workspace}")
+        return run_dir
+
+    def _status_of(self, run_dir: str, lock: LockRead) -> RunStatus:
+        with self._read_mutex:
+            summary = self._summaries.get(run_dir)
+            if summary is None:
+                summary = self._summaries[run_dir] = MetricsSummary(run_dir)
+            config = self._configs.get(run_dir)
+            if config is None:
+                config = read_config(run_dir)
+                if config is not None:  # only cache what was there: it may be written right now
+                    self._configs[run_dir] = config
+            lock_error = lock.error if lock.present and lock.data is None and run_dir == self._default_run(lock) else None
+            return run_status(run_dir, lock, summary, config, lock_error=lock_error)
+
+    def _new_run_dir(self, prefix: str) -> str:
+        if not _SAFE_NAME.fullmatch(prefix):
+            raise RunError(f"unsafe run name prefix {prefix!r}")
+        base = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name, k = base, 1
+        while os.path.lexists(os.path.join(self.workspace, name)):
+            k += 1
+            name = f"{base}-{k}"
+        path = os.path.join(self.workspace, name)
+        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(self.workspace):
+            raise RunError(f"run folder {path} would be outside the workspace")
+        return path
+
+    def _lock_data(self, run_dir: str, attempt: int) -> dict[str, Any]:
+        return {
+            "run_dir": run_dir, "supervisor_pid": None, "trainer_pid": None, "pgid": None,
+            "create_times": {}, "cmdline": None, "trainer_cmdline": None,
+            "hostname": identity.hostname(), "boot_id": identity.boot_id(),
+            "started_at": contract.utc_now(), "attempt": attempt, "trainer_module": self.trainer,
+            "launcher": identity.describe(os.getpid()),  # vouches for the lock until the supervisor runs
+        }
+
+    def _launch(self, run_dir: str, attempt: int) -> None:
+        cmd = [sys.executable, "-m", SUPERVISOR_MODULE, run_dir, "--workspace", self.workspace,
+               "--trainer", self.trainer, "--attempt", str(attempt)]
+        mine = lambda d: lockfile.names(d, run_dir, attempt)
+        if attempt == 1:
+            contract.append_status(run_dir, "STARTING", "launching the supervisor")
+        try:
+            with open(os.path.join(run_dir, contract.SUPERVISOR_LOG_NAME), "ab") as log:
+                # A new session: no kernel restart, closed terminal or Ctrl+C reaches the run.
+                proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=log, env=package_env())
+        except OSError as e:
+            lockfile.clear_lock_if(self.workspace, mine)
+            contract.append_status(run_dir, "FAILED", f"cannot launch the supervisor: {e}")
+            raise RunError(f"cannot launch the supervisor: {e}") from e
+        # Popen returns after exec, so the create time and command line are the final ones.
+        ctime = psutil.Process(proc.pid).create_time()
+        lockfile.update_lock(self.workspace, lambda d: mine(d) and d.get("supervisor_pid") in (None, proc.pid), {
+            "supervisor_pid": proc.pid, "pgid": proc.pid, "cmdline": cmd, "create_times": {str(proc.pid): ctime}})
+        # Only to reap it when it exits (else it lingers as a zombie of this process).
+        threading.Thread(target=proc.wait, name=f"reap-supervisor-{proc.pid}", daemon=True).start()
+
+    def _clear_stale_or_raise(self, lock: LockRead, by: str) -> None:
+        """With the guard held: remove a provably dead lock, or refuse naming the active run."""
+        if not lock.present:
+            return
+        if lock.data is None:
+            lockfile.remove_lock(self.workspace)
+            return
+        run_dir = lock.data["run_dir"]
+        name = os.path.basename(run_dir)
+        check = check_lock(lock.data)
+        if check.foreign:
+            raise RunError(f"a run is active on host {lock.data.get('hostname')}: {name}. It cannot be stopped "
+                           f"from here; if that host is gone, clear it with "
+                           f"`gemma-ft clean --force --workspace {self.workspace}`")
+        if not check.stale:
+            st = self._status_of(run_dir, lock)
+            progress = f", step {st.step}/{st.max_steps}" if st.step is not None else ""
+            raise RunError(f"a run is already active: {name} ({st.state.value}{progress}). Stop it with "
+                           f"`gemma-ft stop --workspace {self.workspace}` or the panel's Abort button")
+        why = "machine rebooted" if check.rebooted else "its processes are gone"
+        lockfile.remove_lock(self.workspace)
+        if os.path.isdir(run_dir):
+            contract.append_status(run_dir, "ORPHANED", f"lock cleared by {by} ({why})")
+
+    def _wait_for_ending_run(self, timeout: float = 5.0) -> None:
+        """A run that wrote its result is about to drop its lock: let it, rather than refuse."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lock = lockfile.read_lock(self.workspace)
+            if lock.data is None:
+                return
+            result, _ = read_result(lock.data["run_dir"])
+            if result is None or result.get("attempt") != lock.data.get("attempt"):
+                return
+            if not check_lock(lock.data).procs:
+                return  # nobody left to drop it: it is stale and will be cleared
+            time.sleep(0.05)
+
+    def _set_aside_result(self, run_dir: str, attempt: int | None) -> int:
+        """Rename result.json to result.attempt-<k>.json; return the next attempt number."""
+        done = []
+        for path in glob.glob(os.path.join(run_dir, "result.attempt-*.json")):
+            m = re.fullmatch(r"result\.attempt-(\d+)\.json", os.path.basename(path))
+            if m:
+                done.append(int(m.group(1)))
+        prev = max([attempt or 1, *done])
+        current = os.path.join(run_dir, contract.RESULT_NAME)
+        if os.path.exists(current):
+            target = os.path.join(run_dir, f"result.attempt-{prev}.json")
+            if os.path.exists(target):
+                prev += 1
+                target = os.path.join(run_dir, f"result.attempt-{prev}.json")
+            os.rename(current, target)
+        return prev + 1
+
+    @staticmethod
+    def _why_not_resumable(st: RunStatus) -> str:
+        name = st.run_name
+        if st.foreign_host:
+            return f"cannot resume {name}: it is active on host {st.foreign_host}"
+        if st.active:
+            return f"cannot resume {name}: it is {st.state.value} (still active)"
+        if st.state == State.FINISHED:
+            return f"nothing to resume: {name} FINISHED"
+        if st.state == State.FAILED:
+            return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
+        return f"cannot resume {name}: it is {st.state.value}"

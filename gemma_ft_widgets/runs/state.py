@@ -1,0 +1,129 @@
+"""Run states and their derivation: a pure function of facts already read from disk and the
+process table (see the state table in docs/ARCHITECTURE.md).
+
+Keeping the I/O out of here is what lets a table of plain values test every case, and lets any
+process (a new kernel, a terminal) compute the same answer from the same workspace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Any
+
+
+class State(str, Enum):
+    IDLE = "IDLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+    ORPHANED = "ORPHANED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
+ENDED_STATES = frozenset({State.FINISHED, State.FAILED, State.ABORTED})
+
+
+class Proc(str, Enum):
+    """What the process table says about one pid recorded in the lock."""
+
+    ALIVE = "alive"  # running, and pid + create time + cmdline match the lock
+    GONE = "gone"  # no such process (or a zombie waiting to be reaped)
+    REUSED = "reused"  # the pid exists but belongs to another program
+    NONE = "none"  # no pid recorded (yet)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """Everything derive_state needs about one run, read beforehand."""
+
+    has_run: bool = True  # False: the workspace has no run at all
+    lock: dict[str, Any] | None = None  # the parsed lock, when it names this run
+    lock_error: str | None = None  # the lock exists but cannot be read
+    host: str = ""  # this machine's hostname
+    boot_id: str = ""  # this machine's boot id
+    supervisor: Proc = Proc.NONE
+    trainer: Proc = Proc.NONE
+    launcher: Proc = Proc.NONE  # the process that created the lock, before the supervisor runs
+    pids: dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> pid, for reasons
+    stop_requested: bool = False  # stop_request.json for the lock's attempt
+    stepped: bool = False  # a step event after the latest start event
+    result: dict[str, Any] | None = None  # parsed and valid result.json
+    result_error: str | None = None  # result.json exists but is unreadable / invalid
+
+
+def derive_state(f: Facts) -> tuple[State, str]:
+    """(state, human-readable reason) for one run. Never raises on odd input."""
+    if not f.has_run:
+        return State.IDLE, "no runs in this workspace"
+    if f.lock_error is not None:
+        return State.ORPHANED, f"lock file unreadable ({f.lock_error})"
+    if f.lock is not None:
+        return _with_lock(f)
+    if f.result is not None:
+        return _from_result(f.result)
+    if f.result_error is not None:
+        return State.FAILED, f"result file unreadable ({f.result_error})"
+    return State.ORPHANED, "no result and no lock (the run was interrupted or its lock was cleaned)"
+
+
+def _with_lock(f: Facts) -> tuple[State, str]:
+    lock = f.lock or {}
+    same_attempt_result = f.result is not None and f.result.get("attempt") == lock.get("attempt")
+    host = lock.get("hostname")
+    if host != f.host:
+        if same_attempt_result:  # the run ended over there; only its lock is left
+            return _from_result(f.result)
+        state = State.STOPPING if f.stop_requested else (State.RUNNING if f.stepped else State.STARTING)
+        return state, f"active on host {host}; cannot be verified or stopped from here"
+    if lock.get("boot_id") != f.boot_id:
+        return State.ORPHANED, "machine rebooted since the run started (lock from another boot)"
+    alive = Proc.ALIVE in (f.supervisor, f.trainer)
+    if same_attempt_result:
+        # The supervisor wrote result.json and is about to remove the lock, or died doing so.
+        return _from_result(f.result)
+    if alive:
+        if f.stop_requested:
+            return State.STOPPING, "stop requested; waiting for the trainer to save and exit"
+        if f.stepped:
+            return State.RUNNING, ""
+        if f.trainer == Proc.ALIVE:
+            return State.STARTING, "trainer is loading the model and data"
+        return State.STARTING, "supervisor is starting the trainer"
+    if f.supervisor == Proc.NONE and f.launcher == Proc.ALIVE:
+        return State.STARTING, "launching the supervisor"
+    return State.ORPHANED, _why_dead(f)
+
+
+def _why_dead(f: Facts) -> str:
+    parts = []
+    for role in ("supervisor", "trainer"):
+        check = getattr(f, role)
+        pid = f.pids.get(role)
+        if check == Proc.REUSED:
+            parts.append(f"{role} pid {pid} now belongs to another program")
+        elif check == Proc.GONE:
+            parts.append(f"{role} (pid {pid}) is gone")
+    if f.supervisor == Proc.NONE:
+        parts.append("the process that started the run exited before launching the supervisor")
+    detail = "; ".join(parts) if parts else "no process of the run is alive"
+    return f"the run's processes ended without writing a result: {detail}"
+
+
+def _from_result(result: dict[str, Any]) -> tuple[State, str]:
+    return State(result["state"]), str(result.get("reason") or "")
+
+
+def valid_result(obj: Any) -> str | None:
+    """Why a parsed result.json cannot be used, or None when it can."""
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    if obj.get("state") not in {s.value for s in ENDED_STATES}:
+        return f"invalid state {obj.get('state')!r}"
+    return None

@@ -1,0 +1,218 @@
+"""Reading one run folder (plus the workspace lock and the process table) into a RunStatus.
+
+All the I/O lives here; the decision itself is `state.derive_state`, a pure function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import time
+from typing import Any
+
+import psutil
+
+from .. import contract
+from . import identity
+from .lockfile import LockRead
+from .metrics import MetricsSummary
+from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
+
+
+@dataclasses.dataclass
+class RunStatus:
+    state: State
+    reason: str = ""
+    run_dir: str | None = None
+    run_name: str | None = None
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    lr: float | None = None
+    tokens_per_s: float | None = None
+    eval_loss: float | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    elapsed_s: float | None = None
+    exit_code: int | None = None
+    signal_name: str | None = None
+    last_checkpoint: str | None = None
+    checkpoints: list[int] = dataclasses.field(default_factory=list)
+    attempt: int | None = None
+    foreign_host: str | None = None  # the lock's host, when it is not this machine
+    active: bool = False  # a lock exists and blocks a new start
+    can_resume: bool = False
+    model: str | None = None
+    supervisor_pid: int | None = None
+    trainer_pid: int | None = None
+    stop_requested: bool = False
+    metrics_offset: int = 0
+    corrupt_metric_lines: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["state"] = self.state.value
+        return d
+
+
+@dataclasses.dataclass
+class LockCheck:
+    """The lock of one run, checked against this machine and the process table."""
+
+    data: dict[str, Any]
+    foreign: bool  # another host: never checked, never signalled
+    rebooted: bool
+    supervisor: Proc = Proc.NONE
+    trainer: Proc = Proc.NONE
+    launcher: Proc = Proc.NONE
+    procs: dict[str, psutil.Process] = dataclasses.field(default_factory=dict)  # verified, alive
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.procs) or (self.supervisor == Proc.NONE and self.launcher == Proc.ALIVE)
+
+    @property
+    def stale(self) -> bool:
+        """Provably dead on this machine, so a new start may clear it."""
+        return not self.foreign and (self.rebooted or not self.alive)
+
+
+def check_lock(data: dict[str, Any]) -> LockCheck:
+    foreign = data.get("hostname") != identity.hostname()
+    rebooted = not foreign and data.get("boot_id") != identity.boot_id()
+    check = LockCheck(data, foreign, rebooted)
+    if foreign or rebooted:
+        return check
+    for role in ("supervisor", "trainer"):
+        verdict, proc = identity.lock_process(data, role)
+        setattr(check, role, verdict)
+        if proc is not None:
+            check.procs[role] = proc
+    if check.supervisor == Proc.NONE:
+        check.launcher = identity.launcher_process(data)
+    return check
+
+
+def read_result(run_dir: str) -> tuple[dict | None, str | None]:
+    """(result, None), (None, why unreadable) or (None, None) when there is none."""
+    try:
+        obj = contract.read_json(os.path.join(run_dir, contract.RESULT_NAME))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return None, str(e).split(": ", 1)[-1] if isinstance(e, ValueError) else str(e)
+    problem = valid_result(obj)
+    return (None, problem) if problem else (obj, None)
+
+
+def stop_requested(run_dir: str, attempt: Any) -> bool:
+    try:
+        req = contract.read_json(os.path.join(run_dir, contract.STOP_REQUEST_NAME))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(req, dict) and req.get("attempt", attempt) == attempt
+
+
+def read_config(run_dir: str) -> dict[str, Any] | None:
+    try:
+        cfg = contract.read_json(os.path.join(run_dir, contract.CONFIG_NAME))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: dict[str, Any] | None,
+               lock_error: str | None = None, lock_check: LockCheck | None = None) -> RunStatus:
+    """The status of `run_dir`. `lock` is the workspace lock; it matters only if it names this
+    run. An unreadable lock names no run: the caller passes `lock_error` to the one it blames."""
+    summary.refresh()
+    result, result_error = read_result(run_dir)
+    data = lock.data if lock.data and _same(lock.data.get("run_dir"), run_dir) else None
+    if data is not None and lock_check is None:
+        lock_check = check_lock(data)
+    facts = Facts(
+        lock=data,
+        lock_error=lock_error,
+        host=identity.hostname(),
+        boot_id=identity.boot_id(),
+        stepped=summary.stepped,
+        result=result,
+        result_error=result_error,
+    )
+    if data is not None and lock_check is not None:
+        facts = dataclasses.replace(
+            facts,
+            supervisor=lock_check.supervisor, trainer=lock_check.trainer, launcher=lock_check.launcher,
+            pids={"supervisor": data.get("supervisor_pid"), "trainer": data.get("trainer_pid")},
+            stop_requested=stop_requested(run_dir, data.get("attempt")),
+        )
+    state, reason = derive_state(facts)
+
+    checkpoints = contract.checkpoint_steps(run_dir)
+    st = RunStatus(state=state, reason=reason, run_dir=run_dir, run_name=os.path.basename(run_dir))
+    st.step = summary.value("step", "step")
+    st.loss = summary.value("step", "loss")
+    st.lr = summary.value("step", "lr")
+    st.tokens_per_s = summary.value("step", "tokens_per_s")
+    st.eval_loss = summary.value("eval", "eval_loss")
+    st.max_steps = summary.value("start", "max_steps") or (config or {}).get("max_steps")
+    st.model = (config or {}).get("model")
+    st.checkpoints = checkpoints
+    st.last_checkpoint = _checkpoint_name(checkpoints[-1]) if checkpoints else None
+    st.metrics_offset = summary.reader.offset
+    st.corrupt_metric_lines = summary.reader.corrupt_lines
+    st.stop_requested = facts.stop_requested
+    if data is not None:
+        st.attempt = data.get("attempt")
+        st.started_at = data.get("started_at")
+        st.supervisor_pid, st.trainer_pid = data.get("supervisor_pid"), data.get("trainer_pid")
+        if lock_check is not None and lock_check.foreign:
+            st.foreign_host = str(data.get("hostname"))
+        st.active = lock_check is not None and not lock_check.stale
+    if result is not None and (data is None or state not in ACTIVE_STATES):
+        st.attempt = result.get("attempt", st.attempt)
+        st.started_at = result.get("started_at") or st.started_at
+        st.ended_at = result.get("ended_at")
+        st.exit_code = result.get("exit_code")
+        st.signal_name = result.get("signal_name")
+        if result.get("final_step") is not None:
+            st.step = result.get("final_step")
+    if st.started_at is None and summary.first_time is not None:
+        st.started_at = _iso(summary.first_time)
+    st.elapsed_s = _elapsed(st.started_at, st.ended_at if not st.active else None)
+    st.can_resume = (not st.active and st.foreign_host is None and
+                     (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
+    return st
+
+
+def _same(a: Any, b: str) -> bool:
+    return isinstance(a, str) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{step}"
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(s: Any) -> float | None:
+    if not isinstance(s, str):
+        return None
+    try:
+        return _dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        try:
+            return _dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+
+
+def _elapsed(started: Any, ended: Any) -> float | None:
+    t0 = parse_iso(started)
+    if t0 is None:
+        return None
+    t1 = parse_iso(ended) if ended else time.time()
+    return None if t1 is None else max(0.0, round(t1 - t0, 3))

@@ -1,0 +1,136 @@
+"""Stopping a run: graceful first (SIGINT to the trainer, which checkpoints), then SIGTERM,
+then SIGKILL to the whole process group. Only verified processes are ever signalled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import psutil
+
+from .. import contract
+from . import identity, lockfile
+from .state import State
+from .status import LockCheck, read_result
+from .results import write_result
+
+POLL_S = 0.05
+
+
+@dataclasses.dataclass
+class StopReport:
+    run_dir: str | None
+    nothing_to_stop: bool = False
+    sent: list[str] = dataclasses.field(default_factory=list)  # e.g. "SIGINT to trainer (pid 12)"
+    seconds: float = 0.0
+    group_gone: bool = True
+    state: State | None = None  # the run's state afterwards
+    reason: str = ""
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["state"] = self.state.value if self.state else None
+        return d
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait(cond: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        if tick:
+            tick()
+        time.sleep(POLL_S)
+
+
+def stop_processes(workspace: str, check: LockCheck, force: bool, timeout: float,
+                   term_timeout: float, kill_timeout: float) -> StopReport:
+    """Stop the verified processes of `check` (the caller made sure some are alive)."""
+    data = check.data
+    run_dir, attempt = data["run_dir"], data.get("attempt")
+    t0 = time.monotonic()
+    report = StopReport(run_dir=run_dir)
+    contract.atomic_write_json(os.path.join(run_dir, contract.STOP_REQUEST_NAME), {
+        "requested_at": contract.utc_now(), "force": force, "by_pid": os.getpid(), "attempt": attempt})
+    contract.append_status(run_dir, "STOPPING", "forced stop requested" if force else "stop requested")
+
+    procs = list(check.procs.values())
+    pgid = data.get("pgid")
+    seen: dict[int, psutil.Process] = {}  # group members seen while a verified process lived
+
+    def remember() -> None:  # a pgid is ours only while a verified member is alive
+        if isinstance(pgid, int) and any(_running(p) for p in procs):
+            for m in identity.group_members(pgid):
+                seen.setdefault(m.pid, m)
+
+    def all_gone() -> bool:
+        return not any(_running(p) for p in procs)
+
+    def send(role: str, sig: int) -> None:
+        p = check.procs.get(role)
+        if p is not None and _running(p) and identity.signal_verified(p, sig):
+            report.sent.append(f"{identity.signal_name(sig)} to {role} (pid {p.pid})")
+
+    remember()
+    done = False
+    if not force:
+        if "trainer" in check.procs:
+            send("trainer", signal.SIGINT)
+        else:  # the trainer is not started yet: the supervisor will not start it
+            send("supervisor", signal.SIGTERM)
+        done = _wait(all_gone, timeout, remember)
+        if not done and "trainer" in check.procs and _running(check.procs["trainer"]):
+            send("trainer", signal.SIGTERM)
+            done = _wait(all_gone, term_timeout, remember)
+    if not done:
+        remember()
+        if isinstance(pgid, int) and identity.kill_group(pgid, procs):
+            report.sent.append(f"SIGKILL to process group {pgid}")
+        else:  # no verified member left to vouch for the group: kill what we saw, one by one
+            for p in procs:
+                send_kill = identity.signal_verified(p, signal.SIGKILL)
+                if send_kill:
+                    report.sent.append(f"SIGKILL to pid {p.pid}")
+        _wait(all_gone, kill_timeout)
+    # Leftovers (e.g. a data loader the trainer forked) die with the run, never outlive it.
+    leftovers = [m for m in seen.values() if _running(m)]
+    if leftovers:
+        n = identity.kill_known(leftovers)
+        if n:
+            report.sent.append(f"SIGKILL to {n} leftover process(es) of group {pgid}")
+    report.group_gone = _wait(lambda: not any(_running(m) for m in [*procs, *seen.values()]), kill_timeout)
+
+    _finish_if_supervisor_died(workspace, data, report)
+    report.seconds = round(time.monotonic() - t0, 3)
+    return report
+
+
+def _finish_if_supervisor_died(workspace: str, data: dict, report: StopReport) -> None:
+    """The supervisor is in the group: if the group kill took it, write its result for it."""
+    run_dir, attempt = data["run_dir"], data.get("attempt")
+    result, _ = read_result(run_dir)
+    if result is None or result.get("attempt") != attempt:
+        if any("SIGKILL" in s for s in report.sent):
+            write_result(run_dir, attempt, -signal.SIGKILL, data.get("started_at"), stopped=True,
+                         trainer_pid=data.get("trainer_pid"),
+                         override={"state": "ABORTED", "reason": "force-stopped: killed by SIGKILL"})
+        else:
+            return  # nothing we did explains it; the state will say ORPHANED
+    lockfile.clear_lock_if(workspace, lambda d: lockfile.names(d, run_dir, attempt))

@@ -1,0 +1,105 @@
+"""The detached supervisor: `python -m gemma_ft_widgets.runs.supervisor RUN_DIR --workspace WS
+--trainer MODULE --attempt K`.
+
+Started by RunManager in a new session (so it leads its own process group and no kernel
+restart or terminal hangup reaches it). It records itself in the lock, starts the trainer as
+its child in the same group, forwards SIGTERM, waits, writes result.json atomically and
+removes the lock if the lock still names it. It ignores SIGINT: a graceful stop goes to the
+trainer, which saves a checkpoint; the supervisor must live to report it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import psutil
+
+from .. import contract
+from . import identity, lockfile
+from .results import write_result
+from .status import stop_requested
+
+ATTEMPT_ENV = "GEMMA_FT_ATTEMPT"  # tells the trainer which attempt it is (1 + resumes)
+
+
+def _log(msg: str) -> None:
+    print(f"{contract.utc_now()} supervisor[{os.getpid()}] {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.supervisor")
+    parser.add_argument("run_dir")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--trainer", required=True)
+    parser.add_argument("--attempt", type=int, default=1)
+    args = parser.parse_args(argv)
+    run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
+
+    trainer: subprocess.Popen | None = None
+    term = {"requested": False}
+
+    def on_term(signum, frame):  # forward; the trainer checkpoints and exits ABORTED
+        term["requested"] = True
+        if trainer is not None and trainer.returncode is None:
+            trainer.send_signal(signal.SIGTERM)  # our unreaped child: its pid cannot be reused
+
+    # A Python handler, not SIG_IGN: handlers reset to default on exec, so the trainer still
+    # gets SIGINT's default behaviour (SIG_IGN would be inherited).
+    signal.signal(signal.SIGINT, lambda s, f: _log("SIGINT ignored (the trainer handles stops)"))
+    signal.signal(signal.SIGTERM, on_term)
+
+    me = identity.describe(os.getpid())
+    mine = lambda d: lockfile.names(d, run_dir, attempt) and d.get("supervisor_pid") in (None, os.getpid())
+    if not lockfile.update_lock(ws, mine, {
+        "supervisor_pid": os.getpid(), "pgid": os.getpgid(0),
+        "create_times": {str(os.getpid()): me["create_time"]}, "cmdline": me["cmdline"],
+    }):
+        _log("the lock no longer names this run and attempt; not starting the trainer")
+        contract.append_status(run_dir, "ORPHANED", "supervisor found no lock for this attempt; trainer not started")
+        return 1
+    lock = lockfile.read_lock(ws).data or {}
+    started_at = lock.get("started_at") or contract.utc_now()
+
+    returncode = None
+    if term["requested"]:
+        _log("stop requested before the trainer started")
+    else:
+        cmd = [sys.executable, "-m", args.trainer, run_dir]
+        env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+        try:
+            with open(os.path.join(run_dir, contract.STDOUT_NAME), "ab") as out, \
+                    open(os.path.join(run_dir, contract.STDERR_NAME), "ab") as err:
+                trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        except OSError as e:
+            _log(f"cannot start the trainer: {e}")
+            write_result(run_dir, attempt, None, started_at, stopped=False, override={
+                "state": "FAILED", "reason": f"cannot start the trainer: {e}"})
+            lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
+                                   and d.get("supervisor_pid") == os.getpid())
+            return 1
+        if term["requested"]:
+            trainer.send_signal(signal.SIGTERM)
+        # The child is unreaped until wait(), so its create time is readable even if it exited.
+        lockfile.update_lock(ws, mine, {
+            "trainer_pid": trainer.pid, "trainer_cmdline": cmd,
+            "create_times": {str(trainer.pid): psutil.Process(trainer.pid).create_time()},
+        })
+        _log(f"trainer pid {trainer.pid} started: {' '.join(cmd)}")
+        contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {trainer.pid} started")
+        returncode = trainer.wait()
+        _log(f"trainer exited with status {returncode}")
+
+    write_result(run_dir, attempt, returncode, started_at,
+                 stopped=term["requested"] or stop_requested(run_dir, attempt),
+                 trainer_pid=trainer.pid if trainer else None)
+    lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
+                           and d.get("supervisor_pid") == os.getpid())
+    _log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
