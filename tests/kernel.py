@@ -1,0 +1,81 @@
+"""A real IPython kernel driven through jupyter_client, for tests that restart kernels."""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+
+from jupyter_client.manager import KernelManager
+
+
+class KernelError(AssertionError):
+    pass
+
+
+class Kernel:
+    """Start a real kernel (this venv's python), run code in it, restart it, shut it down."""
+
+    def __init__(self, cwd: str, env: dict | None = None):
+        self.km = KernelManager(kernel_name="python3")
+        self.km.kernel_spec.argv[0] = sys.executable  # the venv's python, not whatever is on PATH
+        self.cwd, self.env = cwd, {**os.environ, **(env or {})}
+        self.kc = None
+
+    def start(self) -> "Kernel":
+        self.km.start_kernel(cwd=self.cwd, env=self.env)
+        self._connect()
+        return self
+
+    def _connect(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def execute(self, code: str, timeout: float = 120) -> dict:
+        """Run `code`; return {'stdout', 'stderr', 'result'}; raise KernelError on an error."""
+        msg_id = self.kc.execute(code)
+        out = {"stdout": "", "stderr": "", "result": None}
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"kernel did not finish in {timeout}s: {code[:200]}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind == "execute_result":
+                out["result"] = content["data"].get("text/plain")
+            elif kind == "error":
+                raise KernelError("\n".join(content["traceback"]) + "\n" + out["stderr"])
+            elif kind == "status" and content["execution_state"] == "idle":
+                return out
+
+    def eval(self, expr: str, timeout: float = 120):
+        """The value of a Python expression in the kernel (through repr/literal_eval)."""
+        import ast
+
+        out = self.execute(f"print(repr({expr}))", timeout=timeout)
+        return ast.literal_eval(out["stdout"].strip().splitlines()[-1])
+
+    def restart(self) -> None:
+        """What the Restart Kernel button does: the old process (and its group) is killed."""
+        self.km.restart_kernel(now=True)
+        self._connect()
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+        if self.km.has_kernel:
+            self.km.shutdown_kernel(now=True)
