@@ -124,6 +124,10 @@ class RunManager:
             raise RunError(f"unknown log stream {stream!r}; one of {', '.join(LOG_STREAMS)}")
         return contract.tail_text(os.path.join(self._resolve_or_default(run), LOG_STREAMS[stream]), max_lines)
 
+    def resolve(self, run: Any = None) -> str:
+        """The folder of a run given as a Run, a name or a path (None: the active or newest run)."""
+        return self._resolve_or_default(run)
+
     def run_config(self, run: Any = None) -> dict:
         run_dir = self._resolve_or_default(run)
         cfg = read_config(run_dir)
@@ -190,7 +194,7 @@ class RunManager:
         """Stop the active run: SIGINT to the trainer, after `timeout` s SIGTERM, after
         `term_timeout` s SIGKILL to the process group (`force`: the group kill at once).
         Returns when the group is gone. Safe to call from any thread."""
-        self._need_workspace()
+        self._need_workspace(writable=True)
         with self._write_mutex:
             lock = lockfile.read_lock(self.workspace)
             if lock.data is None:

@@ -1,0 +1,301 @@
+"""`gemma-ft`: manage training runs from a terminal, on the same workspace as the panel.
+
+    gemma-ft demo                      train `tiny` on the sample dataset and follow it
+    gemma-ft start CONFIG.json         start a run; prints its folder
+    gemma-ft status [--json]           what the workspace's run is doing
+    gemma-ft list [--json]             every run with its state
+    gemma-ft logs [RUN] [--follow]     the trainer's output (--stderr, --stream status, ...)
+    gemma-ft stop [--force]            graceful stop (checkpoint), escalating after --timeout
+    gemma-ft resume [RUN]              continue an orphaned or aborted run from its checkpoint
+    gemma-ft clean [--force]           clear an orphaned run's lock (keeps every file)
+    gemma-ft delete RUN --yes          delete a run folder
+    gemma-ft export RUN --out DIR      export a run's weights
+
+Every command takes --workspace (default $GEMMA_FT_WORKSPACE, else ./gemma_ft_runs).
+Exit status: 0 done, 1 refused or failed (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from . import contract
+from .runs import ACTIVE_STATES, MetricsReader, RunError, RunManager, RunStatus, State
+from .runs.manager import LOG_STREAMS
+
+PROG = "gemma-ft"
+
+
+def _manager(args) -> RunManager:
+    return RunManager(args.workspace)
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _describe(st: RunStatus) -> str:
+    lines = [f"state:      {st.state.value}" + (f"  ({st.reason})" if st.reason else "")]
+    if st.run_dir:
+        lines.insert(0, f"run:        {st.run_name}  ({st.run_dir})")
+        lines.append(f"model:      {_fmt(st.model)}   attempt {_fmt(st.attempt)}")
+        lines.append(f"step:       {_fmt(st.step)}/{_fmt(st.max_steps)}   loss {_fmt(st.loss, '.4f')}   "
+                     f"eval loss {_fmt(st.eval_loss, '.4f')}   lr {_fmt(st.lr, '.2e')}   "
+                     f"tokens/s {_fmt(st.tokens_per_s, '.0f')}")
+        lines.append(f"started:    {_fmt(st.started_at)}   ended {_fmt(st.ended_at)}   "
+                     f"elapsed {_fmt(st.elapsed_s, '.1f')} s")
+        lines.append(f"checkpoint: {_fmt(st.last_checkpoint)}")
+        if st.exit_code is not None or st.signal_name:
+            lines.append(f"exit:       code {_fmt(st.exit_code)}   signal {_fmt(st.signal_name)}")
+        if st.foreign_host:
+            lines.append(f"host:       {st.foreign_host} (not this machine)")
+        if st.can_resume:
+            lines.append(f"hint:       resume with `{PROG} resume {st.run_name}`")
+    return "\n".join(lines)
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_start(args) -> int:
+    from .config import TrainingConfig
+
+    config = TrainingConfig.from_json_file(args.config)  # before anything is created
+    run = _manager(args).start(config)
+    print(run.run_dir)
+    st = run.status()
+    print(f"{st.state.value}: follow it with `{PROG} logs --follow` or `{PROG} status`", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args) -> int:
+    st = _manager(args).status(args.run)
+    print(json.dumps(st.to_dict(), indent=2) if args.json else _describe(st))
+    return 0
+
+
+def cmd_list(args) -> int:
+    runs = _manager(args).runs()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs in this workspace")
+        return 0
+    print(f"{'RUN':32} {'STATE':9} {'STEP':>11} {'LOSS':>8}  REASON")
+    for r in runs:
+        step = f"{_fmt(r.step)}/{_fmt(r.max_steps)}"
+        print(f"{r.run_name:32} {r.state.value:9} {step:>11} {_fmt(r.loss, '.4f'):>8}  {r.reason}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    m = _manager(args)
+    stream = "stderr" if args.stderr else args.stream
+    run_dir = m.resolve(args.run)
+    path = os.path.join(run_dir, LOG_STREAMS[stream])
+    if not args.follow:
+        text = contract.tail_text(path, args.lines)
+        if text:
+            print(text)
+        return 0
+    return _follow(m, run_dir, path, args.lines)
+
+
+def _follow(m: RunManager, run_dir: str, path: str, lines: int) -> int:
+    """tail -f until the run is no longer active (or Ctrl+C)."""
+    text = contract.tail_text(path, lines)
+    if text:
+        print(text, flush=True)
+    offset = os.path.getsize(path) if os.path.exists(path) else 0
+    try:
+        while True:
+            active = m.status(run_dir).state in ACTIVE_STATES
+            offset = _print_from(path, offset)
+            if not active:
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_from(path: str, offset: int) -> int:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        sys.stdout.write(data.decode("utf-8", errors="replace"))
+        sys.stdout.flush()
+    return offset + len(data)
+
+
+def cmd_stop(args) -> int:
+    m = _manager(args)
+    if not args.force:
+        print(f"stopping gracefully (escalating after {args.timeout:g} s) ...", file=sys.stderr)
+    report = m.stop(force=args.force, timeout=args.timeout)
+    print(report.message, file=sys.stderr if report.nothing_to_stop else sys.stdout)
+    return 1 if report.nothing_to_stop else 0
+
+
+def cmd_resume(args) -> int:
+    run = _manager(args).resume(args.run)
+    print(run.run_dir)
+    return 0
+
+
+def cmd_clean(args) -> int:
+    print(_manager(args).clean(force=args.force))
+    return 0
+
+
+def cmd_delete(args) -> int:
+    m = _manager(args)
+    run_dir = m.resolve(args.run)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise RunError(f"refusing to delete {run_dir} without --yes")
+        answer = input(f"Delete {run_dir} with all its checkpoints and logs? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    print(m.delete(run_dir))
+    return 0
+
+
+def cmd_export(args) -> int:
+    out = _manager(args).export(args.run, args.out)
+    if out.strip():
+        print(out.rstrip())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .config import TrainingConfig, demo_config
+
+    overrides = {}
+    if args.steps:
+        default_warmup = TrainingConfig.__dataclass_fields__["warmup_steps"].default
+        overrides = {"max_steps": args.steps, "warmup_steps": min(default_warmup, args.steps // 10)}
+    m = _manager(args)
+    run = m.start(demo_config(**overrides))
+    print(f"run folder: {run.run_dir}")
+    st = _watch(m, run.run_dir)
+    print(f"\n{st.state.value}" + (f": {st.reason}" if st.reason else ""))
+    print(f"run folder: {run.run_dir}")
+    print(f'Open the panel in JupyterLab: `from gemma_ft_widgets import ControlPanel; '
+          f'ControlPanel(workspace="{m.workspace}")`')
+    return 0 if st.state == State.FINISHED else 1
+
+
+def _watch(m: RunManager, run_dir: str) -> RunStatus:
+    """Print state transitions and a one-line progress bar until the run ends."""
+    reader, last_state, stopping = MetricsReader(run_dir), None, False
+    tty = sys.stdout.isatty()
+    last_line = 0.0
+    while True:
+        try:
+            st = m.status(run_dir)
+            reader.read_new()  # keeps the tail moving; values come from the status summary
+            if st.state != last_state:
+                print(("\n" if tty and last_state else "") + f"[{st.state.value}]" + (f" {st.reason}" if st.reason else ""),
+                      flush=True)
+                last_state = st.state
+            if st.state not in ACTIVE_STATES:
+                return st
+            if st.step is not None and (tty or time.monotonic() - last_line > 5):
+                line = _progress(st)
+                print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+                last_line = time.monotonic()
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            stopping = True
+            print("\nstopping gracefully (Ctrl+C again to leave it running) ...", flush=True)
+            print(m.stop().message, flush=True)
+
+
+def _progress(st: RunStatus, width: int = 30) -> str:
+    total = st.max_steps or 0
+    frac = min(1.0, (st.step or 0) / total) if total else 0.0
+    bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+    return (f"[{bar}] step {st.step}/{_fmt(total)}  loss {_fmt(st.loss, '.4f')}  "
+            f"tokens/s {_fmt(st.tokens_per_s, '.0f')}")
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ws_help = f"workspace folder (default ${contract.WORKSPACE_ENV}, else ./{contract.DEFAULT_WORKSPACE})"
+    p = argparse.ArgumentParser(prog=PROG, description="Manage gemma_ft_widgets training runs.")
+    p.add_argument("--workspace", "-w", default=None, help=ws_help)
+    # SUPPRESS: a subcommand's absent --workspace must not overwrite one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help=ws_help)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, parents=[common])
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("start", cmd_start, "start a run from a config JSON file; prints the run folder")
+    sp.add_argument("config")
+    sp = add("status", cmd_status, "state of the active (or newest) run")
+    sp.add_argument("run", nargs="?")
+    sp.add_argument("--json", action="store_true")
+    sp = add("list", cmd_list, "every run and its state")
+    sp.add_argument("--json", action="store_true")
+    sp = add("logs", cmd_logs, "show a run's logs (default: the trainer's stdout)")
+    sp.add_argument("run", nargs="?")
+    sp.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    sp.add_argument("--stderr", action="store_true", help="the trainer's stderr")
+    sp.add_argument("--stream", choices=sorted(LOG_STREAMS), default="stdout")
+    sp.add_argument("--lines", "-n", type=int, default=200)
+    sp = add("stop", cmd_stop, "stop the active run (SIGINT, then SIGTERM, then SIGKILL to its group)")
+    sp.add_argument("--force", action="store_true", help="kill the process group at once")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before escalating")
+    sp = add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint")
+    sp.add_argument("run", nargs="?")
+    sp = add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
+    sp.add_argument("--force", action="store_true", help="also clear a lock held by another host")
+    sp = add("delete", cmd_delete, "delete a run folder with its checkpoints and logs")
+    sp.add_argument("run")
+    sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    sp = add("demo", cmd_demo, "train the tiny model on the sample dataset and follow it")
+    sp.add_argument("--steps", type=int, default=None)
+    sp = add("export", cmd_export, "export a run's trained weights")
+    sp.add_argument("run")
+    sp.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except RunError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
