@@ -79,8 +79,8 @@ def _figure(title: str, x_label: str, y_label: str, css: str, height: str = "260
             y_log: bool = False) -> tuple[bq.Figure, bq.LinearScale, bq.Scale]:
     xs = bq.LinearScale()
     ys = bq.LogScale() if y_log else bq.LinearScale()
-    ax = bq.Axis(scale=xs, label=x_label, grid_lines="dashed", num_ticks=6)
-    ay = bq.Axis(scale=ys, label=y_label, orientation="vertical", grid_lines="dashed",
+    ax = bq.Axis(scale=xs, label=x_label, side="bottom", grid_lines="dashed", num_ticks=6)
+    ay = bq.Axis(scale=ys, label=y_label, side="left", grid_lines="dashed",
                  tick_format=".3g", label_offset="40px")
     fig = bq.Figure(marks=[], axes=[ax, ay], title=title, animation_duration=0,
                     fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},

@@ -1,0 +1,53 @@
+"""The notebook control panel: `ControlPanel(workspace=None)`.
+
+    from gemma_ft_widgets.ui import ControlPanel
+    panel = ControlPanel("gemma_ft_runs")     # display it: last expression of a cell
+    panel.close()                             # stops its poller thread
+
+Building it never imports jax. Names that notebooks, tests and the browser tests rely on
+(CSS classes in brackets, for Playwright selectors):
+
+ControlPanel
+    traits: state (state of the run shown; "IDLE" with the form), view ("form" |
+    "dashboard" | "finished" | "failed" | "orphaned"), run_dir, run_name, active_run,
+    poll_interval (s). Methods: refresh() (one synchronous poll), close(), wait_actions(),
+    note(); attributes manager, workspace, messages, polling, closed, message_log [gft-panel-log],
+    active_label [gft-active-run], body, run_view [gft-run-view], sections (Accordion:
+    0 = history, 1 = playground) [gft-sections]. The panel itself [gft-panel].
+panel.form (ConfigForm) [gft-form]
+    fields[name] (one widget per TrainingConfig field) [gft-field-<name>],
+    errors[name] (HTML next to the field) [gft-error-<name>], upload (FileUpload, copies
+    into <workspace>/uploads/) [gft-upload], detected [gft-detected-format], preview
+    (.summary [gft-preview-summary], .table [gft-preview-rows], .histogram
+    [gft-token-histogram], .bars, .cut_line, .truncation [gft-truncation], .lengths,
+    .tokenizer_label) [gft-preview], estimate_line [gft-estimate], general_errors
+    [gft-general-errors], start_button [gft-start], back_button [gft-back], message
+    [gft-form-message]; traits valid, active_run, busy; values(), set_values(), validate().
+panel.dashboard (Dashboard) [gft-dashboard]
+    badge [gft-state-badge], run_label [gft-run-name], phase [gft-phase], progress
+    (IntProgress) [gft-progress], progress_label [gft-progress-label], kpis[name]
+    [gft-kpi-<name with dashes>] for loss, eval_loss, lr, tokens_per_s, eta, elapsed,
+    device_mem, host_mem (kpi(name) gives the text shown), loss_figure [gft-loss-figure],
+    loss_line, eval_line (bqplot Lines), throughput_figure [gft-throughput-figure],
+    throughput_line, transitions [gft-transitions], log_stream (stderr/stdout/supervisor)
+    [gft-log-stream], logs [gft-logs], controls [gft-controls], abort_button [gft-abort],
+    confirm_button [gft-confirm], cancel_button [gft-cancel], stopping_label
+    [gft-stopping], force_button [gft-force], message [gft-dashboard-message];
+    trait confirming.
+panel.outcome (OutcomeView) [gft-outcome-view]
+    banner [gft-outcome], stderr_tail [gft-stderr-tail], resume_button [gft-resume],
+    new_run_button [gft-new-run], playground_button [gft-open-playground], clean_button
+    [gft-clean].
+panel.history (HistoryView) [gft-history-view]
+    select (SelectMultiple; values are run folders) [gft-history], selected,
+    show_current_button [gft-show-current], overlay_figure [gft-overlay-figure],
+    overlay_lines.
+panel.playground (Playground) [gft-playground]
+    run_label [gft-playground-run], prompt [gft-prompt], max_new_tokens
+    [gft-max-new-tokens], generate_button [gft-generate], progress [gft-sample-progress],
+    output (Textarea) [gft-output]; traits run_dir, busy.
+"""
+
+from .panel import ControlPanel
+
+__all__ = ["ControlPanel"]

@@ -1,0 +1,232 @@
+"""The run dashboard: state badge, KPIs, loss and throughput plots, logs, and Abort.
+
+Shown live for STARTING / RUNNING / STOPPING, and (without the abort controls) for a run
+that has ended. Everything on it is set from what the poller read through `runs/`; the only
+local state is whether the abort confirmation is open.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ipywidgets as w
+import traitlets as t
+
+from . import fmt, plots
+from .series import RunSeries
+
+ACTIVE = ("STARTING", "RUNNING", "STOPPING")
+KPI_LABELS = {
+    "loss": "loss",
+    "eval_loss": "eval loss",
+    "lr": "learning rate",
+    "tokens_per_s": "tokens / s",
+    "eta": "ETA",
+    "elapsed": "elapsed",
+    "device_mem": "device memory",
+    "host_mem": "host memory",
+}
+LOG_STREAMS = ("stderr", "stdout", "supervisor")
+BAR_STYLES = {"STARTING": "info", "RUNNING": "info", "STOPPING": "warning", "FINISHED": "success",
+              "ABORTED": "warning", "FAILED": "danger", "ORPHANED": "danger"}
+
+
+def _show(widget: w.Widget, visible: bool) -> None:
+    display = None if visible else "none"
+    if widget.layout.display != display:
+        widget.layout.display = display
+
+
+def _set(widget: w.Widget, name: str, value: Any) -> None:
+    """Set a trait only when it changes (no message otherwise)."""
+    if getattr(widget, name) != value:
+        setattr(widget, name, value)
+
+
+def _kpi_html(label: str, value: str) -> str:
+    return (f'<div style="line-height:1.2;padding:2px 8px"><div style="color:#666;font-size:0.8em">'
+            f'{fmt.esc(label)}</div><div style="font-size:1.15em;font-weight:600">{value}</div></div>')
+
+
+class Dashboard(w.VBox):
+    """Public names: `badge`, `run_label`, `phase`, `progress`, `progress_label`, `kpis[name]`
+    (loss, eval_loss, lr, tokens_per_s, eta, elapsed, device_mem, host_mem), `loss_figure`,
+    `loss_line`, `eval_line`, `throughput_figure`, `throughput_line`, `transitions`,
+    `log_stream`, `logs`, `abort_button`, `confirm_button`, `cancel_button`, `stopping_label`,
+    `force_button`, `message`; trait `confirming`."""
+
+    confirming = t.Bool(False)
+
+    def __init__(self, on_stop: Callable[[], None] | None = None,
+                 on_force: Callable[[], None] | None = None, **kwargs):
+        self.on_stop, self.on_force = on_stop, on_force
+        self.state = ""
+        self.badge = w.HTML(fmt.badge("IDLE"))
+        self.badge.add_class("gft-state-badge")
+        self.run_label = w.HTML()
+        self.run_label.add_class("gft-run-name")
+        self.phase = w.HTML()
+        self.phase.add_class("gft-phase")
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="320px"))
+        self.progress.add_class("gft-progress")
+        self.progress_label = w.HTML("step —")
+        self.progress_label.add_class("gft-progress-label")
+        self.kpis: dict[str, w.HTML] = {}
+        for name, label in KPI_LABELS.items():
+            self.kpis[name] = w.HTML(_kpi_html(label, fmt.DASH))
+            self.kpis[name].add_class(f"gft-kpi-{name.replace('_', '-')}")
+        self._kpi_text = {name: fmt.DASH for name in KPI_LABELS}
+
+        self.loss_figure, self.loss_line, self.eval_line = plots.loss_figure()
+        self.throughput_figure, self.throughput_line = plots.throughput_figure()
+
+        self.transitions = w.HTML()
+        self.transitions.add_class("gft-transitions")
+        self.log_stream = w.ToggleButtons(options=list(LOG_STREAMS), value="stderr",
+                                          style={"button_width": "90px"})
+        self.log_stream.add_class("gft-log-stream")
+        self.logs = w.HTML()
+        self.logs.add_class("gft-logs")
+
+        self.abort_button = w.Button(description="Abort", icon="stop", button_style="danger",
+                                     layout=w.Layout(width="110px"))
+        self.abort_button.add_class("gft-abort")
+        self.confirm_text = w.HTML("Stop this run? It finishes the current step and saves a checkpoint.")
+        self.confirm_button = w.Button(description="Yes, stop it", button_style="danger",
+                                       layout=w.Layout(width="130px"))
+        self.confirm_button.add_class("gft-confirm")
+        self.cancel_button = w.Button(description="Cancel", layout=w.Layout(width="100px"))
+        self.cancel_button.add_class("gft-cancel")
+        self.confirm_box = w.HBox([self.confirm_text, self.confirm_button, self.cancel_button])
+        self.stopping_label = w.HTML("<b>stopping…</b> waiting for the trainer to save a checkpoint")
+        self.stopping_label.add_class("gft-stopping")
+        self.force_button = w.Button(description="Force kill", icon="bolt", button_style="danger",
+                                     tooltip="SIGTERM, then SIGKILL to the run's process group",
+                                     layout=w.Layout(width="120px"))
+        self.force_button.add_class("gft-force")
+        self.message = w.HTML()
+        self.message.add_class("gft-dashboard-message")
+        self.controls = w.HBox([self.abort_button, self.confirm_box, self.stopping_label, self.force_button],
+                               layout=w.Layout(align_items="center"))
+        self.controls.add_class("gft-controls")
+
+        self.abort_button.on_click(lambda _b: setattr(self, "confirming", True))
+        self.cancel_button.on_click(lambda _b: setattr(self, "confirming", False))
+        self.confirm_button.on_click(self._confirmed)
+        self.force_button.on_click(self._forced)
+        self.observe(lambda _c: self.set_controls(self.state, self._stopping), "confirming")
+        self._stopping = False
+
+        header = w.HBox([self.badge, self.run_label, self.phase], layout=w.Layout(align_items="center",
+                                                                                   grid_gap="12px"))
+        progress = w.HBox([self.progress, self.progress_label], layout=w.Layout(align_items="center",
+                                                                                 grid_gap="8px"))
+        kpis = w.HBox(list(self.kpis.values()), layout=w.Layout(flex_flow="row wrap"))
+        plots_box = w.VBox([self.loss_figure, self.throughput_figure])
+        logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
+                       self.log_stream, self.logs])
+        super().__init__([header, progress, kpis, self.controls, self.message, plots_box, logs], **kwargs)
+        self.add_class("gft-dashboard")
+        self.set_controls("IDLE", False)
+
+    # -- controls ---------------------------------------------------------------------------
+    def _confirmed(self, _b=None) -> None:
+        self.confirming = False
+        self._stopping = True
+        self.set_controls(self.state, True)
+        if self.on_stop is not None:
+            self.on_stop()
+
+    def _forced(self, _b=None) -> None:
+        self.force_button.disabled = True
+        if self.on_force is not None:
+            self.on_force()
+
+    def set_controls(self, state: str, stopping: bool, can_stop: bool = True) -> None:
+        """Abort for an active run; 'stopping…' and Force kill while it stops."""
+        self.state, self._stopping = state, stopping
+        active = state in ACTIVE and can_stop
+        stopping = active and (stopping or state == "STOPPING")
+        confirming = active and not stopping and self.confirming
+        _show(self.abort_button, active and not stopping and not confirming)
+        _show(self.confirm_box, confirming)
+        _show(self.stopping_label, stopping)
+        _show(self.force_button, stopping)
+        if not stopping:
+            _set(self.force_button, "disabled", False)
+        _show(self.controls, active)
+        if not active and self.confirming:
+            self.confirming = False
+
+    # -- data -------------------------------------------------------------------------------
+    def show_status(self, status: Any, series: RunSeries | None) -> None:
+        state = fmt.state_value(status.state)
+        _set(self.badge, "value", fmt.badge(state))
+        name = fmt.esc(status.run_name or "")
+        model = f' · <span style="color:#666">{fmt.esc(status.model)}</span>' if status.model else ""
+        attempt = f' · attempt {status.attempt}' if status.attempt and status.attempt > 1 else ""
+        _set(self.run_label, "value", f"<b>{name}</b>{model}{attempt}")
+        _set(self.phase, "value", self._phase(state, status, series))
+
+        step = status.step if status.step is not None else (series.latest("step") if series else None)
+        total = status.max_steps
+        _set(self.progress, "max", max(1, int(total or 1)))
+        _set(self.progress, "value", min(int(step or 0), self.progress.max))
+        _set(self.progress, "bar_style", BAR_STYLES.get(state, ""))
+        pct = f" ({100 * (step or 0) / total:.0f}%)" if total else ""
+        _set(self.progress_label, "value", f"step <b>{step if step is not None else fmt.DASH}</b>"
+                                           f" / {total if total else fmt.DASH}{pct}")
+
+        def pick(key):
+            value = getattr(status, key, None)
+            return value if value is not None or series is None else series.latest(key)
+
+        eta = series.eta_s(total) if series is not None and state in ACTIVE else None
+        values = {
+            "loss": fmt.number(pick("loss")),
+            "eval_loss": fmt.number(status.eval_loss),
+            "lr": fmt.number(pick("lr"), 3),
+            "tokens_per_s": fmt.rate(pick("tokens_per_s")),
+            "eta": fmt.duration(eta) if state in ACTIVE else fmt.DASH,
+            "elapsed": fmt.duration(status.elapsed_s),
+            "device_mem": fmt.nbytes(series.latest("device_mem_bytes")) if series else fmt.DASH,
+            "host_mem": fmt.nbytes(series.latest("host_rss_bytes")) if series else fmt.DASH,
+        }
+        if values["device_mem"] == fmt.DASH and series is not None and series.last_step is not None:
+            values["device_mem"] = "n/a"  # the trainer's device does not report it (e.g. CPU)
+        for name, text in values.items():
+            if self._kpi_text[name] != text:
+                self._kpi_text[name] = text
+                self.kpis[name].value = _kpi_html(KPI_LABELS[name], text)
+
+    def kpi(self, name: str) -> str:
+        """The text a KPI shows (for tests and notebooks)."""
+        return self._kpi_text[name]
+
+    @staticmethod
+    def _phase(state: str, status: Any, series: RunSeries | None) -> str:
+        if status.foreign_host:
+            return fmt.esc(status.reason or f"active on host {status.foreign_host}")
+        if state != "STARTING":
+            return ""
+        bits = ["starting: loading the model and data"]
+        if series is not None and series.last_data:
+            d = series.last_data
+            bits = [f"data: {d.get('train_examples', '?')} train / {d.get('eval_examples', '?')} eval examples"]
+            bits.append("compiling…")
+        if series is not None and series.last_compile:
+            bits[-1] = f"compiled in {fmt.number(series.last_compile.get('seconds'), 3)} s; first step…"
+        return f'<span style="color:#555">{fmt.esc(" · ".join(bits))}</span>'
+
+    def show_curves(self, series: RunSeries | None, max_points: int = plots.MAX_POINTS) -> None:
+        if series is None:
+            for line in (self.loss_line, self.eval_line, self.throughput_line):
+                plots.set_line(line, [], [], max_points)
+            return
+        plots.set_line(self.loss_line, series.step.values, series.loss.values, max_points)
+        plots.set_line(self.eval_line, series.eval_step.values, series.eval_loss.values, max_points)
+        plots.set_line(self.throughput_line, series.step.values, series.tokens_per_s.values, max_points)
+
+    def show_logs(self, transitions: str, text: str) -> None:
+        _set(self.transitions, "value", fmt.pre(transitions, "140px", "gft-pre gft-transitions-text"))
+        _set(self.logs, "value", fmt.pre(text, "260px", "gft-pre gft-logs-text"))

@@ -1,0 +1,105 @@
+"""What a run that is no longer active shows above its dashboard: how it ended, and what the
+user can do next (Resume, New run, Playground, Clean up).
+
+FINISHED / ABORTED: a summary and New run (pre-filled), Playground, and Resume for ABORTED.
+FAILED: the reason, exit code or signal, and stderr's tail. ORPHANED: a warning saying why,
+then Resume from the last checkpoint or Clean up (clears the lock, keeps the files).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from . import fmt
+
+ENDED = ("FINISHED", "ABORTED", "FAILED", "ORPHANED")
+
+
+def _show(widget: w.Widget, visible: bool) -> None:
+    display = None if visible else "none"
+    if widget.layout.display != display:
+        widget.layout.display = display
+
+
+def banner_html(status: Any) -> str:
+    state = fmt.state_value(status.state)
+    step = status.step if status.step is not None else fmt.DASH
+    total = status.max_steps or fmt.DASH
+    ckpt = fmt.esc(status.last_checkpoint) if status.last_checkpoint else "none"
+    took = fmt.duration(status.elapsed_s)
+    if state == "FINISHED":
+        return fmt.note(f"<b>Finished</b> at step {step} / {total} in {took}. Final loss "
+                        f"{fmt.number(status.loss)}, eval loss {fmt.number(status.eval_loss)}. "
+                        f"Last checkpoint: {ckpt}.", "ok")
+    if state == "ABORTED":
+        why = f" ({fmt.esc(status.reason)})" if status.reason else ""
+        return fmt.note(f"<b>Stopped</b> at step {step} / {total}{why}. Last checkpoint: {ckpt}."
+                        + (" Resume continues from it." if status.can_resume else ""), "warn")
+    if state == "FAILED":
+        how = []
+        if status.exit_code is not None:
+            how.append(f"exit code {status.exit_code}")
+        if status.signal_name:
+            how.append(f"signal {fmt.esc(status.signal_name)}")
+        return fmt.note(f"<b>Failed</b> at step {step} / {total}: {fmt.esc(status.reason or 'unknown reason')}"
+                        + (f" ({', '.join(how)})" if how else "") + f". Last checkpoint: {ckpt}.", "error")
+    if state == "ORPHANED":
+        return fmt.note(f"<b>Orphaned:</b> {fmt.esc(status.reason or 'the run is not running any more')}. "
+                        f"It stopped at step {step} / {total} without recording a result. Last checkpoint: "
+                        f"{ckpt}. Resume continues from the last checkpoint; Clean up clears the lock "
+                        "and keeps every file.", "warn")
+    return ""
+
+
+class OutcomeView(w.VBox):
+    """Public names: `banner`, `stderr_tail`, `resume_button`, `new_run_button`,
+    `playground_button`, `clean_button`."""
+
+    def __init__(self, **kwargs):
+        self.banner = w.HTML()
+        self.banner.add_class("gft-outcome")
+        self.stderr_tail = w.HTML()
+        self.stderr_tail.add_class("gft-stderr-tail")
+        self.resume_button = w.Button(description="Resume", icon="play", button_style="primary",
+                                      layout=w.Layout(width="120px"))
+        self.resume_button.add_class("gft-resume")
+        self.new_run_button = w.Button(description="New run", icon="plus", layout=w.Layout(width="120px"),
+                                       tooltip="the form, pre-filled with this run's config")
+        self.new_run_button.add_class("gft-new-run")
+        self.playground_button = w.Button(description="Playground", icon="comment",
+                                          layout=w.Layout(width="130px"))
+        self.playground_button.add_class("gft-open-playground")
+        self.clean_button = w.Button(description="Clean up", icon="broom", button_style="warning",
+                                     tooltip="clear the lock; keeps the run's files and checkpoints",
+                                     layout=w.Layout(width="120px"))
+        self.clean_button.add_class("gft-clean")
+        self.buttons = w.HBox([self.resume_button, self.new_run_button, self.playground_button,
+                               self.clean_button])
+        super().__init__([self.banner, self.stderr_tail, self.buttons], **kwargs)
+        self.add_class("gft-outcome-view")
+        self.state = ""
+
+    def show(self, status: Any, stderr_tail: str = "", busy: bool = False) -> None:
+        state = fmt.state_value(status.state)
+        self.state = state
+        ended = state in ENDED and not status.active
+        html = banner_html(status) if state in ENDED else ""
+        if self.banner.value != html:
+            self.banner.value = html
+        tail = ""
+        if state == "FAILED":
+            tail = "<b>stderr (last lines)</b>" + fmt.pre(stderr_tail, "240px", "gft-pre gft-stderr-text")
+        if self.stderr_tail.value != tail:
+            self.stderr_tail.value = tail
+        _show(self.stderr_tail, state == "FAILED")
+        has_ckpt = bool(status.last_checkpoint)
+        _show(self.resume_button, bool(status.can_resume) and state in ("ABORTED", "ORPHANED", "FAILED"))
+        _show(self.new_run_button, state in ("FINISHED", "ABORTED", "FAILED"))
+        _show(self.playground_button, state in ("FINISHED", "ABORTED") and has_ckpt)
+        _show(self.clean_button, state == "ORPHANED")
+        for b in (self.resume_button, self.clean_button):
+            if b.disabled != busy:
+                b.disabled = busy
+        _show(self, state in ENDED or ended)

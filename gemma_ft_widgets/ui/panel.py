@@ -1,0 +1,535 @@
+"""ControlPanel: the notebook view of a workspace. It shows, by state, the config form (IDLE),
+the dashboard (STARTING / RUNNING / STOPPING), the outcome of an ended run (FINISHED /
+ABORTED / FAILED) or a warning for an ORPHANED one, plus the run history and a playground.
+
+It is only a view of what `runs.RunManager` reports: building a panel while a run is active
+(a second tab, a new kernel) shows the same run with its whole history. A background thread
+(`poller.Poller`) refreshes it about once a second, reading only appended metrics; it sets
+widget traits and nothing else, and stops when the panel is closed. Buttons that take time
+(start, stop, resume, clean, sample) run in worker threads so the kernel stays responsive.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from typing import Any, Callable
+
+import ipywidgets as w
+import traitlets as t
+
+from ..config import ConfigError, TrainingConfig, sample_dataset_path
+from ..runs import RunError, RunManager, State
+from . import fmt, plots
+from .dashboard import Dashboard
+from .form import ConfigForm
+from .history import HistoryView
+from .outcome import OutcomeView
+from .playground import Playground
+from .poller import Poller
+from .series import RunSeries
+
+VIEW_BY_STATE = {"STARTING": "dashboard", "RUNNING": "dashboard", "STOPPING": "dashboard",
+                 "FINISHED": "finished", "ABORTED": "finished", "FAILED": "failed", "ORPHANED": "orphaned"}
+ACTIVE = ("STARTING", "RUNNING", "STOPPING")
+LOG_LINES = 200
+SERIES_CACHE = 8
+MESSAGES = 6
+
+
+class ControlPanel(w.VBox):
+    """The control panel widget; display it (last expression of a cell, or `display(...)`).
+
+    ControlPanel(workspace=None, poll=True, poll_interval=1.0, trainer=None, manager=None)
+
+    See `gemma_ft_widgets.ui` for the names of its parts.
+    """
+
+    state = t.Unicode("IDLE", help="state of the run shown; IDLE while the form is shown")
+    view = t.Unicode("form", help="form | dashboard | finished | failed | orphaned")
+    run_dir = t.Unicode("", help="folder of the run shown ('' with the form)")
+    run_name = t.Unicode("")
+    active_run = t.Unicode("", help="folder of the workspace's active run, '' when none")
+    poll_interval = t.Float(1.0, help="seconds between polls")
+
+    def __init__(self, workspace: str | os.PathLike | None = None, *, poll: bool = True,
+                 poll_interval: float = 1.0, trainer: str | None = None,
+                 manager: RunManager | None = None, max_points: int = plots.MAX_POINTS,
+                 stop_timeout: float = 30.0, defaults: dict[str, Any] | None = None, **kwargs):
+        self.manager = manager or RunManager(workspace, trainer=trainer)
+        self.workspace = self.manager.workspace
+        self.max_points = max_points
+        self.stop_timeout = stop_timeout
+        self._lock = threading.RLock()
+        self._closed = False
+        self._mode = "auto"  # auto: follow the workspace | form: New run | run: a pinned run
+        self._pinned = ""
+        self._last_active: str | None = None
+        self._series: collections.OrderedDict[str, RunSeries] = collections.OrderedDict()
+        self._drawn: dict[str, int] = {}  # what the dashboard shows: run_dir -> series.version
+        self._logs_key: tuple | None = None
+        self._overlay_key: tuple | None = None
+        self._statuses: list = []
+        self._stop_in_flight = False
+        self._workers: set[threading.Thread] = set()
+        self._messages: collections.deque = collections.deque(maxlen=MESSAGES)
+        self.polls = 0
+        self.poll_errors = 0
+
+        form_defaults = {}
+        try:
+            if os.path.isfile(sample_dataset_path()):
+                form_defaults["dataset"] = sample_dataset_path()
+        except Exception:  # noqa: BLE001
+            pass
+        form_defaults.update(defaults or {})
+        self.form = ConfigForm(os.path.join(self.workspace, "uploads"), on_start=self._start,
+                               defaults=form_defaults)
+        self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
+        self.outcome = OutcomeView()
+        self.history = HistoryView(on_select=self._selected)
+        self.playground = Playground(on_generate=self._generate)
+
+        self.title = w.HTML(f'<b style="font-size:1.1em">Gemma fine-tuning</b> '
+                            f'<span style="color:#666">· workspace <code>{fmt.esc(self.workspace)}</code></span>')
+        self.active_label = w.HTML()
+        self.active_label.add_class("gft-active-run")
+        self.run_view = w.VBox([self.outcome, self.dashboard])
+        self.run_view.add_class("gft-run-view")
+        self.body = w.VBox([self.form])
+        self.sections = w.Accordion(children=[self.history, self.playground],
+                                    titles=("Run history", "Playground"), selected_index=None)
+        self.sections.add_class("gft-sections")
+        self.message_log = w.HTML(layout=w.Layout(display="none"))
+        self.message_log.add_class("gft-panel-log")
+
+        self.outcome.new_run_button.on_click(self._new_run)
+        self.outcome.resume_button.on_click(self._resume)
+        self.outcome.clean_button.on_click(self._clean)
+        self.outcome.playground_button.on_click(lambda _b: setattr(self.sections, "selected_index", 1))
+        self.form.back_button.on_click(self._back)
+        self.dashboard.log_stream.observe(lambda _c: self._request_refresh(), "value")
+
+        super().__init__([w.HBox([self.title, self.active_label], layout=w.Layout(grid_gap="16px",
+                                                                                   align_items="center")),
+                          self.body, self.sections, self.message_log], **kwargs)
+        self.add_class("gft-panel")
+        self.poll_interval = poll_interval
+        self.refresh()
+        self._poller = Poller(self._tick, lambda: self.poll_interval, self._poll_failed,
+                              name=f"gft-poller-{id(self):x}").start() if poll else None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def polling(self) -> bool:
+        return self._poller is not None and self._poller.alive
+
+    def close(self) -> None:
+        """Stop the poller and close every widget of the panel (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            self._poller.stop()
+        with self._lock:
+            roots = [self, self.form, self.run_view, self.dashboard, self.outcome, self.history,
+                     self.playground, self.body]
+            for widget in _widget_tree(roots):
+                w.Widget.close(widget)
+            self._series.clear()
+
+    def __del__(self):  # a panel dropped without close(): at least stop polling
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.stop(timeout=0)
+
+    def wait_actions(self, timeout: float = 60.0) -> bool:
+        """Wait for the buttons' worker threads (tests and scripts). True when all ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = [th for th in list(self._workers) if th.is_alive()]
+            if not workers:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            workers[0].join(min(left, 0.2))
+
+    # -- polling ----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        self.refresh()
+
+    def _poll_failed(self, error: BaseException) -> None:
+        self.poll_errors += 1
+        self.note(f"refresh failed: {type(error).__name__}: {error}", "error")
+
+    def _request_refresh(self) -> None:
+        if self._closed:
+            return
+        if self._poller is not None and self._poller.alive:
+            self._poller.kick()
+        else:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """One synchronous poll: read the workspace and update every view."""
+        if self._closed:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._refresh()
+            self.polls += 1
+
+    def _refresh(self) -> None:
+        ws = self._workspace_status()
+        active = ws.run_dir if (ws.active and ws.run_dir) else ""
+        if active and active != self._last_active:  # a run started, here or elsewhere: follow it
+            self._mode, self._pinned = "auto", ""
+        self._last_active = active
+        if self.active_run != active:
+            self.active_run = active
+        active_name = os.path.basename(active) if active else ""
+        if self.form.active_run != active_name:
+            self.form.active_run = active_name
+        label = (f"active: <b>{fmt.esc(active_name)}</b> {fmt.badge(ws.state)}" if active else "")
+        if self.active_label.value != label:
+            self.active_label.value = label
+
+        self._statuses = self._runs()
+        self.history.set_runs(self._statuses)
+        shown = self._shown(ws)
+        if shown is None:
+            self._show_form()
+        else:
+            self._show_run(shown)
+        self._refresh_overlay()
+        self.playground.set_run(self._playground_run(shown))
+
+    def _workspace_status(self):
+        if not os.path.isdir(self.workspace):  # nothing was ever started here
+            return _Idle()
+        return self.manager.status()
+
+    def _runs(self) -> list:
+        if not os.path.isdir(self.workspace):
+            return []
+        return self.manager.runs()
+
+    def _shown(self, ws):
+        if self._mode == "form":
+            return None
+        if self._mode == "run" and self._pinned:
+            for st in self._statuses:
+                if st.run_dir == self._pinned:
+                    return st
+            try:
+                return self.manager.status(self._pinned)
+            except RunError:  # deleted meanwhile
+                self._mode, self._pinned = "auto", ""
+        if ws.state == State.IDLE or fmt.state_value(ws.state) == "IDLE":
+            return None
+        return ws
+
+    def _show_form(self) -> None:
+        self._set_body(self.form)
+        self.form.back_button.layout.display = None if (self._mode == "form" and self._statuses) else "none"
+        for name, value in (("state", "IDLE"), ("view", "form"), ("run_dir", ""), ("run_name", "")):
+            if getattr(self, name) != value:
+                setattr(self, name, value)
+
+    def _show_run(self, st) -> None:
+        state = fmt.state_value(st.state)
+        run_dir = st.run_dir or ""
+        series = self._series_for(run_dir) if run_dir else None
+        if series is not None:
+            events, offset = self.manager.metrics(run_dir, since=series.offset)
+            series.offset = offset
+            series.extend(events)
+        d = self.dashboard
+        if series is None or self._drawn.get("run") != run_dir or self._drawn.get("version") != series.version:
+            d.show_curves(series, self.max_points)
+            self._drawn = {"run": run_dir, "version": series.version if series else -1}
+        d.show_status(st, series)
+        if state not in ACTIVE:
+            self._stop_in_flight = False if not self._workers_named("stop") else self._stop_in_flight
+        d.set_controls(state, self._stop_in_flight, can_stop=not st.foreign_host)
+        stderr_tail = self._show_logs(st, state)
+        self.outcome.show(st, stderr_tail, busy=bool(self._workers_named("resume", "clean")))
+        self._set_body(self.run_view)
+        view = VIEW_BY_STATE.get(state, "dashboard")
+        for name, value in (("state", state), ("view", view), ("run_dir", run_dir),
+                            ("run_name", st.run_name or "")):
+            if getattr(self, name) != value:
+                setattr(self, name, value)
+
+    def _show_logs(self, st, state: str) -> str:
+        """Logs of the shown run; an ended run's logs are read once, not every poll."""
+        if not st.run_dir:
+            self.dashboard.show_logs("", st.reason or "")
+            return ""
+        stream = self.dashboard.log_stream.value
+        key = (st.run_dir, state, stream, st.attempt)
+        if state in ACTIVE or key != self._logs_key:
+            transitions = self.manager.logs(st.run_dir, "status", 50)
+            text = self.manager.logs(st.run_dir, stream, LOG_LINES)
+            self._stderr_tail = self.manager.logs(st.run_dir, "stderr", 40) if state == "FAILED" else ""
+            self.dashboard.show_logs(transitions, text)
+            self._logs_key = key
+        return getattr(self, "_stderr_tail", "")
+
+    def _set_body(self, widget: w.Widget) -> None:
+        if self.body.children != (widget,):
+            self.body.children = (widget,)
+
+    def _series_for(self, run_dir: str) -> RunSeries:
+        series = self._series.get(run_dir)
+        if series is None:
+            series = self._series[run_dir] = RunSeries(run_dir)
+            while len(self._series) > SERIES_CACHE:
+                self._series.popitem(last=False)
+        else:
+            self._series.move_to_end(run_dir)
+        return series
+
+    def _refresh_overlay(self) -> None:
+        selected = [d for d in self.history.selected if d]
+        if len(selected) < 2:
+            if self._overlay_key is not None:
+                self.history.show_overlay([])
+                self._overlay_key = None
+            return
+        lines, key = [], []
+        for run_dir in selected:
+            series = self._series_for(run_dir)
+            try:
+                events, series.offset = self.manager.metrics(run_dir, since=series.offset)
+            except RunError:
+                continue
+            series.extend(events)
+            lines.append((os.path.basename(run_dir), series.step.values, series.loss.values))
+            key.append((run_dir, series.version))
+        if tuple(key) != self._overlay_key:
+            self.history.show_overlay(lines, self.max_points)
+            self._overlay_key = tuple(key)
+
+    def _playground_run(self, shown):
+        if shown is not None and shown.last_checkpoint:
+            return shown
+        if shown is not None:
+            return shown
+        for st in self._statuses:  # the form is shown: the newest run with a checkpoint
+            if st.last_checkpoint:
+                return st
+        return None
+
+    # -- messages ---------------------------------------------------------------------------
+    def note(self, text: str, kind: str = "info") -> None:
+        """Add a line to the panel's own message log (shown at the bottom)."""
+        stamp = time.strftime("%H:%M:%S")
+        if self._messages and self._messages[-1][1] == text:
+            self._messages[-1] = (stamp, text, kind, self._messages[-1][3] + 1)
+        else:
+            self._messages.append((stamp, text, kind, 1))
+        colour = {"info": "#333", "ok": "#1b5e20", "warn": "#e65100", "error": "#b71c1c"}[kind]
+        lines = [f'<div style="color:{colour}">{s} {fmt.esc(m)}' + (f" (×{n})" if n > 1 else "") + "</div>"
+                 for s, m, kind, n in self._messages]
+        self.message_log.value = '<div style="font-size:0.85em">' + "".join(lines) + "</div>"
+        self.message_log.layout.display = None
+
+    @property
+    def messages(self) -> list[str]:
+        return [m for _, m, _, _ in self._messages]
+
+    # -- actions (worker threads) -----------------------------------------------------------
+    def _spawn(self, name: str, fn: Callable[[], None]) -> threading.Thread:
+        def run():
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - shown, never raised into the kernel
+                self.note(f"{name} failed: {type(e).__name__}: {e}", "error")
+            finally:
+                self._workers.discard(threading.current_thread())
+                try:
+                    self._request_refresh()
+                except Exception as e:  # noqa: BLE001
+                    self.note(f"refresh failed: {e}", "error")
+
+        th = threading.Thread(target=run, name=f"gft-{name}", daemon=True)
+        self._workers.add(th)
+        th.start()
+        return th
+
+    def _workers_named(self, *names: str) -> bool:
+        return any(th.name in {f"gft-{n}" for n in names} and th.is_alive() for th in list(self._workers))
+
+    def _start(self, config: TrainingConfig) -> None:
+        self.form.busy = True
+        self.form.message.value = fmt.note("Starting…", "info")
+
+        def work():
+            try:
+                run = self.manager.start(config)
+            except ConfigError as e:
+                self.form.show_config_error(e)
+                self.form.message.value = fmt.note("The config has errors; see the fields above.", "error")
+                return
+            except RunError as e:
+                self.form.message.value = fmt.note(f"Not started: {fmt.esc(e)}", "error")
+                return
+            finally:
+                self.form.busy = False
+            with self._lock:
+                self._mode, self._pinned = "auto", ""
+                self.history.clear_selection()
+            self.form.message.value = fmt.note(f"Started {fmt.esc(run.name)}.", "ok")
+            self.note(f"started {run.name}", "ok")
+
+        self._spawn("start", work)
+
+    def _stop(self) -> None:
+        self._stop_in_flight = True
+        self.dashboard.message.value = ""
+
+        def work():
+            try:
+                report = self.manager.stop(force=False, timeout=self.stop_timeout)
+                self.dashboard.message.value = fmt.note(fmt.esc(report.message), "info")
+                self.note(report.message)
+            finally:
+                self._stop_in_flight = False
+
+        self._spawn("stop", work)
+
+    def _force(self) -> None:
+        self._stop_in_flight = True
+
+        def work():
+            report = self.manager.stop(force=True, timeout=self.stop_timeout)
+            self.dashboard.message.value = fmt.note(fmt.esc(report.message), "warn")
+            self.note(report.message, "warn")
+
+        self._spawn("force", work)
+
+    def _resume(self, _b=None) -> None:
+        run_dir = self.run_dir
+
+        def work():
+            try:
+                run = self.manager.resume(run_dir or None)
+            except RunError as e:
+                self.note(str(e), "error")
+                self.outcome.banner.value += fmt.note(f"Not resumed: {fmt.esc(e)}", "error")
+                return
+            with self._lock:
+                self._mode, self._pinned = "auto", ""
+            self.note(f"resumed {run.name}", "ok")
+
+        self.outcome.resume_button.disabled = True
+        self._spawn("resume", work)
+
+    def _clean(self, _b=None) -> None:
+        def work():
+            try:
+                self.note(self.manager.clean(), "ok")
+            except RunError as e:
+                self.note(str(e), "error")
+
+        self.outcome.clean_button.disabled = True
+        self._spawn("clean", work)
+
+    def _new_run(self, _b=None) -> None:
+        run_dir = self.run_dir
+        if run_dir:
+            try:
+                self.form.set_values(self.manager.run_config(run_dir))
+                self.form.message.value = fmt.note(f"Pre-filled from {fmt.esc(os.path.basename(run_dir))}.", "info")
+            except (RunError, OSError) as e:
+                self.note(f"could not read the run's config: {e}", "warn")
+        with self._lock:
+            self._mode, self._pinned = "form", ""
+            self._show_form()
+
+    def _back(self, _b=None) -> None:
+        with self._lock:
+            self._mode = "auto"
+        self.form.message.value = ""
+        self._request_refresh()
+
+    def _selected(self, selected: tuple[str, ...]) -> None:
+        with self._lock:
+            if len(selected) == 1:
+                self._mode, self._pinned = "run", selected[0]
+            elif not selected and self._mode == "run":
+                self._mode, self._pinned = "auto", ""
+        self._request_refresh()
+
+    def _generate(self, run_dir: str, prompt: str, max_new_tokens: int) -> None:
+        pg = self.playground
+        pg.busy = True
+        pg.output.value = ""
+
+        def work():
+            result: dict[str, Any] = {}
+
+            def call():
+                try:
+                    result["out"] = self.manager.sample(run_dir, prompt, max_new_tokens=max_new_tokens)
+                except Exception as e:  # noqa: BLE001
+                    result["error"] = e
+
+            sampler = threading.Thread(target=call, name="gft-sample-call", daemon=True)
+            t0 = time.monotonic()
+            sampler.start()
+            try:
+                while sampler.is_alive():
+                    pg.progress.value = (f'<i class="fa fa-spinner fa-spin"></i> loading the checkpoint and '
+                                         f"generating in a separate process… {time.monotonic() - t0:.0f} s")
+                    sampler.join(0.5)
+                if "error" in result:
+                    pg.progress.value = fmt.note(f"Sampling failed: {fmt.esc(result['error'])}", "error")
+                    return
+                out = result["out"]
+                pg.output.value = str(out.get("text", ""))
+                pg.progress.value = (f'<span style="color:#555">{fmt.esc(out.get("checkpoint", ""))} · '
+                                     f'{fmt.number(out.get("seconds"), 3)} s</span>')
+            finally:
+                pg.busy = False
+
+        self._spawn("sample", work)
+
+
+class _Idle:
+    """The status of a workspace folder that does not exist yet."""
+
+    state = State.IDLE
+    active = False
+    run_dir = None
+    reason = "no runs in this workspace"
+
+
+def _widget_tree(roots: list[w.Widget]) -> list[w.Widget]:
+    """Every widget reachable from `roots` through synced traits (children, marks, layout…)."""
+    seen: dict[int, w.Widget] = {}
+    stack = list(roots)
+    while stack:
+        widget = stack.pop()
+        if id(widget) in seen:
+            continue
+        seen[id(widget)] = widget
+        for name in widget.keys:
+            try:
+                value = getattr(widget, name)
+            except Exception:  # noqa: BLE001
+                continue
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, w.Widget) and id(item) not in seen:
+                    stack.append(item)
+    return list(seen.values())
