@@ -192,7 +192,6 @@ def cmd_demo(args) -> int:
     run = m.start(demo_config(**overrides))
     print(f"run folder: {run.run_dir}")
     st = _watch(m, run.run_dir)
-    print(f"\n{st.state.value}" + (f": {st.reason}" if st.reason else ""))
     print(f"run folder: {run.run_dir}")
     print(f'Open the panel in JupyterLab: `from gemma_ft_widgets import ControlPanel; '
           f'ControlPanel(workspace="{m.workspace}")`')
