@@ -167,10 +167,10 @@ def test_start_is_blocked_by_an_active_run(form):
     started = []
     form.on_start = started.append
     form.active_run = "tiny-20250101-000000"
-    assert form.start_button.disabled and "is active" in form.message.value
+    assert form.start_button.disabled and "is active" in form.blocked_note.value
     form.start_button.click()
     assert started == []
     form.active_run = ""
-    assert not form.start_button.disabled and form.message.value == ""
+    assert not form.start_button.disabled and form.blocked_note.value == ""
     form.start_button.click()
     assert len(started) == 1 and isinstance(started[0], TrainingConfig)

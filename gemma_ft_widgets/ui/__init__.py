@@ -22,7 +22,7 @@ panel.form (ConfigForm) [gft-form]
     [gft-token-histogram], .bars, .cut_line, .truncation [gft-truncation], .lengths,
     .tokenizer_label) [gft-preview], estimate_line [gft-estimate], general_errors
     [gft-general-errors], start_button [gft-start], back_button [gft-back], message
-    [gft-form-message]; traits valid, active_run, busy; values(), set_values(), validate().
+    [gft-form-message] (outcome of Start), blocked_note [gft-start-blocked] (a run is active); traits valid, active_run, busy; values(), set_values(), validate().
 panel.dashboard (Dashboard) [gft-dashboard]
     badge [gft-state-badge], run_label [gft-run-name], phase [gft-phase], progress
     (IntProgress) [gft-progress], progress_label [gft-progress-label], kpis[name]

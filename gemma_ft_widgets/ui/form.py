@@ -108,7 +108,8 @@ def save_upload(folder: str, name: str, content: bytes) -> str:
 
 class ConfigForm(w.VBox):
     """Public names: `fields[name]`, `errors[name]`, `start_button`, `upload`, `estimate_line`,
-    `message`, `general_errors`, `preview`, `back_button`; traits `valid`, `active_run`, `busy`."""
+    `message`, `blocked_note`, `general_errors`, `preview`, `back_button`, `detected`; traits
+    `valid`, `active_run`, `busy`."""
 
     valid = t.Bool(False)
     active_run = t.Unicode("")  # name of a run that blocks Start (set by the panel's poller)
@@ -150,6 +151,8 @@ class ConfigForm(w.VBox):
         self.general_errors.add_class("gft-general-errors")
         self.message = w.HTML()
         self.message.add_class("gft-form-message")
+        self.blocked_note = w.HTML()
+        self.blocked_note.add_class("gft-start-blocked")
         self.start_button = w.Button(description="Start training", button_style="success", icon="play",
                                      disabled=True, layout=w.Layout(width="180px"))
         self.start_button.add_class("gft-start")
@@ -167,7 +170,7 @@ class ConfigForm(w.VBox):
                     w.HBox([rows["dataset_format"], self.detected]), self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
         children += [advanced, self.general_errors, self.estimate_line,
-                     w.HBox([self.start_button, self.back_button]), self.message]
+                     w.HBox([self.start_button, self.back_button]), self.blocked_note, self.message]
         super().__init__(children, **kwargs)
         self.add_class("gft-form")
         self.observe(self._update_start, ["valid", "active_run", "busy"])
@@ -280,11 +283,10 @@ class ConfigForm(w.VBox):
             self.start_button.tooltip = "fix the errors first"
         else:
             self.start_button.tooltip = "start a training run"
-        if blocked and not self.busy:
-            self.message.value = fmt.note(f"Start is disabled: run <b>{fmt.esc(self.active_run)}</b> "
-                                          "is active in this workspace.", "warn")
-        elif self.message.value and "Start is disabled" in self.message.value:
-            self.message.value = ""
+        note = (fmt.note(f"Start is disabled: run <b>{fmt.esc(self.active_run)}</b> is active in this "
+                         "workspace.", "warn") if blocked and not self.busy else "")
+        if self.blocked_note.value != note:
+            self.blocked_note.value = note
 
     # -- actions ----------------------------------------------------------------------------
     def _uploaded(self, change) -> None:

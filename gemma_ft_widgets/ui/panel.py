@@ -411,7 +411,11 @@ class ControlPanel(w.VBox):
         self._stop_in_flight = True
 
         def work():
-            report = self.manager.stop(force=True, timeout=self.stop_timeout)
+            # A manager of its own: this panel's manager is busy in the graceful stop (its calls
+            # are serialised), and a force kill must not wait behind it. Two kernels could do
+            # the same, so the run layer is safe with concurrent stops.
+            manager = RunManager(self.workspace, trainer=self.manager.trainer)
+            report = manager.stop(force=True, timeout=self.stop_timeout)
             self.dashboard.message.value = fmt.note(fmt.esc(report.message), "warn")
             self.note(report.message, "warn")
 
