@@ -1,0 +1,19 @@
+"""The trainer process: the only layer that imports jax, flax, optax and gemma.
+
+    python -m gemma_ft_widgets.train RUN_DIR                 # train (docs/ARCHITECTURE.md)
+    python -m gemma_ft_widgets.train.sample RUN_DIR ...      # sample from a checkpoint
+    python -m gemma_ft_widgets.train.export RUN_DIR --out D  # LoRA merged into the base
+
+Modules: data (tokenise, batches), models (tiny / kagglehub / local weights), lora, optim,
+step (loss, jitted steps), sharding (mesh, FSDP), checkpoints (orbax), loop (the run), tb
+(TensorBoard), sample (`sample.sample(run_dir, prompt, ...)`), export
+(`export.export(run_dir, out_dir)`). Importing this package imports none of them.
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .loop import main as _main
+
+    return _main(argv)

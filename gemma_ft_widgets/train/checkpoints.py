@@ -1,0 +1,152 @@
+"""Orbax checkpoints in RUN_DIR/checkpoints/step_<N>/.
+
+Layout of one checkpoint:
+
+    step_<N>/state/        orbax StandardCheckpointer: {"params": trainable params,
+                           "opt_state": optax state, "step": N, "data_position": N*B}
+    step_<N>/meta.json     for humans and tools: step, data_position, epoch, method,
+                           config_hash, saved_at, loss
+
+Atomicity: everything is written under `checkpoints/.partial-step_<N>-<pid>/` and renamed to
+`step_<N>` only once orbax has finished and meta.json is fsynced. A save interrupted halfway
+leaves a `.partial-*` folder, which `contract.checkpoint_steps()` ignores and the next start
+removes; the previous good checkpoint is never touched until a newer one is complete.
+Pruning keeps the newest `keep` checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from .. import contract
+
+PARTIAL_PREFIX = ".partial-"
+STATE_DIR = "state"
+META_NAME = "meta.json"
+
+
+def config_hash(config_dict: dict) -> str:
+    """Hash of the fields that decide the training trajectory (not logging/keep counts)."""
+    ignore = {"log_every", "keep_checkpoints", "checkpoint_every", "eval_every"}
+    data = {k: v for k, v in sorted(config_dict.items()) if k not in ignore}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _checkpointer():
+    from orbax import checkpoint as ocp
+
+    return ocp.StandardCheckpointer()
+
+
+def clean_partials(run_dir: str) -> list[str]:
+    root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
+    removed = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.startswith(PARTIAL_PREFIX) or ".orbax-checkpoint-tmp" in name:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: dict, keep: int) -> str:
+    """Write checkpoint `step` atomically, prune to the newest `keep`. Returns its path."""
+    root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
+    os.makedirs(root, exist_ok=True)
+    final = contract.checkpoint_path(run_dir, step)
+    tmp = os.path.join(root, f"{PARTIAL_PREFIX}{contract.CHECKPOINT_PREFIX}{step}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    tree = {"params": params, "opt_state": opt_state, "step": np.int64(step),
+            "data_position": np.int64(data_position)}
+    ckpt = _checkpointer()
+    ckpt.save(os.path.join(tmp, STATE_DIR), tree)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    contract.atomic_write_json(os.path.join(tmp, META_NAME),
+                               {"step": step, "data_position": data_position, **meta})
+    _fsync_dir(tmp)
+    if os.path.exists(final):  # the same step saved again (e.g. stop right after a save)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    prune(run_dir, keep)
+    return final
+
+
+def prune(run_dir: str, keep: int) -> list[int]:
+    steps = contract.checkpoint_steps(run_dir)
+    removed = steps[:-keep] if keep > 0 else []
+    for s in removed:
+        shutil.rmtree(contract.checkpoint_path(run_dir, s), ignore_errors=True)
+    return removed
+
+
+def latest(run_dir: str) -> int | None:
+    steps = contract.checkpoint_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+def read_meta(path: str) -> dict:
+    try:
+        return contract.read_json(os.path.join(path, META_NAME))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def restore(path: str, params_like, opt_state_like):
+    """(params, opt_state, step, data_position) restored onto the shardings of the templates.
+
+    The templates may be real arrays or jax.ShapeDtypeStruct with shardings.
+    """
+    def abstract(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+    target = {"params": jax.tree.map(abstract, params_like),
+              "opt_state": jax.tree.map(abstract, opt_state_like),
+              "step": np.int64(0), "data_position": np.int64(0)}
+    ckpt = _checkpointer()
+    out = ckpt.restore(os.path.join(path, STATE_DIR), target)
+    ckpt.close()
+    return out["params"], out["opt_state"], int(out["step"]), int(out["data_position"])
+
+
+def restore_params(path: str, params_like):
+    """Only the trainable params of a checkpoint (sampling, export); the optimizer state is
+    not read (orbax partial restore)."""
+    from orbax import checkpoint as ocp
+
+    def restore_arg(x):
+        sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return ocp.ArrayRestoreArgs(sharding=sharding, dtype=x.dtype, global_shape=x.shape)
+
+    def abstract(x):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+    item = {"params": jax.tree.map(abstract, params_like)}
+    restore_args = {"params": jax.tree.map(restore_arg, params_like)}
+    with ocp.PyTreeCheckpointer() as pc:
+        out = pc.restore(os.path.join(path, STATE_DIR), args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True))
+    return out["params"]

@@ -1,0 +1,459 @@
+"""The training process: `python -m gemma_ft_widgets.train RUN_DIR`.
+
+Reads RUN_DIR/model_config.json, resumes from the newest complete checkpoint, trains, and
+speaks to the rest of the system only through files (docs/ARCHITECTURE.md, "Trainer protocol"):
+events in metrics.jsonl, TensorBoard scalars, orbax checkpoints, the exit code.
+
+Signals: SIGINT or SIGTERM only set a flag. The loop finishes the step in flight, saves a
+checkpoint, writes `final` ABORTED and exits 3. SIGINT lets an eval in progress finish;
+SIGTERM cuts it short.
+
+Speed: the jitted step is dispatched asynchronously and the loop never waits for it except
+to log: the metrics of step n are read after step n+1 has been queued, so the device is never
+idle while Python writes events. Batches are prepared on the host while the device computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import time
+import traceback
+import warnings
+
+from .. import contract
+
+T_PROCESS = time.time()
+
+
+class SetupError(Exception):
+    """A problem of the config, data or model found before training: exit 2."""
+
+
+class StopFlag:
+    """SIGINT/SIGTERM -> a flag the loop polls between steps."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        # SIGTERM after SIGINT upgrades the stop to "no eval".
+        if self.signum is None or signum == signal.SIGTERM:
+            self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def hard(self) -> bool:
+        return self.signum == signal.SIGTERM
+
+
+def _attempt(run_dir: str) -> int:
+    env = os.environ.get("GEMMA_FT_ATTEMPT")
+    if env and env.isdigit():
+        return int(env)
+    lock = os.path.join(os.path.dirname(os.path.abspath(run_dir)), contract.LOCK_NAME)
+    try:
+        data = contract.read_json(lock)
+        if os.path.abspath(data.get("run_dir", "")) == os.path.abspath(run_dir) and data.get("attempt"):
+            return int(data["attempt"])
+    except (FileNotFoundError, ValueError, TypeError, OSError):
+        pass
+    starts = [e for e in contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME))
+              if e.get("event") == "start"]
+    return len(starts) + 1
+
+
+class _HostMemory:
+    def __init__(self):
+        try:
+            import psutil
+
+            self._proc = psutil.Process()
+        except Exception:  # noqa: BLE001
+            self._proc = None
+
+    def rss(self) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            return int(self._proc.memory_info().rss)
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def device_memory(devices) -> tuple[int | None, int | None]:
+    """(bytes in use, peak bytes) summed over local devices; (None, None) when the backend
+    has no memory stats (CPU)."""
+    used = peak = 0
+    any_stats = False
+    for d in devices:
+        try:
+            stats = d.memory_stats()
+        except Exception:  # noqa: BLE001
+            stats = None
+        if stats:
+            any_stats = True
+            used += int(stats.get("bytes_in_use", 0))
+            peak += int(stats.get("peak_bytes_in_use", 0))
+    return (used, peak) if any_stats else (None, None)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: str  # FINISHED | ABORTED
+    step: int
+    checkpoint: str | None  # relative to the run folder
+    losses: dict[int, float]  # logged step -> loss
+    eval_losses: dict[int, float]
+
+
+class Trainer:
+    """One training attempt in a run folder. `Trainer(run_dir).run()` -> TrainResult.
+
+    Tests build it directly; `fsdp_min_bytes` lowers the FSDP size threshold so the tiny
+    model's arrays get sharded too.
+    """
+
+    def __init__(self, run_dir: str, config=None, stop: StopFlag | None = None,
+                 fsdp_min_bytes: int | None = None, log=None):
+        from ..config import TrainingConfig
+
+        self.run_dir = os.path.abspath(run_dir)
+        self.config = config or TrainingConfig.from_json_file(os.path.join(self.run_dir, contract.CONFIG_NAME))
+        self.stop = stop or StopFlag()
+        self.fsdp_min_bytes = fsdp_min_bytes
+        self.metrics_path = os.path.join(self.run_dir, contract.METRICS_NAME)
+        self._log = log or (lambda msg: print(msg, flush=True))
+        self._mem = _HostMemory()
+
+    # -- events ---------------------------------------------------------------------------
+    def event(self, name: str, **fields) -> dict:
+        ev = {"event": name, "time": time.time(), **fields}
+        contract.append_jsonl(self.metrics_path, ev)
+        return ev
+
+    # -- setup ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        import jax
+
+        from .. import datasets
+        from . import checkpoints, data, lora, models, optim, sharding, step
+
+        cfg = self.config
+        self.devices = jax.devices()
+        n_dev = len(self.devices)
+        if cfg.batch_size % n_dev:
+            raise SetupError(f"batch_size {cfg.batch_size} must be a multiple of the {n_dev} devices "
+                             f"jax sees ({self.devices[0].platform}); use {n_dev * max(1, cfg.batch_size // n_dev)}")
+        self.mesh = sharding.make_mesh(self.devices)
+        rep = sharding.replicated(self.mesh)
+        min_bytes = self.fsdp_min_bytes if self.fsdp_min_bytes is not None else sharding.FSDP_MIN_BYTES
+
+        def shard_fn(tree):
+            return sharding.param_shardings(tree, self.mesh, cfg.fsdp, min_bytes)
+
+        t = time.time()
+        try:
+            loaded = models.load_model(cfg.model, seed=cfg.seed, dtype_name=cfg.dtype, param_sharding=shard_fn)
+        except models.ModelLoadError as e:
+            raise SetupError(str(e)) from e
+        self.loaded = loaded
+        self._log(f"model {loaded.spec.name}: {models.param_count(loaded.params):,} params from "
+                  f"{loaded.source} in {time.time() - t:.1f}s, dtype {jax.numpy.dtype(loaded.dtype).name}, "
+                  f"{n_dev} {self.devices[0].platform} device(s){', FSDP' if cfg.fsdp else ''}")
+
+        try:
+            self.data = data.prepare(cfg.dataset, cfg.dataset_format, loaded.tokenizer, cfg.max_seq_len,
+                                     cfg.eval_fraction, cfg.seed)
+        except datasets.DatasetError as e:
+            raise SetupError(str(e)) from e
+        self.batches = data.Batches(self.data.train, cfg.batch_size, cfg.seed)
+
+        self.is_lora = cfg.method == "lora"
+        base = loaded.model
+        if self.is_lora:
+            self.model = lora.wrap(base, cfg.lora_rank, dtype=loaded.dtype)
+            trainable = lora.init_lora_params(self.model, cfg.seed)
+            frozen = loaded.params
+        else:
+            self.model = base
+            trainable, frozen = loaded.params, {}
+        self.tx, self.schedule = optim.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
+
+        # Placement: batch split over the mesh; params replicated, or FSDP (frozen base in
+        # LoRA; params + optimizer state in full fine-tuning).
+        lora_fsdp = cfg.fsdp and not self.is_lora
+        p_sh = sharding.param_shardings(trainable, self.mesh, lora_fsdp, min_bytes)
+        f_sh = shard_fn(frozen)
+        abstract_opt = jax.eval_shape(self.tx.init, trainable)
+        o_sh = sharding.param_shardings(abstract_opt, self.mesh, lora_fsdp, min_bytes)
+        self.b_sh = sharding.batch_sharding(self.mesh)
+        self.trainable = jax.device_put(trainable, p_sh)
+        self.frozen = jax.device_put(frozen, f_sh)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=o_sh)(self.trainable)
+        self.trainable_count = models.param_count(self.trainable)
+
+        softcap = getattr(getattr(base, "config", None), "final_logit_softcap", None)
+        self.chunked = step.supports_chunked_loss(base)
+        self.train_step, self.eval_step = step.make_steps(
+            self.model, self.tx, self.is_lora, self.chunked, softcap,
+            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep))
+
+        # Resume from the newest complete checkpoint.
+        checkpoints.clean_partials(self.run_dir)
+        self.step = 0
+        latest = checkpoints.latest(self.run_dir)
+        if latest is not None:
+            path = contract.checkpoint_path(self.run_dir, latest)
+            meta = checkpoints.read_meta(path)
+            if meta.get("config_hash") and meta["config_hash"] != checkpoints.config_hash(cfg.to_dict()):
+                print(f"warning: {path} was written with a different config; resuming anyway",
+                      file=sys.stderr)
+            self.trainable, self.opt_state, self.step, position = checkpoints.restore(
+                path, self.trainable, self.opt_state)
+            if position != self.batches.position(self.step):
+                print(f"warning: checkpoint data position {position} != step*batch "
+                      f"{self.batches.position(self.step)} (batch size changed?)", file=sys.stderr)
+            self._log(f"resumed from {path}")
+
+    # -- pieces of the loop ------------------------------------------------------------------
+    def compile(self) -> float:
+        import jax
+
+        t = time.time()
+        batch = jax.device_put(self.batches.batch(self.step), self.b_sh)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*donated buffers.*")
+            self.train_compiled = self.train_step.lower(self.trainable, self.opt_state, self.frozen, batch).compile()
+        seconds = time.time() - t
+        self.memory_analysis = _memory_analysis(self.train_compiled)
+        return seconds
+
+    def evaluate(self) -> float | None:
+        import jax
+
+        from . import data
+
+        if len(self.data.eval) == 0:
+            return None
+        total = count = 0.0
+        for batch in data.eval_batches(self.data.eval, self.config.batch_size):
+            if self.stop.hard:
+                return None
+            s, c = self.eval_step(self.trainable, self.frozen, jax.device_put(batch, self.b_sh))
+            total += float(s)
+            count += float(c)
+        return total / max(count, 1.0)
+
+    def save(self, last_loss: float | None) -> str:
+        from . import checkpoints
+
+        cfg = self.config
+        meta = {"epoch": self.batches.epoch(self.step), "method": cfg.method, "model": cfg.model,
+                "config_hash": checkpoints.config_hash(cfg.to_dict()), "saved_at": contract.utc_now(),
+                "loss": last_loss, "trainable_params": self.trainable_count}
+        t = time.time()
+        path = checkpoints.save(self.run_dir, self.step, self.trainable, self.opt_state,
+                                self.batches.position(self.step), meta, cfg.keep_checkpoints)
+        rel = os.path.relpath(path, self.run_dir)
+        self.event("checkpoint", step=self.step, path=rel)
+        self._log(f"checkpoint {rel} ({time.time() - t:.2f}s)")
+        return rel
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Start event, setup (model, data, resume), then `train()`."""
+        from . import checkpoints
+
+        cfg = self.config
+        resume = checkpoints.latest(self.run_dir)
+        self.event("start", attempt=_attempt(self.run_dir), resume_step=resume,
+                   max_steps=cfg.max_steps, pid=os.getpid())
+        self.setup()
+        self.event("data", **self.data.summary(), max_seq_len=cfg.max_seq_len,
+                   steps_per_epoch=round(len(self.data.train) / cfg.batch_size, 2))
+        return self.train()
+
+    def train(self) -> TrainResult:
+        """The loop, from `self.step` to max_steps or a stop signal (after `setup()`)."""
+        import jax
+        import numpy as np
+
+        from . import data
+        from .tb import ScalarWriter
+
+        cfg = self.config
+        tb = ScalarWriter(self.run_dir)
+        losses: dict[int, float] = {}
+        evals: dict[int, float] = {}
+        last_ckpt = None
+        if self.step > 0:
+            last_ckpt = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
+
+        if self.stop.requested:  # stopped while loading: nothing new to save
+            return self._final(tb, "ABORTED", last_ckpt, losses, evals)
+        if self.step >= cfg.max_steps:
+            return self._final(tb, "FINISHED", last_ckpt, losses, evals)
+
+        if getattr(self, "train_compiled", None) is None:
+            seconds = self.compile()
+            self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
+                       trainable_params=self.trainable_count, chunked_loss=self.chunked)
+            self._log(f"compiled the train step in {seconds:.1f}s")
+
+        # The lr of update k is schedule(k); one vectorised call instead of one per log line.
+        lrs = np.asarray(jax.jit(jax.vmap(self.schedule))(np.arange(cfg.max_steps)))
+        log_every, eval_every, ckpt_every = cfg.log_every, cfg.eval_every, cfg.checkpoint_every
+        window_losses: list = []  # device scalars since the last step event
+        window_tokens = 0
+        pending = None  # (step, [loss arrays], tokens): logged once the next step is queued
+        t_last = time.time()
+        last_loss = None
+        devices = self.devices
+
+        def emit(entry):
+            nonlocal t_last, last_loss
+            step_n, loss_arrays, tokens = entry
+            vals = [float(x) for x in jax.device_get(loss_arrays)]
+            now = time.time()
+            dt = max(now - t_last, 1e-9)
+            t_last = now
+            loss = sum(vals) / len(vals)
+            last_loss = loss
+            losses[step_n] = loss
+            lr = float(lrs[step_n - 1])
+            used, _ = device_memory(devices)
+            self.event("step", step=step_n, loss=loss, lr=lr, tokens_per_s=round(tokens / dt, 1),
+                       step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
+                       device_mem_bytes=used, host_rss_bytes=self._mem.rss())
+            tb.scalars(step_n, {"loss": loss, "lr": lr, "tokens_per_s": tokens / dt})
+
+        def flush():
+            nonlocal pending
+            if pending is not None:
+                emit(pending)
+                pending = None
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*donated buffers.*")
+            while self.step < cfg.max_steps and not self.stop.requested:
+                host_batch = self.batches.batch(self.step)
+                batch = jax.device_put(host_batch, self.b_sh)
+                self.trainable, self.opt_state, metrics = self.train_compiled(
+                    self.trainable, self.opt_state, self.frozen, batch)
+                self.step += 1
+                window_losses.append(metrics["loss"])
+                window_tokens += data.real_tokens(host_batch)
+                if pending is not None:  # step n-1's metrics, read while step n runs
+                    emit(pending)
+                    pending = None
+                at_end = self.step == cfg.max_steps
+                if self.step % log_every == 0 or at_end or self.stop.requested:
+                    pending = (self.step, window_losses, window_tokens)
+                    window_losses, window_tokens = [], 0
+                if self.step % eval_every == 0 or at_end:
+                    flush()
+                    ev = self.evaluate()
+                    if ev is not None:
+                        evals[self.step] = ev
+                        self.event("eval", step=self.step, eval_loss=ev)
+                        tb.scalars(self.step, {"eval_loss": ev})
+                    t_last = time.time()  # eval time is not step time
+                if (self.step % ckpt_every == 0 or at_end) and not self.stop.requested:
+                    flush()
+                    last_ckpt = self.save(last_loss)
+                    tb.flush()
+                    t_last = time.time()
+            if window_losses:
+                pending = pending or (self.step, window_losses, window_tokens)
+            flush()
+
+        if self.stop.requested and self.step < cfg.max_steps:
+            here = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
+            if last_ckpt != here:
+                last_ckpt = self.save(last_loss)
+            return self._final(tb, "ABORTED", last_ckpt, losses, evals)
+        here = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
+        if last_ckpt != here:
+            last_ckpt = self.save(last_loss)
+        return self._final(tb, "FINISHED", last_ckpt, losses, evals)
+
+    def _final(self, tb, state, ckpt, losses, evals) -> TrainResult:
+        tb.close()
+        self.event("final", state=state, step=self.step, checkpoint=ckpt)
+        self._log(f"{state} at step {self.step}" + (f", checkpoint {ckpt}" if ckpt else ""))
+        return TrainResult(state, self.step, ckpt, losses, evals)
+
+
+def _memory_analysis(compiled) -> dict:
+    """XLA's static memory plan of the compiled step (bytes), where the backend gives one."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        return {}
+    if m is None:
+        return {}
+    keys = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+            "temp_size_in_bytes", "generated_code_size_in_bytes")
+    out = {k: int(getattr(m, k)) for k in keys if hasattr(m, k)}
+    if {"argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"} <= set(out):
+        out["peak_estimate_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                                      - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
+    return {"memory": out} if out else {}
+
+
+def run(run_dir: str) -> int:
+    """Train in `run_dir`; returns the process exit code (0, 2, 3 or 1)."""
+    from ..config import ConfigError, TrainingConfig
+
+    stop = StopFlag().install()
+    config_path = os.path.join(run_dir, contract.CONFIG_NAME)
+    try:
+        config = TrainingConfig.from_json_file(config_path)
+    except ConfigError as e:
+        print(f"config error in {config_path}:\n{e}", file=sys.stderr)
+        return contract.EXIT_CONFIG_ERROR
+    try:
+        result = Trainer(run_dir, config, stop=stop).run()
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return contract.EXIT_CONFIG_ERROR
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        return contract.EXIT_FAILED
+    finally:
+        sys.stdout.flush()
+    return contract.EXIT_ABORTED if result.state == "ABORTED" else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m gemma_ft_widgets.train RUN_DIR\n\n"
+              "Trains as RUN_DIR/model_config.json says; see docs/ARCHITECTURE.md.", file=sys.stderr)
+        return contract.EXIT_CONFIG_ERROR if argv not in (["-h"], ["--help"]) else 0
+    run_dir = argv[0]
+    if not os.path.isdir(run_dir):
+        print(f"error: run folder not found: {run_dir}", file=sys.stderr)
+        return contract.EXIT_CONFIG_ERROR
+    return run(run_dir)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""LoRA: wrap the model, split trainable from frozen params, fold adapters into the base.
+
+Training keeps the optimizer state for the LoRA leaves only (`gemma.peft.split_params`).
+`merge_into_base` computes W + A·B for every adapter (using the einsum the layer really runs,
+recorded while tracing the model, so the result is exact for any layout) and returns plain
+base-model params: what export writes and what the sampler runs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+LORA_DTYPE = jnp.float32  # adapters stay f32 even when the frozen base is bf16
+
+
+def wrap(model, rank: int, dtype=LORA_DTYPE):
+    from gemma import gm
+
+    return gm.nn.LoRA(rank=rank, model=model, dtype=dtype)
+
+
+def split(params):
+    """(frozen base params, lora params)."""
+    from gemma import peft
+
+    return peft.split_params(params)
+
+
+def merge(frozen, lora_params):
+    from gemma import peft
+
+    return peft.merge_params(frozen, lora_params)
+
+
+def init_lora_params(lora_model, seed: int):
+    """Fresh adapters (A random, B zero: the wrapped model starts equal to the base).
+
+    Only the LoRA leaves leave the jitted init; XLA drops the unused base initialisation.
+
+    The dummy input's shape depends on (rank, dtype) on purpose: gemma's Transformer.__call__
+    is an `nn.jit` whose trace cache is keyed by the base module and the input shapes, not by
+    the LoRA interceptor around it, so a second init with another rank in the same process
+    would silently return the first rank's shapes. LoRA params depend only on (base, rank,
+    dtype), so distinct shapes per (rank, dtype) make every cache hit correct.
+    """
+    dtypes = (jnp.float32, jnp.bfloat16, jnp.float16)
+    d = next((i for i, t in enumerate(dtypes) if jnp.dtype(t) == jnp.dtype(lora_model.dtype)), len(dtypes))
+    tokens = jnp.ones((1 + d, 8 + lora_model.rank), jnp.int32)
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    return jax.jit(lambda k: split(lora_model.init(k, tokens)["params"])[1])(key)
+
+
+def adapter_einsums(lora_model, params) -> dict[tuple[str, ...], tuple[str, str]]:
+    """{path of an adapter's parent module: (einsum equation, base weight name)}.
+
+    Traced with jax.eval_shape (no compute, no memory), by intercepting gemma's LoRA Einsum
+    wrappers. Dense-style adapters (gemma 4 vision/audio layers) are not used in text-only
+    models and are reported as unsupported by `merge_into_base`.
+    """
+    import flax.linen as nn
+    from gemma.gm.nn import _lora as gm_lora
+
+    found: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        mod = context.module
+        if isinstance(mod, gm_lora._LoRAEinsum) and context.method_name == "__call__":
+            eqn = args[0] if args else kwargs["eqn"]
+            found[tuple(mod.path)] = (eqn, mod.wrapped.weight_name)
+        return next_fun(*args, **kwargs)
+
+    tokens = jnp.ones((1, 8), jnp.int32)
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda p: lora_model.apply({"params": p}, tokens), params)
+    return found
+
+
+def _delta(eqn: str, weight_shape, a, b):
+    from gemma.peft import _einsum_utils
+
+    lora_eqn, a_shape, b_shape = _einsum_utils.get_lora_einsum_str_and_shapes(
+        einsum_str=eqn, weights_shape=weight_shape, rank=a.shape[-1])
+    _, a_str, b_str = lora_eqn.split("->")[0].split(",")
+    weights = eqn.replace(" ", "").split("->")[0].split(",")[1]
+    assert tuple(a.shape) == tuple(a_shape) and tuple(b.shape) == tuple(b_shape), (eqn, a.shape, b.shape)
+    return jnp.einsum(f"{a_str},{b_str}->{weights}", a.astype(jnp.float32), b.astype(jnp.float32))
+
+
+def merge_into_base(lora_model, frozen, lora_params):
+    """Base-model params with every adapter folded in: W <- W + A·B (in W's dtype)."""
+    merged_tree = merge(frozen, lora_params)
+    einsums = adapter_einsums(lora_model, merged_tree)
+    out = jax.tree.map(lambda x: x, frozen)  # a copy we may mutate (dicts only)
+
+    def get(tree, path):
+        for k in path:
+            tree = tree[k]
+        return tree
+
+    n_lora = sum(1 for p, _ in jax.tree_util.tree_leaves_with_path(lora_params)
+                 if getattr(p[-1], "key", None) == "a")
+    if n_lora != len(einsums):
+        raise NotImplementedError(
+            f"{n_lora} LoRA adapters but {len(einsums)} recognised einsum layers; cannot merge")
+    for path, (eqn, weight_name) in einsums.items():
+        ad = get(lora_params, path)["lora"]
+        parent = get(out, path[:-1])
+        w = parent[weight_name]
+        parent[weight_name] = (w.astype(jnp.float32) + _delta(eqn, w.shape, ad["a"], ad["b"])).astype(w.dtype)
+    return out

@@ -1,0 +1,353 @@
+"""Build the network, its parameters and its tokenizer for a run.
+
+Three sources of weights:
+
+* `tiny`: a randomly initialised gm.nn.Transformer whose architecture is defined here, once,
+  from the shapes in `gemma_ft_widgets.models.TINY`, with the packaged 512-piece tokenizer.
+* a named Gemma 2/3/4 model: weights through `kagglehub.model_download(<versioned handle>)`,
+  loaded with `gm.ckpts.load_params` (which detects the NESTED / FLAT / STACKED / KAULDRON
+  layouts), tokenizer = the `tokenizer.model` of the same download. A populated
+  `$KAGGLEHUB_CACHE` works with no network; a missing one fails fast with `ModelLoadError`.
+* a local checkpoint directory (an export of this package, a kagglehub download folder, or
+  any gemma orbax checkpoint with a tokenizer.model beside or above it). Its architecture is
+  read from `gemma_ft_model.json` when an export wrote one, else inferred from the shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from importlib import resources
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .. import models as model_table
+
+# The file an export writes beside its checkpoint so a later run knows the architecture.
+MODEL_INFO_NAME = "gemma_ft_model.json"
+TOKENIZER_NAME = "tokenizer.model"
+_ORBAX_MARKERS = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt", "checkpoint")
+
+
+class ModelLoadError(RuntimeError):
+    """The weights or tokenizer cannot be found or read. The message says what to do."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    spec: model_table.ModelSpec
+    model: Any  # the base flax module (no LoRA)
+    params: Any  # nested params of `model`
+    tokenizer: Any  # gm.text tokenizer
+    tokenizer_path: str
+    source: str  # where the weights came from, for logs and the export info
+    dtype: Any
+
+
+# -- tiny -------------------------------------------------------------------------------------
+
+def tiny_tokenizer_path() -> str:
+    return str(resources.files("gemma_ft_widgets") / "data" / "tiny_tokenizer.model")
+
+
+def tiny_config(spec: model_table.ModelSpec | None = None):
+    """The tiny model's TransformerConfig: Gemma 3 layout (qk-norm, post norms, one local
+    sliding and one global attention layer), shapes from the model table."""
+    from gemma import gm
+
+    spec = spec or model_table.get_model("tiny")
+    pattern = (gm.nn.AttentionType.LOCAL_SLIDING, gm.nn.AttentionType.GLOBAL)
+    return gm.nn.config.TransformerConfig(
+        num_embed=spec.vocab_size,
+        embed_dim=spec.embed_dim,
+        hidden_dim=spec.hidden_dim,
+        num_heads=spec.num_heads,
+        head_dim=spec.head_dim,
+        num_kv_heads=spec.num_kv_heads,
+        final_logit_softcap=None,
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
+        use_qk_norm=True,
+        attention_types=gm.nn.config.make_attention_layers_types(pattern, num_layers=spec.num_layers),
+        sliding_window_size=32,
+        transpose_gating_einsum=True,
+        local_base_frequency=10_000,
+        global_base_frequency=1_000_000,
+        vision_encoder=None,
+    )
+
+
+# -- architecture -------------------------------------------------------------------------------
+
+def resolve_dtype(name: str = "auto"):
+    """bf16 on an accelerator, f32 on a CPU, unless the config names one."""
+    if name == "float32":
+        return jnp.float32
+    if name == "bfloat16":
+        return jnp.bfloat16
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def build_network(spec: model_table.ModelSpec, dtype=jnp.float32):
+    """The base flax module for a table entry (text only: vision/audio encoders left out)."""
+    from gemma import gm
+
+    if spec.gm_class is None:
+        return gm.nn.Transformer(config=tiny_config(spec), dtype=dtype)
+    cls = getattr(gm.nn, spec.gm_class, None)
+    if cls is None:
+        raise ModelLoadError(
+            f"model {spec.name!r} needs gm.nn.{spec.gm_class}, which the installed gemma library "
+            "does not have; upgrade gemma (see pyproject.toml for the pinned version)")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {"dtype": dtype}
+    if "text_only" in fields:
+        kwargs["text_only"] = True
+    model = cls(**kwargs)
+    if getattr(model.config, "vision_encoder", None) is not None:
+        model = cls(**kwargs, config=dataclasses.replace(model.config, vision_encoder=None))
+    return model
+
+
+def tokenizer_class(family: str):
+    from gemma import gm
+
+    return {"tiny": gm.text.Gemma3Tokenizer, "gemma2": gm.text.Gemma2Tokenizer,
+            "gemma3": gm.text.Gemma3Tokenizer, "gemma4": gm.text.Gemma4Tokenizer}[family]
+
+
+def make_tokenizer(family: str, path: str):
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"tokenizer file not found: {path}")
+    tok = tokenizer_class(family)(path=path)
+    try:
+        tok.encode("x")  # loads the sentencepiece model now, not in the middle of training
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+        raise ModelLoadError(f"cannot read tokenizer {path}: {e}") from e
+    return tok
+
+
+def init_params(model, seed: int, seq_len: int = 8):
+    """Random parameters of `model` (the tiny model's weights), deterministic in `seed`."""
+    tokens = jnp.ones((1, seq_len), jnp.int32)
+    return jax.jit(lambda key: model.init(key, tokens)["params"])(jax.random.key(seed))
+
+
+def param_count(tree) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+# -- kagglehub ------------------------------------------------------------------------------
+
+def kaggle_cache_root() -> str:
+    """kagglehub's cache root: $KAGGLEHUB_CACHE, else ~/.cache/kagglehub."""
+    try:
+        from kagglehub.config import get_cache_folder
+
+        return os.path.expanduser(get_cache_folder())
+    except Exception:  # noqa: BLE001 - kagglehub internals moved: use its documented default
+        return os.path.expanduser(os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub"))
+
+
+def _split_handle(handle: str) -> tuple[list[str], str | None]:
+    parts = handle.strip("/").split("/")
+    if len(parts) == 5:
+        return parts[:4], parts[4]
+    if len(parts) == 4:
+        return parts, None
+    raise ModelLoadError(f"not a kagglehub model handle (owner/model/framework/variation[/version]): {handle!r}")
+
+
+def cached_model_dir(handle: str) -> str | None:
+    """The cached download of `handle` if kagglehub marked it complete, else None.
+
+    An unversioned handle falls back to the newest complete cached version (kagglehub itself
+    would ask the network for the newest version, even with a populated cache).
+    """
+    base, version = _split_handle(handle)
+    folder = os.path.join(kaggle_cache_root(), "models", *base)
+    if version is None:
+        try:
+            versions = sorted((int(n) for n in os.listdir(folder) if n.isdigit()), reverse=True)
+        except FileNotFoundError:
+            return None
+        for v in versions:
+            if os.path.exists(os.path.join(folder, f"{v}.complete")):
+                return os.path.join(folder, str(v))
+        return None
+    path = os.path.join(folder, version)
+    if os.path.isdir(path) and os.path.exists(os.path.join(folder, f"{version}.complete")):
+        return path
+    return None
+
+
+def kaggle_download(handle: str) -> str:
+    """Local folder of a Kaggle model version: the cache first, then the network."""
+    cached = cached_model_dir(handle)
+    if cached:
+        return cached
+    base, version = _split_handle(handle)
+    where = os.path.join(kaggle_cache_root(), "models", *base, version or "<version>")
+    try:
+        import kagglehub
+
+        return kagglehub.model_download(handle)
+    except Exception as e:  # noqa: BLE001 - network, auth, license: all need the same advice
+        raise ModelLoadError(
+            f"cannot get the weights of Kaggle model {handle!r}: not in the kagglehub cache "
+            f"(looked in {where}, with marker {where}.complete) and the download failed: "
+            f"{type(e).__name__}: {str(e)[:300]}\n"
+            "To fix: (1) log in to Kaggle — run `kagglehub.login()` in a notebook, or set "
+            "KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in ~/.kaggle/ — and accept the "
+            "Gemma license on the model's Kaggle page; or (2) populate the cache on a machine "
+            f"with network (`kagglehub.model_download({handle!r})`) and copy it here, pointing "
+            "KAGGLEHUB_CACHE at its root; or (3) pass a local checkpoint directory as the model."
+        ) from e
+
+
+def find_checkpoint_dir(root: str) -> str:
+    """The orbax checkpoint inside a download / export folder (itself, or one level down)."""
+    def is_ckpt(p):
+        return os.path.isdir(p) and any(os.path.exists(os.path.join(p, m)) for m in _ORBAX_MARKERS)
+
+    if is_ckpt(root):
+        return root
+    subdirs = sorted(os.path.join(root, n) for n in os.listdir(root) if not n.startswith("."))
+    found = [d for d in subdirs if is_ckpt(d)]
+    if not found:  # e.g. <version>/<variation>/<step>/
+        found = [s for d in subdirs if os.path.isdir(d)
+                 for s in sorted(os.path.join(d, n) for n in os.listdir(d)) if is_ckpt(s)]
+    if not found:
+        raise ModelLoadError(f"no orbax checkpoint found in {root} (looked for {', '.join(_ORBAX_MARKERS)})")
+    if len(found) > 1:
+        raise ModelLoadError(f"several checkpoints in {root}: {', '.join(found)}; pass one of them")
+    return found[0]
+
+
+def find_tokenizer(ckpt_dir: str, stop_at: str | None = None) -> str:
+    """tokenizer.model in the checkpoint folder or a parent (up to `stop_at`)."""
+    d = os.path.abspath(ckpt_dir)
+    stop = os.path.abspath(stop_at) if stop_at else None
+    for _ in range(3):
+        p = os.path.join(d, TOKENIZER_NAME)
+        if os.path.isfile(p):
+            return p
+        if stop and d == stop:
+            break
+        d = os.path.dirname(d)
+    raise ModelLoadError(f"no {TOKENIZER_NAME} found beside or above {ckpt_dir}")
+
+
+def checkpoint_shapes(ckpt_dir: str) -> dict[str, tuple]:
+    """Flat 'a/b/c' -> shape of a checkpoint's arrays, from orbax metadata (reads no arrays)."""
+    from orbax import checkpoint as ocp
+
+    ckpt = ocp.StandardCheckpointer()
+    meta = ckpt.metadata(ckpt_dir)
+    if meta.item_metadata is None and os.path.exists(os.path.join(ckpt_dir, "default")):
+        meta = ckpt.metadata(os.path.join(ckpt_dir, "default"))
+    tree = meta.item_metadata.tree if hasattr(meta.item_metadata, "tree") else meta.item_metadata
+    out = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        elif hasattr(node, "shape"):
+            out[prefix] = tuple(node.shape)
+
+    walk("", dict(tree))
+    return out
+
+
+def infer_spec(ckpt_dir: str) -> model_table.ModelSpec:
+    """The table entry whose shapes match a checkpoint (vocab, width, depth)."""
+    info_path = os.path.join(ckpt_dir, MODEL_INFO_NAME)
+    if os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            base = json.load(f).get("architecture")
+        if base in model_table.MODELS:
+            return model_table.MODELS[base]
+    shapes = checkpoint_shapes(ckpt_dir)
+    emb = next((s for k, s in shapes.items() if k.endswith("input_embedding")), None)
+    layers = {k.split("layer_")[1].split("/")[0] for k in shapes if "layer_" in k}
+    if emb is None:
+        raise ModelLoadError(f"{ckpt_dir}: no embedding table in the checkpoint; not a Gemma checkpoint?")
+    for spec in model_table.MODELS.values():
+        if (spec.vocab_size, spec.embed_dim) == tuple(emb) and spec.num_layers == len(layers):
+            return spec
+    raise ModelLoadError(
+        f"{ckpt_dir}: no known Gemma architecture has vocab {emb[0]}, width {emb[1]} and "
+        f"{len(layers)} layers; write {MODEL_INFO_NAME} with {{\"architecture\": <model name>}} beside it")
+
+
+def load_checkpoint_params(ckpt_dir: str, model, dtype, sharding=None):
+    """Load a gemma checkpoint (any layout) as the nested params of `model`, cast to dtype."""
+    from gemma import gm
+
+    try:
+        params = gm.ckpts.load_params(ckpt_dir, text_only=True, sharding=sharding)
+    except TypeError:  # an older gemma without text_only
+        params = gm.ckpts.load_params(ckpt_dir, sharding=sharding)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"cannot load the checkpoint in {ckpt_dir}: {type(e).__name__}: {e}") from e
+    expected = jax.eval_shape(lambda: init_params_shape(model))
+    got_struct = jax.tree.structure(params)
+    if got_struct != jax.tree.structure(expected):
+        raise ModelLoadError(
+            f"the checkpoint in {ckpt_dir} does not match the {type(model).__name__} architecture "
+            f"({param_count(params):,} params in the checkpoint vs {param_count(expected):,} expected)")
+    bad = [(jax.tree_util.keystr(p), a.shape, b.shape) for (p, a), b in
+           zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(expected)) if a.shape != b.shape]
+    if bad:
+        raise ModelLoadError(f"the checkpoint in {ckpt_dir} has other shapes than the model: {bad[:3]}")
+    return jax.tree.map(lambda x: x.astype(dtype) if x.dtype != dtype else x, params)
+
+
+def init_params_shape(model):
+    return model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"]
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+def load_model(model: str, seed: int = 0, dtype_name: str = "auto", spec: model_table.ModelSpec | None = None,
+               param_sharding=None) -> LoadedModel:
+    """Build the base model, its params and tokenizer for a config's `model` field.
+
+    `spec` overrides the table lookup (tests point a tiny architecture at a Kaggle handle).
+    `param_sharding` is a function abstract-params -> shardings (FSDP), applied at load time.
+    """
+    dtype = resolve_dtype(dtype_name)
+    if spec is None and model in model_table.MODELS:
+        spec = model_table.MODELS[model]
+    if spec is not None and spec.kaggle_handle is None:  # tiny: random weights from the seed
+        net = build_network(spec, dtype)
+        params = init_params(net, seed)
+        if param_sharding is not None:
+            params = jax.device_put(params, param_sharding(params))
+        path = tiny_tokenizer_path()
+        return LoadedModel(spec, net, params, make_tokenizer(spec.family, path), path,
+                           f"random init (seed {seed})", dtype)
+    if spec is not None:
+        root = kaggle_download(spec.kaggle_handle)
+        ckpt_dir = find_checkpoint_dir(root)
+        tok_path = find_tokenizer(ckpt_dir, stop_at=root)
+        source = f"kaggle:{spec.kaggle_handle}"
+    else:
+        root = os.path.abspath(os.path.expanduser(model))
+        if not os.path.isdir(root):
+            raise ModelLoadError(f"model {model!r} is neither a known model name nor a directory")
+        ckpt_dir = find_checkpoint_dir(root)
+        spec = infer_spec(ckpt_dir)
+        tok_path = find_tokenizer(ckpt_dir)
+        source = ckpt_dir
+    net = build_network(spec, dtype)
+    tokenizer = make_tokenizer(spec.family, tok_path)
+    sharding = None
+    if param_sharding is not None:
+        sharding = param_sharding(jax.eval_shape(lambda: init_params_shape(net)))
+    params = load_checkpoint_params(ckpt_dir, net, dtype, sharding=sharding)
+    return LoadedModel(spec, net, params, tokenizer, tok_path, source, dtype)

@@ -1,0 +1,170 @@
+"""Sample from a run's checkpoint: the panel's playground.
+
+    sample(run_dir, prompt, max_new_tokens=64, checkpoint=None) -> str
+    python -m gemma_ft_widgets.train.sample RUN_DIR --prompt-file F [--prompt TEXT] \
+        --max-new-tokens N [--checkpoint PATH] --json
+        -> {"text": ..., "checkpoint": ..., "seconds": ...}
+
+The checkpoint (newest by default; a path, `step_N` or N) is loaded onto the run's base model
+and LoRA adapters are folded into the base weights (lora.merge_into_base, the same code as
+export), so sampling runs the plain gemma model with gm.text.Sampler, greedy. A prompt without
+`<start_of_turn>` is wrapped as one user turn. Loaded samplers are cached per (run, checkpoint)
+in the calling process, so a playground pays the load and compile once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .. import contract
+
+_CACHE: dict = {}
+_CACHE_MAX = 2
+
+
+def resolve_checkpoint(run_dir: str, checkpoint: str | int | None = None) -> str | None:
+    """Absolute path of the checkpoint to use (newest when None), or None if there is none."""
+    if checkpoint is None or checkpoint == "":
+        steps = contract.checkpoint_steps(run_dir)
+        return contract.checkpoint_path(run_dir, steps[-1]) if steps else None
+    text = str(checkpoint)
+    if text.isdigit():
+        path = contract.checkpoint_path(run_dir, int(text))
+    elif os.path.isabs(text):
+        path = text
+    elif text.startswith(contract.CHECKPOINT_PREFIX) and text[len(contract.CHECKPOINT_PREFIX):].isdigit():
+        path = os.path.join(run_dir, contract.CHECKPOINTS_DIR, text)
+    else:
+        path = os.path.join(run_dir, text)
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def run_config(run_dir: str):
+    from ..config import TrainingConfig
+
+    return TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME), check_files=False)
+
+
+def load_params(run_dir: str, checkpoint: str | int | None = None):
+    """(LoadedModel with params = the checkpoint's weights merged into the base, ckpt path).
+
+    With no checkpoint in the run (not trained yet) the base weights are returned as they are.
+    """
+    import jax
+
+    from . import checkpoints, lora, models
+
+    config = run_config(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    loaded = models.load_model(config.model, seed=config.seed, dtype_name=config.dtype)
+    if path is None:
+        return loaded, None
+    if config.method == "lora":
+        lora_model = lora.wrap(loaded.model, config.lora_rank, dtype=loaded.dtype)
+        like = jax.eval_shape(lambda: lora.init_lora_params(lora_model, config.seed))
+        adapters = checkpoints.restore_params(path, like)
+        loaded.params = lora.merge_into_base(lora_model, loaded.params, adapters)
+    else:
+        loaded.params = checkpoints.restore_params(path, loaded.params)
+    return loaded, path
+
+
+def _sampler(loaded, cache_length: int, max_out_length: int):
+    from gemma import gm
+
+    pads = tuple(p for p in (64, 256, 512, 1024, 2048, 4096) if p <= cache_length - max_out_length)
+    return gm.text.Sampler(model=loaded.model, params=loaded.params, tokenizer=loaded.tokenizer,
+                           cache_length=cache_length, max_out_length=max_out_length,
+                           pad_length=pads or None)
+
+
+def _bucket(n: int, buckets=(64, 128, 256, 512, 1024, 2048, 4096)) -> int:
+    for b in buckets:
+        if n <= b:
+            return b
+    return n
+
+
+def format_prompt(prompt: str) -> str:
+    from ..datasets import render_prompt
+
+    return prompt if "<start_of_turn>" in prompt else render_prompt(prompt)
+
+
+def clean_output(text: str) -> str:
+    for end in ("<end_of_turn>", "<eos>"):
+        if end in text:
+            text = text[: text.index(end)]
+    return text.strip()
+
+
+def sample(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint: str | None = None) -> str:
+    """Greedy completion of `prompt` by the run's checkpoint (newest by default)."""
+    return sample_detailed(run_dir, prompt, max_new_tokens, checkpoint)["text"]
+
+
+def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint: str | None = None) -> dict:
+    t0 = time.time()
+    run_dir = os.path.abspath(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    stamp = os.path.getmtime(path) if path else None
+    key = (run_dir, path, stamp)
+    loaded = _CACHE.get(key)
+    if loaded is None:
+        loaded, path = load_params(run_dir, path)
+        while len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = loaded
+    text = format_prompt(prompt)
+    n_prompt = len(loaded.tokenizer.encode(text)) + 1
+    max_out = _bucket(max_new_tokens)
+    cache_length = max(1024, _bucket(n_prompt + max_out, (1024, 2048, 4096, 8192, 16384, 32768)))
+    samplers = loaded.__dict__.setdefault("_samplers", {})
+    sampler = samplers.get((cache_length, max_out))
+    if sampler is None:
+        sampler = samplers[(cache_length, max_out)] = _sampler(loaded, cache_length, max_out)
+    out = sampler.sample(text, max_new_tokens=max_new_tokens)
+    return {"text": clean_output(out), "checkpoint": path, "seconds": round(time.time() - t0, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.train.sample",
+                                     description="Greedy sampling from a run's checkpoint.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--prompt-file", help="read the prompt from this file (UTF-8)")
+    parser.add_argument("--prompt", help="the prompt text (instead of --prompt-file)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--checkpoint", default=None, help="path, step_N or N; default: newest")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.prompt is not None:
+        prompt = args.prompt
+    elif args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompt = f.read()
+    else:
+        parser.error("give --prompt-file or --prompt")
+    try:
+        result = sample_detailed(args.run_dir, prompt, args.max_new_tokens, args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        msg = str(e)
+        if args.json:
+            print(json.dumps({"error": msg}))
+        print(f"error: {msg}", file=sys.stderr)
+        return contract.EXIT_CONFIG_ERROR
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(result["text"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

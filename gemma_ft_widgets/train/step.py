@@ -1,0 +1,115 @@
+"""The loss, the jitted train step and the eval step.
+
+Loss: next-token cross-entropy averaged over the response tokens of the batch (mask from
+data.py). For Gemma 2/3 and tiny the logits are computed from the model's final hidden states
+in sequence chunks under `jax.checkpoint`, so the full (batch, seq, vocab) logits tensor
+never exists at once: with Gemma's 262k vocabulary it would be the largest buffer of the step
+(8 x 1024 x 262144 f32 = 8.6 GB). The result equals the model's own logits (tied embedding,
+optional final soft-cap); tests check it. Other architectures use the model's logits.
+
+The train step is a plain `jax.jit` with the trainable params and optimizer state donated,
+explicit in/out shardings (batch split over the mesh, params replicated or FSDP-sharded).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+CHUNK_BYTES = 256 * 2**20  # logits bytes per chunk
+
+
+def _chunk_len(batch: int, seq: int, vocab: int) -> int:
+    """Largest divisor of seq whose f32 logits chunk fits CHUNK_BYTES (at least 1)."""
+    best = 1
+    for c in range(1, seq + 1):
+        if seq % c == 0 and batch * c * vocab * 4 <= CHUNK_BYTES:
+            best = c
+    return best
+
+
+def chunked_loss_sums(hidden, embedding, targets, mask, softcap=None, chunk=None):
+    """(sum of masked token losses, sum of mask) from hidden states and the tied embedding."""
+    b, seq, d = hidden.shape
+    vocab = embedding.shape[0]
+    chunk = chunk or _chunk_len(b, seq, vocab)
+    n = seq // chunk
+
+    def split(x):
+        return jnp.swapaxes(x.reshape((b, n, chunk) + x.shape[2:]), 0, 1)
+
+    @jax.checkpoint
+    def one(h, t, m):
+        logits = jnp.einsum("bcd,vd->bcv", h, embedding, preferred_element_type=jnp.float32)
+        if softcap is not None:
+            logits = jnp.tanh(logits / softcap) * softcap
+        return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, t) * m)
+
+    def body(total, xs):
+        return total + one(*xs), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (split(hidden), split(targets), split(mask)))
+    return total, jnp.sum(mask)
+
+
+def full_loss_sums(logits, targets, mask):
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    return jnp.sum(ce * mask), jnp.sum(mask)
+
+
+def make_loss_sums(model, chunked: bool, softcap=None):
+    """fn(params, batch) -> (masked loss sum, token count)."""
+    def loss_sums(params, batch):
+        if chunked:
+            out = model.apply({"params": params}, batch["input"], return_hidden_states=True)
+            return chunked_loss_sums(out.hidden_states, params["embedder"]["input_embedding"],
+                                     batch["target"], batch["mask"], softcap)
+        out = model.apply({"params": params}, batch["input"])
+        return full_loss_sums(out.logits, batch["target"], batch["mask"])
+
+    return loss_sums
+
+
+def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=None):
+    """(train_step, eval_step), jitted.
+
+    train_step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics)
+    eval_step(trainable, frozen, batch) -> (loss sum, token count)
+    `shardings` = (trainable, opt_state, frozen, batch, replicated) NamedSharding trees.
+    """
+    from . import lora
+
+    loss_sums = make_loss_sums(model, chunked, softcap)
+
+    def params_of(trainable, frozen):
+        return lora.merge(frozen, trainable) if is_lora else trainable
+
+    def loss_fn(trainable, frozen, batch):
+        total, count = loss_sums(params_of(trainable, frozen), batch)
+        return total / jnp.maximum(count, 1.0), count
+
+    def train_step(trainable, opt_state, frozen, batch):
+        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.global_norm(grads)}
+
+    def eval_step(trainable, frozen, batch):
+        return loss_sums(params_of(trainable, frozen), batch)
+
+    if shardings is None:
+        return (jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step))
+    p_sh, o_sh, f_sh, b_sh, rep = shardings
+    metrics_sh = {"loss": rep, "tokens": rep, "grad_norm": rep}
+    train = jax.jit(train_step, donate_argnums=(0, 1),
+                    in_shardings=(p_sh, o_sh, f_sh, b_sh), out_shardings=(p_sh, o_sh, metrics_sh))
+    evals = jax.jit(eval_step, in_shardings=(p_sh, f_sh, b_sh), out_shardings=(rep, rep))
+    return train, evals
+
+
+def supports_chunked_loss(model) -> bool:
+    """Tied-embedding decoders whose logits are `hidden @ embedding.T` (+ soft-cap): the
+    Gemma 2/3 classes and tiny. Gemma 3n/4 (per-layer inputs, other heads) use full logits."""
+    base = getattr(model, "model", model)  # through the LoRA wrapper
+    return type(base).__module__ in ("gemma.gm.nn._transformer", "gemma.gm.nn._gemma")
