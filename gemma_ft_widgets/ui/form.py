@@ -59,12 +59,12 @@ def _model_options(extra: str | None = None) -> list[tuple[str, str]]:
 
 
 def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
-    common = dict(description=label, style=_DESC, layout=w.Layout(**_FIELD))
-    if kind == "model":
-        return w.Dropdown(options=_model_options(), value=default, **common)
     if kind == "path":
         return w.Text(value=default, placeholder="path to a .jsonl or .csv file", continuous_update=False,
                       description=label, style=_DESC, layout=w.Layout(width="520px"))
+    common = dict(description=label, style=_DESC, layout=w.Layout(**_FIELD))
+    if kind == "model":
+        return w.Dropdown(options=_model_options(), value=default, **common)
     if kind == "format":
         return w.Dropdown(options=["auto", *datasets.FORMATS], value=default, **common)
     if kind == "method":
@@ -136,7 +136,8 @@ class ConfigForm(w.VBox):
             error.add_class(f"gft-error-{field}")
             self.fields[field], self.errors[field] = widget, error
             widget.observe(self._changed, "value")
-            rows[field] = w.HBox([widget, error], layout=w.Layout(align_items="flex-start"))
+            if field != "dataset":  # the dataset row also holds the upload button (below)
+                rows[field] = w.HBox([widget, error], layout=w.Layout(align_items="flex-start"))
 
         self.upload = w.FileUpload(accept=".jsonl,.json,.csv,.txt", multiple=False,
                                    description="Upload", layout=w.Layout(width="110px"))
