@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from . import contract
-from .runs import ACTIVE_STATES, MetricsReader, RunError, RunManager, RunStatus, State
+from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State
 from .runs.manager import LOG_STREAMS
 
 PROG = "gemma-ft"
@@ -200,13 +200,12 @@ def cmd_demo(args) -> int:
 
 def _watch(m: RunManager, run_dir: str) -> RunStatus:
     """Print state transitions and a one-line progress bar until the run ends."""
-    reader, last_state, stopping = MetricsReader(run_dir), None, False
+    last_state, stopping = None, False
     tty = sys.stdout.isatty()
     last_line = 0.0
     while True:
         try:
-            st = m.status(run_dir)
-            reader.read_new()  # keeps the tail moving; values come from the status summary
+            st = m.status(run_dir)  # its numbers come from metrics.jsonl, read incrementally
             if st.state != last_state:
                 print(("\n" if tty and last_state else "") + f"[{st.state.value}]" + (f" {st.reason}" if st.reason else ""),
                       flush=True)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 import psutil
@@ -176,6 +177,30 @@ def test_stop_from_two_threads_at_once(manager, make_config):
         t.join(60)
     assert sorted(r.nothing_to_stop for r in reports) == [False, True]
     assert manager.status().state == State.ABORTED
+
+
+def test_force_stop_does_not_wait_for_a_graceful_stop_in_progress(manager, make_config, sim_env, workspace):
+    sim_env.setenv("GEMMA_FT_SIM_IGNORE_SIGINT", "1")
+    sim_env.setenv("GEMMA_FT_SIM_HANG", "1")
+    manager.start(make_config(max_steps=LONG))
+    wait_step(manager, 1)
+    graceful = []
+    t = threading.Thread(target=lambda: graceful.append(manager.stop(timeout=60, term_timeout=60)))
+    t.start()
+    wait_state(manager, State.STOPPING)
+    forced = manager.stop(force=True)
+    assert forced.sent and forced.sent[0].startswith("SIGKILL") and forced.seconds < 10
+    t.join(20)
+    assert not t.is_alive() and graceful[0].sent[0].startswith("SIGINT")
+    assert manager.status().state == State.ABORTED
+
+
+def test_stop_right_after_start(manager, make_config, workspace):
+    manager.start(make_config(max_steps=LONG))
+    report = manager.stop(timeout=20)
+    assert not report.nothing_to_stop and report.group_gone
+    st = manager.status()
+    assert st.state == State.ABORTED and not st.active, st.reason
 
 
 def test_stop_with_nothing_running(manager, make_config):
@@ -465,3 +490,18 @@ def test_trainer_module_from_environment(workspace, make_config, sim_env):
     assert m.trainer == SIM_TRAINER
     sim_env.delenv(contract.TRAINER_ENV)
     assert RunManager(workspace).trainer == contract.DEFAULT_TRAINER
+
+
+def test_sample_and_export_failures_carry_stderr(manager, workspace):
+    run_dir = os.path.join(workspace, "broken-run")
+    os.makedirs(run_dir)
+    contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), {"max_steps": "many"})
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(RunError, match="sampling failed") as e:
+        manager.sample("broken-run", "Hello", max_new_tokens=4, timeout=120)
+    assert "max_steps" in str(e.value)
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("gemma-ft-prompt-")}
+    with pytest.raises(RunError, match="export failed"):
+        manager.export("broken-run", os.path.join(workspace, "out"), timeout=120)
+    with pytest.raises(RunError, match="unknown run"):
+        manager.sample("nope", "Hello")

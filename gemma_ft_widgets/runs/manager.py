@@ -84,7 +84,8 @@ class RunManager:
         self._summaries: dict[str, MetricsSummary] = {}
         self._configs: dict[str, dict | None] = {}
         self._read_mutex = threading.RLock()  # the metrics cache, shared by UI and poller threads
-        self._write_mutex = threading.RLock()  # start / stop / resume from several threads
+        self._write_mutex = threading.RLock()  # start / resume / clean / delete from several threads
+        self._stop_mutex = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RunManager({self.workspace!r}, trainer={self.trainer!r})"
@@ -193,40 +194,48 @@ class RunManager:
              kill_timeout: float = 10.0) -> StopReport:
         """Stop the active run: SIGINT to the trainer, after `timeout` s SIGTERM, after
         `term_timeout` s SIGKILL to the process group (`force`: the group kill at once).
-        Returns when the group is gone. Safe to call from any thread."""
+        Returns when the group is gone. Safe to call from any thread: a second graceful stop
+        waits for the first (then finds nothing to stop); a forced stop never waits."""
         self._need_workspace(writable=True)
-        with self._write_mutex:
+        acquired = self._stop_mutex.acquire(blocking=not force)
+        try:
+            return self._stop(force, timeout, term_timeout, kill_timeout)
+        finally:
+            if acquired:
+                self._stop_mutex.release()
+
+    def _stop(self, force: bool, timeout: float, term_timeout: float, kill_timeout: float) -> StopReport:
+        lock = lockfile.read_lock(self.workspace)
+        if lock.data is None:
+            msg = "nothing to stop: no active run" if not lock.present else \
+                f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
+            st = self.status()
+            return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
+        check = check_lock(lock.data)
+        deadline = time.monotonic() + 5.0
+        while not check.procs and check.launcher == Proc.ALIVE and time.monotonic() < deadline:
+            time.sleep(0.05)  # a start is launching the supervisor right now
             lock = lockfile.read_lock(self.workspace)
             if lock.data is None:
-                msg = "nothing to stop: no active run" if not lock.present else \
-                    f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
-                st = self.status()
-                return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
+                break
             check = check_lock(lock.data)
-            deadline = time.monotonic() + 5.0
-            while not check.procs and check.launcher == Proc.ALIVE and time.monotonic() < deadline:
-                time.sleep(0.05)  # a start is launching the supervisor right now
-                lock = lockfile.read_lock(self.workspace)
-                if lock.data is None:
-                    break
-                check = check_lock(lock.data)
-            run_dir = lock.data["run_dir"] if lock.data else check.data["run_dir"]
-            name = os.path.basename(run_dir)
-            if check.foreign:
-                raise RunError(f"run {name} is active on host {check.data.get('hostname')}; "
-                               "it cannot be verified or stopped from here")
-            if not check.procs:
-                st = self.status(run_dir)
-                return StopReport(run_dir, nothing_to_stop=True, state=st.state, reason=st.reason,
-                                  message=f"nothing to stop: the processes of {name} are already gone "
-                                          f"({st.state.value}: {st.reason})")
-            report = stop_processes(self.workspace, check, force, timeout, term_timeout, kill_timeout)
+        run_dir = lock.data["run_dir"] if lock.data else check.data["run_dir"]
+        name = os.path.basename(run_dir)
+        if check.foreign:
+            raise RunError(f"run {name} is active on host {check.data.get('hostname')}; "
+                           "it cannot be verified or stopped from here")
+        if not check.procs:
             st = self.status(run_dir)
-            report.state, report.reason = st.state, st.reason
-            report.message = (f"stopped {name} in {report.seconds:.1f} s ({', '.join(report.sent) or 'no signal needed'}); "
-                              f"now {st.state.value}" + (f": {st.reason}" if st.reason else "")
-                              + ("" if report.group_gone else "; WARNING: some processes of the group remain"))
-            return report
+            return StopReport(run_dir, nothing_to_stop=True, state=st.state, reason=st.reason,
+                              message=f"nothing to stop: the processes of {name} are already gone "
+                                      f"({st.state.value}: {st.reason})")
+        report = stop_processes(self.workspace, check, force, timeout, term_timeout, kill_timeout)
+        st = self.status(run_dir)
+        report.state, report.reason = st.state, st.reason
+        report.message = (f"stopped {name} in {report.seconds:.1f} s ({', '.join(report.sent) or 'no signal needed'}); "
+                          f"now {st.state.value}" + (f": {st.reason}" if st.reason else "")
+                          + ("" if report.group_gone else "; WARNING: some processes of the group remain"))
+        return report
 
     def clean(self, force: bool = False) -> str:
         """Clear the lock of an ORPHANED run, keeping every file. `force` also clears a lock

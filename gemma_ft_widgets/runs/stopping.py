@@ -123,14 +123,18 @@ def stop_processes(workspace: str, check: LockCheck, force: bool, timeout: float
 
 
 def _finish_if_supervisor_died(workspace: str, data: dict, report: StopReport) -> None:
-    """The supervisor is in the group: if the group kill took it, write its result for it."""
+    """The supervisor can die of our stop without writing its result: by the group kill (it
+    is in the group), or by SIGTERM before its handler was installed. Write it for it."""
     run_dir, attempt = data["run_dir"], data.get("attempt")
     result, _ = read_result(run_dir)
     if result is None or result.get("attempt") != attempt:
+        if not report.sent:
+            return  # nothing we did explains it; the state will say ORPHANED
         if any("SIGKILL" in s for s in report.sent):
             write_result(run_dir, attempt, -signal.SIGKILL, data.get("started_at"), stopped=True,
                          trainer_pid=data.get("trainer_pid"),
                          override={"state": "ABORTED", "reason": "force-stopped: killed by SIGKILL"})
         else:
-            return  # nothing we did explains it; the state will say ORPHANED
+            write_result(run_dir, attempt, None, data.get("started_at"), stopped=True,
+                         trainer_pid=data.get("trainer_pid"))
     lockfile.clear_lock_if(workspace, lambda d: lockfile.names(d, run_dir, attempt))
