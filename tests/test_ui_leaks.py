@@ -39,7 +39,7 @@ def test_50_panels_opened_and_closed_leak_no_threads_fds_or_widgets(workspace, s
     threads, fds, widgets = threading.active_count(), open_fds(), live_widgets()
     for _ in range(50):
         p = ControlPanel(workspace, poll=True, poll_interval=0.02)
-        assert p.polling and p.view == "dashboard"
+        assert p.polling and p.wait_ready(10) and p.view == "dashboard"
         time.sleep(0.03)  # let the poller run a few times
         p.close()
         assert not p.polling

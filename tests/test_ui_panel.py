@@ -96,7 +96,7 @@ def test_missing_workspace_is_idle_and_created_on_start(tmp_path, sim_env, panel
 def test_poller_appends_points_while_the_run_goes(make_panel, sim_env):
     sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "0.03")
     p = make_panel(poll=True, poll_interval=0.1)
-    assert p.polling
+    assert p.polling and p.wait_ready(10) and p.view == "form"
     configure(p, max_steps=100)
     p.form.start_button.click()
     wait_for(lambda: p.view == "dashboard", 30, what="dashboard")
@@ -408,3 +408,17 @@ def test_close_stops_the_thread_promptly(make_panel):
     assert time.monotonic() - t0 < 2 and not thread.is_alive() and p.closed
     p.refresh()  # a no-op once closed
     p.close()  # idempotent
+
+
+def test_first_poll_runs_in_the_thread_and_hidden_panels_pause(make_panel):
+    p = make_panel(poll=True, poll_interval=0.02)
+    assert p.wait_ready(10) and p.view == "form" and not p.paused
+    p._view_count = 1  # the front end rendered it
+    p._view_count = 0  # its cell was re-run or cleared: no view left
+    assert p.paused
+    time.sleep(0.1)
+    n = p.polls
+    time.sleep(0.3)
+    assert p.polls == n and p.polling
+    p._view_count = 1  # shown again (e.g. the notebook was reopened)
+    wait_for(lambda: p.polls > n, 5, what="polling again")

@@ -8,10 +8,12 @@ Building it never imports jax. Names that notebooks, tests and the browser tests
 (CSS classes in brackets, for Playwright selectors):
 
 ControlPanel
-    traits: state (state of the run shown; "IDLE" with the form), view ("form" |
-    "dashboard" | "finished" | "failed" | "orphaned"), run_dir, run_name, active_run,
-    poll_interval (s). Methods: refresh() (one synchronous poll), close(), wait_actions(),
-    note(); attributes manager, workspace, messages, polling, closed, message_log [gft-panel-log],
+    traits: state (state of the run shown; "IDLE" with the form), view ("loading" until
+    the first poll, then "form" | "dashboard" | "finished" | "failed" | "orphaned"),
+    run_dir, run_name, active_run, poll_interval (s). With poll=True the first poll runs in
+    the thread (wait_ready() waits for it); with poll=False it runs in the constructor.
+    Methods: refresh() (one synchronous poll), close(), wait_ready(), wait_actions(),
+    note(); properties paused (all views gone: polling skipped), polls; attributes manager, workspace, messages, polling, closed, message_log [gft-panel-log],
     active_label [gft-active-run], body, run_view [gft-run-view], sections (Accordion:
     0 = history, 1 = playground) [gft-sections]. The panel itself [gft-panel].
 panel.form (ConfigForm) [gft-form]

@@ -48,7 +48,8 @@ class ControlPanel(w.VBox):
     """
 
     state = t.Unicode("IDLE", help="state of the run shown; IDLE while the form is shown")
-    view = t.Unicode("form", help="form | dashboard | finished | failed | orphaned")
+    view = t.Unicode("loading", help="loading (before the first poll) | form | dashboard | finished | "
+                                    "failed | orphaned")
     run_dir = t.Unicode("", help="folder of the run shown ('' with the form)")
     run_name = t.Unicode("")
     active_run = t.Unicode("", help="folder of the workspace's active run, '' when none")
@@ -98,7 +99,10 @@ class ControlPanel(w.VBox):
         self.active_label.add_class("gft-active-run")
         self.run_view = w.VBox([self.outcome, self.dashboard])
         self.run_view.add_class("gft-run-view")
-        self.body = w.VBox([self.form])
+        self.loading = w.HTML('<span style="color:#666"><i class="fa fa-spinner fa-spin"></i> '
+                              'Reading the workspace…</span>')
+        self.loading.add_class("gft-loading")
+        self.body = w.VBox([self.loading])
         self.sections = w.Accordion(children=[self.history, self.playground],
                                     titles=("Run history", "Playground"), selected_index=None)
         self.sections.add_class("gft-sections")
@@ -117,9 +121,20 @@ class ControlPanel(w.VBox):
                           self.body, self.sections, self.message_log], **kwargs)
         self.add_class("gft-panel")
         self.poll_interval = poll_interval
-        self.refresh()
-        self._poller = Poller(self._tick, lambda: self.poll_interval, self._poll_failed,
-                              name=f"gft-poller-{id(self):x}").start() if poll else None
+        self.view = "loading"
+        # Views of this panel in the front end. A panel whose views all went away (its cell was
+        # re-run or cleared) pauses its polling until one is shown again. Counting is turned on
+        # only with a kernel; a front end that never reports views never pauses the panel.
+        self._seen_view = False
+        self.observe(self._views_changed, "_view_count")
+        if self.comm is not None:
+            self._view_count = 0
+        self._poller = None
+        if poll:  # the first poll too runs in the thread: a long history never blocks the cell
+            self._poller = Poller(self._tick, lambda: self.poll_interval, self._poll_failed,
+                                  name=f"gft-poller-{id(self):x}").start()
+        else:
+            self.refresh()
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -139,15 +154,10 @@ class ControlPanel(w.VBox):
             self._poller.stop()
         with self._lock:
             roots = [self, self.form, self.run_view, self.dashboard, self.outcome, self.history,
-                     self.playground, self.body]
+                     self.playground, self.body, self.loading]
             for widget in _widget_tree(roots):
                 w.Widget.close(widget)
             self._series.clear()
-
-    def __del__(self):  # a panel dropped without close(): at least stop polling
-        poller = getattr(self, "_poller", None)
-        if poller is not None:
-            poller.stop(timeout=0)
 
     def wait_actions(self, timeout: float = 60.0) -> bool:
         """Wait for the buttons' worker threads (tests and scripts). True when all ended."""
@@ -162,8 +172,27 @@ class ControlPanel(w.VBox):
             workers[0].join(min(left, 0.2))
 
     # -- polling ----------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        """True while every view of a once-displayed panel is gone: polls are skipped."""
+        return self._seen_view and self._view_count == 0
+
+    def _views_changed(self, change) -> None:
+        if (change["new"] or 0) > 0:
+            self._seen_view = True
+            if self._poller is not None:
+                self._poller.kick()
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait for the first poll (a polling panel does it in its thread)."""
+        deadline = time.monotonic() + timeout
+        while self.polls == 0 and not self._closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.polls > 0
+
     def _tick(self) -> None:
-        self.refresh()
+        if not self.paused:
+            self.refresh()
 
     def _poll_failed(self, error: BaseException) -> None:
         self.poll_errors += 1

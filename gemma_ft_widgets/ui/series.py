@@ -25,6 +25,15 @@ class Growable:
         self._data[self._n] = _float(value)
         self._n += 1
 
+    def extend(self, values: list) -> None:
+        if not values:
+            return
+        need = self._n + len(values)
+        if need > len(self._data):
+            self._data = np.resize(self._data, max(need, 2 * len(self._data)))
+        self._data[self._n:need] = [_float(v) for v in values]
+        self._n = need
+
     def truncate(self, n: int) -> None:
         self._n = max(0, min(n, self._n))
 
@@ -68,21 +77,20 @@ class RunSeries:
     def extend(self, events: list[dict[str, Any]]) -> bool:
         """Fold new events in. True when a curve changed."""
         changed = False
+        steps: list = []  # collected, then appended in bulk (a re-attach reads a million steps)
+        evals: list = []
         for e in events:
             self.events += 1
             kind = e.get("event")
-            if kind == "step" and isinstance(e.get("step"), int):
-                self.step.append(e["step"])
-                self.loss.append(e.get("loss"))
-                self.tokens_per_s.append(e.get("tokens_per_s"))
-                self.step_time.append(e.get("step_time_s"))
-                self.last_step = e
-                changed = True
-            elif kind == "eval" and isinstance(e.get("step"), int):
-                self.eval_step.append(e["step"])
-                self.eval_loss.append(e.get("eval_loss"))
-                changed = True
+            if kind == "step":
+                if isinstance(e.get("step"), int):
+                    steps.append(e)
+            elif kind == "eval":
+                if isinstance(e.get("step"), int):
+                    evals.append(e)
             elif kind == "start":
+                changed |= self._flush(steps, evals)
+                steps, evals = [], []
                 self.last_start, self.final = e, None
                 resume = e.get("resume_step")
                 # A resumed attempt restarts from its checkpoint: drop the steps the previous
@@ -97,9 +105,22 @@ class RunSeries:
                 self.last_compile = e
             elif kind == "final":
                 self.final = e
+        changed |= self._flush(steps, evals)
         if changed:
             self.version += 1
         return changed
+
+    def _flush(self, steps: list[dict[str, Any]], evals: list[dict[str, Any]]) -> bool:
+        if steps:
+            self.step.extend([e["step"] for e in steps])
+            self.loss.extend([e.get("loss") for e in steps])
+            self.tokens_per_s.extend([e.get("tokens_per_s") for e in steps])
+            self.step_time.extend([e.get("step_time_s") for e in steps])
+            self.last_step = steps[-1]
+        if evals:
+            self.eval_step.extend([e["step"] for e in evals])
+            self.eval_loss.extend([e.get("eval_loss") for e in evals])
+        return bool(steps or evals)
 
     def _truncate_after(self, step: int) -> bool:
         def cut(steps: Growable, *others: Growable) -> bool:
