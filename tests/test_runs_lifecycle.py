@@ -505,3 +505,51 @@ def test_sample_and_export_failures_carry_stderr(manager, workspace):
         manager.export("broken-run", os.path.join(workspace, "out"), timeout=120)
     with pytest.raises(RunError, match="unknown run"):
         manager.sample("nope", "Hello")
+
+
+def test_lock_whose_starter_died_before_launching_is_orphaned(manager, make_config, workspace):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    launcher = identity.describe(gone.pid)
+    gone.wait()
+    run_dir = os.path.join(workspace, "never-launched")
+    os.makedirs(run_dir)
+    data = {"run_dir": run_dir, "supervisor_pid": None, "trainer_pid": None, "hostname": socket.gethostname(),
+            "boot_id": identity.boot_id(), "attempt": 1, "launcher": launcher}
+    with lockfile.guard(workspace):
+        lockfile.create_lock(workspace, data)
+    st = manager.status()
+    assert st.state == State.ORPHANED and "before launching the supervisor" in st.reason
+    manager.start(make_config(max_steps=2))
+    wait_state(manager, State.FINISHED)
+
+
+def test_supervisor_without_its_lock_starts_no_trainer(workspace, tmp_path):
+    run_dir = os.path.join(workspace, "no-lock")
+    os.makedirs(run_dir)
+    out = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.runs.supervisor", run_dir, "--workspace",
+                          workspace, "--trainer", SIM_TRAINER, "--attempt", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "not starting the trainer" in out.stdout
+    assert not os.path.exists(os.path.join(run_dir, contract.METRICS_NAME))
+
+
+def test_a_lock_naming_a_folder_outside_the_workspace_is_never_resumed_there(manager, workspace, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with lockfile.guard(workspace):
+        lockfile.create_lock(workspace, {"run_dir": str(outside), "hostname": socket.gethostname(),
+                                         "boot_id": identity.boot_id(), "attempt": 1})
+    assert manager.status().state == State.ORPHANED
+    with pytest.raises(RunError, match="unknown run"):
+        manager.resume()
+    assert not (outside / contract.STATUS_LOG_NAME).exists()
+
+
+def test_run_handle_stops_only_its_own_run(manager, make_config):
+    first = manager.start(make_config(max_steps=2))
+    wait_state(manager, State.FINISHED)
+    second = manager.start(make_config(max_steps=LONG))
+    assert first.stop().nothing_to_stop
+    assert manager.status().active
+    assert not second.stop(timeout=20).nothing_to_stop
+    assert second.status().state == State.ABORTED

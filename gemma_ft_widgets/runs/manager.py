@@ -67,6 +67,11 @@ class Run:
         return self.manager.logs(self, stream, max_lines)
 
     def stop(self, **kwargs) -> StopReport:
+        """Stop this run if it is the active one (see RunManager.stop)."""
+        st = self.status()
+        if not st.active:
+            return StopReport(self.run_dir, nothing_to_stop=True, state=st.state, reason=st.reason,
+                              message=f"nothing to stop: {self.name} is {st.state.value}")
         return self.manager.stop(**kwargs)
 
     def __fspath__(self) -> str:
@@ -171,11 +176,10 @@ class RunManager:
             with lockfile.guard(self.workspace):
                 lock = lockfile.read_lock(self.workspace, locked=True)
                 if run is None:
-                    run_dir = self._default_run(lock)
-                    if run_dir is None:
+                    run = self._default_run(lock)
+                    if run is None:
                         raise RunError(f"nothing to resume: no runs in {self.workspace}")
-                else:
-                    run_dir = self._resolve(run)
+                run_dir = self._resolve(run)  # also refuses a lock naming a folder elsewhere
                 st = self._status_of(run_dir, lock)
                 if not st.can_resume:
                     raise RunError(self._why_not_resumable(st))
