@@ -282,12 +282,14 @@ class ControlPanel(w.VBox):
             series.offset = offset
             series.extend(events)
         d = self.dashboard
+        if run_dir != self.run_dir and d.message.value:
+            d.message.value = ""  # a stop report of the run shown before
         if series is None or self._drawn.get("run") != run_dir or self._drawn.get("version") != series.version:
             d.show_curves(series, self.max_points)
             self._drawn = {"run": run_dir, "version": series.version if series else -1}
         d.show_status(st, series)
-        if state not in ACTIVE:
-            self._stop_in_flight = False if not self._workers_named("stop") else self._stop_in_flight
+        if state not in ACTIVE and not self._workers_named("stop", "force"):
+            self._stop_in_flight = False
         d.set_controls(state, self._stop_in_flight, can_stop=not st.foreign_host)
         stderr_tail = self._show_logs(st, state)
         self.outcome.show(st, stderr_tail, busy=bool(self._workers_named("resume", "clean")))
@@ -440,11 +442,8 @@ class ControlPanel(w.VBox):
         self._stop_in_flight = True
 
         def work():
-            # A manager of its own: this panel's manager is busy in the graceful stop (its calls
-            # are serialised), and a force kill must not wait behind it. Two kernels could do
-            # the same, so the run layer is safe with concurrent stops.
-            manager = RunManager(self.workspace, trainer=self.manager.trainer)
-            report = manager.stop(force=True, timeout=self.stop_timeout)
+            # RunManager.stop(force=True) never waits behind the graceful stop still running.
+            report = self.manager.stop(force=True, timeout=self.stop_timeout)
             self.dashboard.message.value = fmt.note(fmt.esc(report.message), "warn")
             self.note(report.message, "warn")
 
@@ -485,22 +484,30 @@ class ControlPanel(w.VBox):
                 self.form.message.value = fmt.note(f"Pre-filled from {fmt.esc(os.path.basename(run_dir))}.", "info")
             except (RunError, OSError) as e:
                 self.note(f"could not read the run's config: {e}", "warn")
-        with self._lock:
-            self._mode, self._pinned = "form", ""
-            self._show_form()
+        self._navigate("form", "")
 
     def _back(self, _b=None) -> None:
-        with self._lock:
-            self._mode = "auto"
         self.form.message.value = ""
-        self._request_refresh()
+        self._navigate("auto", "")
 
     def _selected(self, selected: tuple[str, ...]) -> None:
-        with self._lock:
-            if len(selected) == 1:
-                self._mode, self._pinned = "run", selected[0]
-            elif not selected and self._mode == "run":
-                self._mode, self._pinned = "auto", ""
+        if len(selected) == 1:
+            self._navigate("run", selected[0])
+        elif not selected and self._mode == "run":
+            self._navigate("auto", "")
+        else:
+            self._request_refresh()  # two or more: the overlay
+
+    def _navigate(self, mode: str, pinned: str) -> None:
+        """Switch what the panel shows. Runs on the kernel's main thread (a click), so it never
+        waits for a poll in progress: the form is shown at once when the panel is free, and
+        anything else on the poller's next (immediate) tick."""
+        self._mode, self._pinned = mode, pinned
+        if mode == "form" and self._lock.acquire(timeout=0.05):
+            try:
+                self._show_form()
+            finally:
+                self._lock.release()
         self._request_refresh()
 
     def _generate(self, run_dir: str, prompt: str, max_new_tokens: int) -> None:
