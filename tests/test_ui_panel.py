@@ -121,6 +121,19 @@ def test_poller_appends_points_while_the_run_goes(make_panel, sim_env):
     assert p.poll_errors == 0, p.messages
 
 
+def test_starting_shows_the_dashboard_before_the_first_step(make_panel, workspace, sim_env):
+    sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "2")
+    p = make_panel()
+    start(p, max_steps=10)
+    until(p, lambda: "data:" in p.dashboard.phase.value, what="the data event")
+    assert (p.state, p.view) == ("STARTING", "dashboard")
+    assert "STARTING" in p.dashboard.badge.value and p.dashboard.kpi("loss") == "—"
+    assert visible(p.dashboard.abort_button) and len(p.dashboard.loss_line.x) == 0
+    assert "90 train / 10 eval examples" in p.dashboard.phase.value
+    assert "STARTING" in p.active_label.value and p.active_run == p.run_dir
+    RunManager(workspace).stop(force=True)
+
+
 def test_reattach_shows_the_whole_history(make_panel, workspace, sim_env):
     manager = RunManager(workspace)
     first = make_panel()
