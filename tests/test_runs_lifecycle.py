@@ -67,6 +67,23 @@ def test_run_outlives_the_process_that_started_it(workspace, make_config):
     assert "STARTING" in log and "FINISHED" in log
 
 
+def test_killing_the_starters_process_group_does_not_touch_the_run(workspace, make_config):
+    """Like a kernel restart: Jupyter kills the kernel's process group; training goes on."""
+    code = ("import json, sys, time\nfrom gemma_ft_widgets.runs import RunManager\n"
+            f"run = RunManager({workspace!r}).start(json.loads(sys.argv[1]))\n"
+            "print(run.run_dir, flush=True)\ntime.sleep(600)\n")
+    kernel = subprocess.Popen([sys.executable, "-c", code, json.dumps(make_config(max_steps=LONG))],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    run_dir = kernel.stdout.readline().strip()
+    m = RunManager(workspace)
+    wait_step(m, 2)
+    os.killpg(kernel.pid, signal.SIGKILL)
+    kernel.wait(timeout=10)
+    before = m.status().step
+    st = wait_step(m, before + 5)
+    assert st.state == State.RUNNING and st.run_dir == run_dir and st.active
+
+
 def test_lock_records_identities_and_process_model(manager, make_config, workspace):
     run = manager.start(make_config(max_steps=LONG))
     wait_state(manager, State.RUNNING)
