@@ -570,3 +570,17 @@ def test_run_handle_stops_only_its_own_run(manager, make_config):
     assert manager.status().active
     assert not second.stop(timeout=20).nothing_to_stop
     assert second.status().state == State.ABORTED
+
+
+def test_wait_returns_at_the_wanted_state_and_refuses_unreachable_ones(tmp_path, monkeypatch):
+    from gemma_ft_widgets.runs import RunError, RunManager, State
+
+    monkeypatch.setenv("GEMMA_FT_SIM_STEP_TIME", "0.01")
+    monkeypatch.setenv("GEMMA_FT_SIM_CRASH_AT", "5")
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text("".join('{"prompt": "p%d", "response": "r"}\n' % i for i in range(10)))
+    manager = RunManager(tmp_path / "ws", trainer="gemma_ft_widgets.runs.simulated_trainer")
+    run = manager.start({"dataset": str(dataset), "max_steps": 50, "warmup_steps": 0, "batch_size": 2})
+    with pytest.raises(RunError, match="FAILED"):
+        run.wait(until=lambda st: (st.step or 0) > 40, timeout=60)
+    assert run.wait(timeout=30).state is State.FAILED

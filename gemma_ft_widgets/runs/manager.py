@@ -25,7 +25,7 @@ from . import identity, lockfile, sampling
 from .errors import RunError
 from .lockfile import LockRead
 from .metrics import MetricsSummary
-from .state import Proc, State
+from .state import ACTIVE_STATES, Proc, State
 from .status import RunStatus, check_lock, read_config, read_result, run_status
 from .stopping import StopReport, stop_processes
 
@@ -67,6 +67,10 @@ class Run:
 
     def logs(self, stream: str = "stderr", max_lines: int = 200) -> str:
         return self.manager.logs(self, stream, max_lines)
+
+    def wait(self, until: Any = None, timeout: float | None = None) -> RunStatus:
+        """Wait for this run (see RunManager.wait)."""
+        return self.manager.wait(self, until=until, timeout=timeout)
 
     def stop(self, **kwargs) -> StopReport:
         """Stop this run if it is the active one (see RunManager.stop)."""
@@ -120,6 +124,34 @@ class RunManager:
         if lock.data and lock.data["run_dir"] not in dirs and os.path.dirname(lock.data["run_dir"]) == self.workspace:
             dirs.insert(0, lock.data["run_dir"])  # being created right now
         return [self._status_of(d, lock) for d in dirs]
+
+    def wait(self, run: Any = None, until: Any = None, timeout: float | None = None,
+             interval: float = 0.25) -> RunStatus:
+        """Poll the files until the run reaches `until`; return its status.
+
+        `until`: None (the run is no longer STARTING/RUNNING/STOPPING), a state or its name,
+        several states, or a predicate on RunStatus. Raises RunError when the run stopped being
+        active without getting there (so waiting for RUNNING never hangs on a failed run), and
+        TimeoutError after `timeout` seconds.
+        """
+        if until is None:
+            done = lambda st: st.state not in ACTIVE_STATES  # noqa: E731
+        elif callable(until) and not isinstance(until, (str, State)):
+            done = until
+        else:
+            wanted = {State(u) for u in ([until] if isinstance(until, (str, State)) else until)}
+            done = lambda st: st.state in wanted  # noqa: E731
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            st = self.status(run)
+            if done(st):
+                return st
+            if st.state not in ACTIVE_STATES and st.state is not State.IDLE:
+                raise RunError(f"{st.run_name or 'the run'} is {st.state.value}"
+                               + (f" ({st.reason})" if st.reason else "") + f"; it will not reach {until!r}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{st.run_name or 'the run'} still {st.state.value} after {timeout}s")
+            time.sleep(interval)
 
     def metrics(self, run: Any = None, since: int = 0) -> tuple[list[dict], int]:
         """(complete events appended after byte offset `since`, the new offset)."""
