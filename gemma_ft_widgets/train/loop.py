@@ -151,9 +151,11 @@ class Trainer:
     # -- setup ----------------------------------------------------------------------------
     def setup(self) -> None:
         import jax
+        import numpy as np
 
         from .. import datasets
         from . import checkpoints, data, lora, models, optim, sharding, step
+        from .tb import ScalarWriter
 
         cfg = self.config
         self.devices = jax.devices()
@@ -211,6 +213,9 @@ class Trainer:
 
         softcap = getattr(getattr(base, "config", None), "final_logit_softcap", None)
         self.chunked = step.supports_chunked_loss(base)
+        # The lr of update k is schedule(k): one vectorised call, not one per log line.
+        self.lrs = np.asarray(jax.jit(jax.vmap(self.schedule))(np.arange(cfg.max_steps)))
+        self.tb = ScalarWriter(self.run_dir)
         self.train_step, self.eval_step = step.make_steps(
             self.model, self.tx, self.is_lora, self.chunked, softcap,
             shardings=(p_sh, o_sh, f_sh, self.b_sh, rep))
@@ -299,7 +304,9 @@ class Trainer:
         from .tb import ScalarWriter
 
         cfg = self.config
-        tb = ScalarWriter(self.run_dir)
+        if getattr(self, "tb", None) is None:
+            self.tb = ScalarWriter(self.run_dir)
+        tb = self.tb
         losses: dict[int, float] = {}
         evals: dict[int, float] = {}
         last_ckpt = None
@@ -317,8 +324,7 @@ class Trainer:
                        trainable_params=self.trainable_count, chunked_loss=self.chunked)
             self._log(f"compiled the train step in {seconds:.1f}s")
 
-        # The lr of update k is schedule(k); one vectorised call instead of one per log line.
-        lrs = np.asarray(jax.jit(jax.vmap(self.schedule))(np.arange(cfg.max_steps)))
+        lrs = self.lrs
         log_every, eval_every, ckpt_every = cfg.log_every, cfg.eval_every, cfg.checkpoint_every
         window_losses: list = []  # device scalars since the last step event
         window_tokens = 0
@@ -396,6 +402,7 @@ class Trainer:
 
     def _final(self, tb, state, ckpt, losses, evals) -> TrainResult:
         tb.close()
+        self.tb = None
         self.event("final", state=state, step=self.step, checkpoint=ckpt)
         self._log(f"{state} at step {self.step}" + (f", checkpoint {ckpt}" if ckpt else ""))
         return TrainResult(state, self.step, ckpt, losses, evals)

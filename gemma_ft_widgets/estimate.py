@@ -1,0 +1,204 @@
+"""Accelerator memory and time per step of a training config, without jax.
+
+    from gemma_ft_widgets.estimate import estimate
+    e = estimate(config)            # a TrainingConfig or a dict with the same fields
+    e.total_bytes, e.summary()      # "≈ 2.6 GB accelerator memory (weights 2.0 GB, ...); ≈ 0.9 s/step on GPU"
+
+What is counted (the trainer in gemma_ft_widgets/train is the reference):
+
+* weights: every parameter of the model in the training dtype (bf16 on an accelerator, f32 on
+  a CPU or when the config says float32).
+* LoRA: rank x (5·D + 2·N·H + 2·K·H + 3·F) params per layer (q, kv, attention output, gating,
+  linear einsums), in the same dtype. Exact for Gemma 2/3 and tiny.
+* optimizer: Adam's two moments plus the gradients, for the trainable params only.
+* activations: what the backward pass keeps per layer at batch x sequence, without
+  rematerialisation (the gemma library has none): the residual stream and its norms, q/k/v and
+  the attention output, the full L x L attention logits and probabilities per head (gemma
+  uses plain einsum attention), the MLP's gate/up/product, plus one chunk of vocabulary logits
+  (the trainer's chunked cross-entropy caps it at 256 MB).
+* time: 6·P·tokens FLOPs for full fine-tuning (4·P·tokens for LoRA: no weight gradients for
+  the frozen base) plus attention's 12·layers·L·N·H per token, divided by an assumed sustained
+  throughput per device kind (DEVICE_FLOPS). A rough guide, not a benchmark.
+
+Checked against XLA's memory plan of the real step on tiny (tests/test_estimate.py); numbers
+for the named models are in docs/estimate.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from . import models
+
+# Sustained FLOP/s assumed per device kind (peak x a typical utilisation for this workload).
+DEVICE_FLOPS = {
+    "gpu": 65e12 * 0.3,  # a Colab/Kaggle T4: 65 TFLOP/s fp16 tensor-core peak, ~30% sustained
+    "tpu": 123e12 * 0.4,  # one TPU v3 chip's 123 TFLOP/s bf16 peak, ~40% sustained
+    "cpu": 3e10,  # two modern x86 cores, small matmuls (measured ~3-6e10 on tiny)
+}
+DEVICE_NAMES = {"gpu": "GPU", "tpu": "TPU", "cpu": "CPU"}
+CHUNK_LOGITS_BYTES = 256 * 2**20  # the trainer's cross-entropy chunk (train/step.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    model: str
+    method: str
+    params: int
+    trainable_params: int
+    bytes_per_param: int
+    weights_bytes: int
+    lora_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int  # Adam moments + gradients of the trainable params
+    activations_bytes: int
+    total_bytes: int
+    flops_per_step: float
+    step_time_s: float
+    device: str
+    tokens_per_step: int
+
+    def summary(self) -> str:
+        dev = DEVICE_NAMES.get(self.device, self.device)
+        parts = [f"weights {format_bytes(self.weights_bytes)}"]
+        if self.method == "lora":
+            parts.append(f"LoRA {format_bytes(self.lora_bytes)}")
+        parts.append(f"Adam {format_bytes(self.optimizer_bytes)}")
+        parts.append(f"activations {format_bytes(self.activations_bytes)}")
+        return (f"≈ {format_bytes(self.total_bytes)} accelerator memory ({', '.join(parts)}); "
+                f"≈ {format_seconds(self.step_time_s)}/step on {dev}")
+
+    def fits(self, device_bytes: int, headroom: float = 0.9) -> bool:
+        """Whether the estimate fits a device with `device_bytes`, keeping 10% spare."""
+        return self.total_bytes <= device_bytes * headroom
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_seconds(s: float) -> str:
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    if s >= 0.1:
+        return f"{s:.1f} s"
+    if s >= 0.001:
+        return f"{s * 1e3:.0f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def lora_params(spec: models.ModelSpec, rank: int) -> int:
+    d, f = spec.embed_dim, spec.hidden_dim
+    nh, kh = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    return spec.num_layers * rank * (5 * d + 2 * nh + 2 * kh + 3 * f)
+
+
+def activation_bytes(spec: models.ModelSpec, batch: int, seq: int, bytes_per: int) -> int:
+    d, f, n, k, h = spec.embed_dim, spec.hidden_dim, spec.num_heads, spec.num_kv_heads, spec.head_dim
+    per_token = (10 * d  # residual stream, pre/post norms, attention and MLP outputs
+                 + 2 * n * h + 2 * k * h  # q (and rotated q), k, v
+                 + n * h  # attention output per head
+                 + 4 * f  # gate and up projections (2F), activation, product
+                 + 3 * n * seq)  # attention logits, masked logits, probabilities
+    layers = spec.num_layers * batch * seq * per_token * bytes_per
+    hidden = 2 * batch * seq * d * bytes_per  # final norm in/out
+    chunk = min(batch * seq * spec.vocab_size * 4, CHUNK_LOGITS_BYTES) * 3  # logits, softmax, grad
+    return int(layers + hidden + chunk)
+
+
+def _get(config: Any, name: str, default=None):
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)
+
+
+def spec_for(model: str) -> models.ModelSpec:
+    """The table entry of a model name, or of a local checkpoint dir (from its
+    gemma_ft_model.json, else the embedding shape in orbax's _METADATA)."""
+    if model in models.MODELS:
+        return models.MODELS[model]
+    path = os.path.expanduser(model)
+    folders = [path]
+    if os.path.isdir(path):  # a kaggle download nests the checkpoint one level down
+        folders += [os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".")]
+    for folder in folders:
+        info = os.path.join(folder, "gemma_ft_model.json")
+        if os.path.isfile(info):
+            with open(info, encoding="utf-8") as f:
+                arch = json.load(f).get("architecture")
+            if arch in models.MODELS:
+                return models.MODELS[arch]
+        meta = os.path.join(folder, "_METADATA")
+        if os.path.isfile(meta):
+            spec = _spec_from_orbax_metadata(meta)
+            if spec:
+                return spec
+    raise ValueError(f"cannot tell the architecture of {model!r}")
+
+
+def _spec_from_orbax_metadata(path: str) -> models.ModelSpec | None:
+    """Match the embedding shape and layer count in orbax's JSON metadata to the table
+    (NESTED `('embedder', 'input_embedding')` or FLAT `transformer/embedder` keys)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = json.load(f).get("tree_metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    emb, layers = None, set()
+    for entry in tree.values():
+        keys = [str(k.get("key")) for k in entry.get("key_metadata", [])]
+        name = "/".join(keys)
+        for part in name.split("/"):
+            if part.startswith("layer_") and part[6:].isdigit():
+                layers.add(part)
+        if name.endswith("input_embedding"):
+            emb = tuple(entry.get("value_metadata", {}).get("write_shape") or ())
+    for spec in models.MODELS.values():
+        if emb == (spec.vocab_size, spec.embed_dim) and len(layers) == spec.num_layers:
+            return spec
+    return None
+
+
+def estimate(config: Any, device: str | None = None) -> Estimate:
+    """Memory and time per step for `config` (TrainingConfig or dict) on `device`
+    ('gpu', 'tpu' or 'cpu'; default 'gpu', or 'cpu' when the config asks for float32 on
+    the tiny model)."""
+    spec = spec_for(_get(config, "model", "tiny"))
+    method = _get(config, "method", "lora")
+    rank = int(_get(config, "lora_rank", 8))
+    batch = int(_get(config, "batch_size", 8))
+    seq = int(_get(config, "max_seq_len", 128))
+    dtype = _get(config, "dtype", "auto")
+    if device is None:
+        device = "cpu" if spec.family == "tiny" else "gpu"
+    if dtype == "float32" or (dtype == "auto" and device == "cpu"):
+        bpp = 4
+    else:
+        bpp = 2
+
+    weights = spec.params * bpp
+    n_lora = lora_params(spec, rank) if method == "lora" else 0
+    trainable = n_lora if method == "lora" else spec.params
+    lora_b = n_lora * bpp
+    grads = trainable * bpp
+    adam = 2 * trainable * bpp
+    acts = activation_bytes(spec, batch, seq, bpp)
+    total = weights + lora_b + grads + adam + acts
+
+    tokens = batch * seq
+    dense = (4 if method == "lora" else 6) * spec.params * tokens
+    attention = 12 * spec.num_layers * seq * spec.num_heads * spec.head_dim * tokens
+    flops = float(dense + attention)
+    step_time = flops / DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"])
+    return Estimate(model=spec.name, method=method, params=spec.params, trainable_params=trainable,
+                    bytes_per_param=bpp, weights_bytes=weights, lora_bytes=lora_b,
+                    gradients_bytes=grads, optimizer_bytes=grads + adam, activations_bytes=acts,
+                    total_bytes=total, flops_per_step=flops, step_time_s=step_time, device=device,
+                    tokens_per_step=tokens)
