@@ -66,7 +66,7 @@ panel.wait_ready()
 panel.form.set_values({"max_steps": 200})
 panel.form.start_button.click()
 panel.wait_actions()          # Start runs in a worker thread so the kernel stays free
-print(panel.form.message.value or "started")
+print(panel.messages[-1] if panel.messages else "started")
 '''),
     md('''
 The panel updates itself about once a second from a background thread. From code, the run
