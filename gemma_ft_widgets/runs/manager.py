@@ -25,7 +25,7 @@ from . import identity, lockfile, sampling
 from .errors import RunError
 from .lockfile import LockRead
 from .metrics import MetricsSummary
-from .state import ACTIVE_STATES, Proc, State
+from .state import ACTIVE_STATES, ENDED_STATES, Proc, State
 from .status import RunStatus, check_lock, read_config, read_result, run_status
 from .stopping import StopReport, stop_processes
 
@@ -473,9 +473,11 @@ class RunManager:
             raise RunError(f"a run is already active: {name} ({st.state.value}{progress}). Stop it with "
                            f"`gemma-ft stop --workspace {self.workspace}` or the panel's Abort button")
         why = "machine rebooted" if check.rebooted else "its processes are gone"
+        ended = self._status_of(run_dir, lock).state if os.path.isdir(run_dir) else State.ORPHANED
         lockfile.remove_lock(self.workspace)
-        if os.path.isdir(run_dir):
-            contract.append_status(run_dir, "ORPHANED", f"lock cleared by {by} ({why})")
+        if os.path.isdir(run_dir):  # an ended run (its trainer's `final` says so) keeps its label
+            contract.append_status(run_dir, ended.value if ended in ENDED_STATES else "ORPHANED",
+                                   f"lock cleared by {by} ({why})")
 
     def _wait_for_ending_run(self, timeout: float = 5.0) -> None:
         """A run that wrote its result is about to drop its lock: let it, rather than refuse."""

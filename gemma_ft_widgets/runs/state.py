@@ -56,6 +56,7 @@ class Facts:
     stepped: bool = False  # a step event after the latest start event
     result: dict[str, Any] | None = None  # parsed and valid result.json
     result_error: str | None = None  # result.json exists but is unreadable / invalid
+    final: dict[str, Any] | None = None  # the trainer's `final` event after its latest `start`
 
 
 def derive_state(f: Facts) -> tuple[State, str]:
@@ -70,6 +71,8 @@ def derive_state(f: Facts) -> tuple[State, str]:
         return _from_result(f.result)
     if f.result_error is not None:
         return State.FAILED, f"result file unreadable ({f.result_error})"
+    if _final_state(f) is not None:
+        return _from_final(f)
     return State.ORPHANED, "no result and no lock (the run was interrupted or its lock was cleaned)"
 
 
@@ -92,13 +95,32 @@ def _with_lock(f: Facts) -> tuple[State, str]:
         if f.stop_requested:
             return State.STOPPING, "stop requested; waiting for the trainer to save and exit"
         if f.stepped:
+            if f.supervisor in (Proc.GONE, Proc.REUSED) and f.trainer == Proc.ALIVE:
+                return State.RUNNING, (f"the supervisor (pid {f.pids.get('supervisor')}) is gone; training goes "
+                                       "on and its outcome will be read from the trainer's metrics")
             return State.RUNNING, ""
         if f.trainer == Proc.ALIVE:
             return State.STARTING, "trainer is loading the model and data"
         return State.STARTING, "supervisor is starting the trainer"
     if f.supervisor == Proc.NONE and f.launcher == Proc.ALIVE:
         return State.STARTING, "launching the supervisor"
+    if _final_state(f) is not None:  # the trainer ended on its own, but nobody wrote result.json
+        return _from_final(f)
     return State.ORPHANED, _why_dead(f)
+
+
+def _final_state(f: Facts) -> State | None:
+    state = (f.final or {}).get("state")
+    return State(state) if state in (State.FINISHED.value, State.ABORTED.value) else None
+
+
+def _from_final(f: Facts) -> tuple[State, str]:
+    """A trainer writes `final` only after its last checkpoint: its word is as good as a result
+    (e.g. its supervisor was SIGKILLed, so nobody recorded the exit)."""
+    state = _final_state(f)
+    step = (f.final or {}).get("step")
+    return state, (f"the trainer reported {state.value} at step {step}, but its supervisor died before "
+                   "writing result.json")
 
 
 def _why_dead(f: Facts) -> str:

@@ -139,6 +139,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         stepped=summary.stepped,
         result=result,
         result_error=result_error,
+        final=_final_of(summary, data),
     )
     if data is not None and lock_check is not None:
         facts = dataclasses.replace(
@@ -178,12 +179,23 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         st.signal_name = result.get("signal_name")
         if result.get("final_step") is not None:
             st.step = result.get("final_step")
+    if st.attempt is None and summary.last_start is not None:
+        st.attempt = summary.last_start.get("attempt")
     if st.started_at is None and summary.first_time is not None:
         st.started_at = _iso(summary.first_time)
     st.elapsed_s = _elapsed(st.started_at, st.ended_at if not st.active else None)
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
+
+
+def _final_of(summary: MetricsSummary, lock: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The trainer's `final` event after its latest `start`, if that start is the lock's attempt."""
+    if summary.last_final is None or summary.last_start is None:
+        return None
+    if lock is not None and summary.last_start.get("attempt") != lock.get("attempt"):
+        return None
+    return summary.last_final
 
 
 def _same(a: Any, b: str) -> bool:
