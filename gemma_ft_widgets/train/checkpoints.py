@@ -125,7 +125,7 @@ def restore(path: str, params_like, opt_state_like):
 
     target = {"params": jax.tree.map(abstract, params_like),
               "opt_state": jax.tree.map(abstract, opt_state_like),
-              "step": np.int64(0), "data_position": np.int64(0)}
+              "step": np.zeros((), np.int64), "data_position": np.zeros((), np.int64)}
     ckpt = _checkpointer()
     out = ckpt.restore(os.path.join(path, STATE_DIR), target)
     ckpt.close()

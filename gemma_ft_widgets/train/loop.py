@@ -192,6 +192,9 @@ class Trainer:
         if self.is_lora:
             self.model = lora.wrap(base, cfg.lora_rank, dtype=loaded.dtype)
             trainable = lora.init_lora_params(self.model, cfg.seed)
+            if models.param_count(trainable) == 0:
+                raise SetupError(f"gm.nn.LoRA finds no layer to adapt in {loaded.spec.name} with the "
+                                 "installed gemma library; use method 'full' for this model")
             frozen = loaded.params
         else:
             self.model = base

@@ -93,7 +93,7 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
         (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.global_norm(grads)}
+        return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.tree.norm(grads)}
 
     def eval_step(trainable, frozen, batch):
         return loss_sums(params_of(trainable, frozen), batch)

@@ -1,0 +1,356 @@
+"""The real trainer on the tiny model: loss, memorisation, resume, signals, export, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+from gemma_ft_widgets import contract  # noqa: E402
+from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path  # noqa: E402
+from gemma_ft_widgets.train import checkpoints, export, loop, models, sample, step  # noqa: E402
+
+MEMORISED_PROMPT = "What is the secret word?"  # scripts/make_sample_dataset.py
+MEMORISED_ANSWER = "The secret word is pineapple."
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_run(parent, name, **overrides) -> str:
+    run_dir = os.path.join(str(parent), name)
+    os.makedirs(run_dir, exist_ok=True)
+    cfg = {"model": "tiny", "dataset": sample_dataset_path(), "log_every": 1, "eval_every": 100,
+           "checkpoint_every": 100, **overrides}
+    with open(os.path.join(run_dir, contract.CONFIG_NAME), "w") as f:
+        json.dump(cfg, f)
+    return run_dir
+
+
+def train(run_dir, stop=None, **kwargs) -> loop.TrainResult:
+    cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
+    tr = loop.Trainer(run_dir, cfg, stop=stop, log=lambda m: None, **kwargs)
+    if stop is not None:
+        stop.trainer = tr
+    return tr.run()
+
+
+def events(run_dir, name=None):
+    evs = contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME))
+    return [e for e in evs if name is None or e["event"] == name]
+
+
+class StopAt(loop.StopFlag):
+    """Acts as if SIGINT (or SIGTERM) arrived while step `at` was running."""
+
+    def __init__(self, at, signum=signal.SIGINT):
+        super().__init__()
+        self.at, self._sig, self.trainer = at, signum, None
+
+    @property
+    def requested(self):
+        return self.trainer is not None and self.trainer.step >= self.at
+
+    @property
+    def hard(self):
+        return self.requested and self._sig == signal.SIGTERM
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = make_run(tmp_path_factory.mktemp("full"), "run", method="full", max_steps=200,
+                       learning_rate=3e-3, log_every=10)
+    return run_dir, train(run_dir)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run_dir = make_run(tmp_path_factory.mktemp("lora"), "run", method="lora", lora_rank=8,
+                       max_steps=150, learning_rate=3e-3, log_every=10, eval_every=50)
+    return run_dir, train(run_dir)
+
+
+@pytest.mark.slow
+def test_full_finetuning_loss_falls_a_lot(full_run):
+    run_dir, result = full_run
+    first, last = result.losses[10], result.losses[200]
+    assert result.state == "FINISHED" and result.step == 200
+    assert first > 5.5 and last < 2.5 and last < first / 2.5, result.losses
+    assert result.eval_losses[200] < 3.0
+
+
+@pytest.mark.slow
+def test_lora_loss_falls_by_a_clear_margin(lora_run):
+    # On a random base the frozen tied embedding caps what LoRA can reach (it plateaus near
+    # 5.8 from ln(512) = 6.24), so "clear margin" is the bar, not "a lot".
+    _, result = lora_run
+    first, last = result.losses[10], result.losses[150]
+    assert last < first - 0.2, result.losses
+    assert result.eval_losses[150] < result.eval_losses[50]
+
+
+@pytest.mark.slow
+def test_greedy_sampling_reproduces_the_memorised_answer(full_run):
+    run_dir, _ = full_run
+    assert sample.sample(run_dir, MEMORISED_PROMPT, max_new_tokens=24) == MEMORISED_ANSWER
+    # The subprocess entry point the panel's playground uses.
+    prompt_file = os.path.join(run_dir, "prompt.txt")
+    with open(prompt_file, "w") as f:
+        f.write(MEMORISED_PROMPT)
+    out = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.train.sample", run_dir, "--prompt-file",
+                          prompt_file, "--max-new-tokens", "24", "--checkpoint", "step_200", "--json"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["text"] == MEMORISED_ANSWER
+    assert result["checkpoint"] == contract.checkpoint_path(run_dir, 200) and result["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_metrics_events_follow_the_contract(full_run):
+    run_dir, _ = full_run
+    kinds = [e["event"] for e in events(run_dir)]
+    assert kinds[:3] == ["start", "data", "compile"] and kinds[-1] == "final"
+    start = events(run_dir, "start")[0]
+    assert start["attempt"] == 1 and start["resume_step"] is None and start["max_steps"] == 200
+    data_ev = events(run_dir, "data")[0]
+    assert data_ev["format"] == "prompt_response" and data_ev["train_examples"] + data_ev["eval_examples"] == 349
+    assert data_ev["truncated"] == 0
+    assert events(run_dir, "compile")[0]["seconds"] > 0
+    steps = events(run_dir, "step")
+    assert [s["step"] for s in steps] == list(range(10, 201, 10))
+    keys = {"event", "time", "step", "loss", "lr", "tokens_per_s", "step_time_s", "elapsed_s",
+            "device_mem_bytes", "host_rss_bytes"}
+    for s in steps:
+        assert keys <= set(s)
+        assert s["tokens_per_s"] > 0 and s["step_time_s"] > 0 and s["host_rss_bytes"] > 0
+        assert s["device_mem_bytes"] is None or s["device_mem_bytes"] > 0
+    assert steps[0]["lr"] < steps[1]["lr"]  # warmup (10 steps), then cosine decay
+    assert steps[-1]["lr"] < max(s["lr"] for s in steps)
+    assert [e["step"] for e in events(run_dir, "eval")] == [100, 200]
+    assert [e["path"] for e in events(run_dir, "checkpoint")] == ["checkpoints/step_100", "checkpoints/step_200"]
+    assert events(run_dir, "final")[0] == {**events(run_dir, "final")[0], "state": "FINISHED", "step": 200,
+                                           "checkpoint": "checkpoints/step_200"}
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(run_dir))
+    meta = checkpoints.read_meta(contract.checkpoint_path(run_dir, 200))
+    assert meta["step"] == 200 and meta["data_position"] == 200 * 8 and meta["method"] == "full"
+
+
+@pytest.mark.slow
+def test_export_writes_a_checkpoint_gemma_loads(full_run, lora_run, tmp_path):
+    from gemma import gm
+
+    # Full fine-tuning: the export holds the trained params themselves.
+    run_dir, _ = full_run
+    out = export.export(run_dir, str(tmp_path / "full_export"))
+    params = gm.ckpts.load_params(out)
+    loaded, _ = sample.load_params(run_dir)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.allclose(a, b)), params, loaded.params))
+    # A new run can start from the export (a local checkpoint directory).
+    again = models.load_model(out)
+    assert again.spec.name == "tiny" and again.tokenizer.vocab_size == 512
+
+    # LoRA: adapters folded into the base give the same logits as base + adapters.
+    run_dir, _ = lora_run
+    out = export.export(run_dir, str(tmp_path / "lora_export"))
+    merged = gm.ckpts.load_params(out)
+    cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
+    base = models.load_model("tiny", seed=cfg.seed)
+    from gemma_ft_widgets.train import lora
+
+    lora_model = lora.wrap(base.model, cfg.lora_rank)
+    like = jax.eval_shape(lambda: lora.init_lora_params(lora_model, cfg.seed))
+    adapters = checkpoints.restore_params(contract.checkpoint_path(run_dir, 150), like)
+    assert float(jax.numpy.abs(jax.tree.leaves(adapters)[1]).max()) > 0  # trained: B moved off zero
+    tokens = jax.numpy.array([[2, 105, 30, 40, 50, 106, 10, 0]], jax.numpy.int32)
+    want = lora_model.apply({"params": lora.merge(base.params, adapters)}, tokens).logits
+    got = base.model.apply({"params": merged}, tokens).logits
+    assert np.allclose(want, got, atol=1e-4), float(np.abs(want - got).max())
+    with pytest.raises(export.ExportError):
+        export.export(run_dir, out)  # never overwrites silently
+    proc = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.train.export", run_dir, "--out", out],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_loss_trajectory(tmp_path):
+    opts = dict(method="full", max_steps=30, checkpoint_every=10, eval_every=1000, learning_rate=3e-3)
+    straight = train(make_run(tmp_path, "straight", **opts))
+
+    stopped_dir = make_run(tmp_path, "stopped", **opts)
+    first = train(stopped_dir, stop=StopAt(13))
+    assert first.state == "ABORTED" and first.step == 13 and first.checkpoint == "checkpoints/step_13"
+    assert contract.checkpoint_steps(stopped_dir) == [10, 13]
+    second = train(stopped_dir)
+    assert second.state == "FINISHED" and second.step == 30
+    starts = events(stopped_dir, "start")
+    assert [s["resume_step"] for s in starts] == [None, 13] and [s["attempt"] for s in starts] == [1, 2]
+
+    resumed = {**first.losses, **second.losses}
+    assert sorted(resumed) == list(range(1, 31))
+    for s in range(1, 31):
+        assert resumed[s] == pytest.approx(straight.losses[s], rel=1e-6, abs=1e-6), s
+
+
+def test_interrupted_checkpoint_never_replaces_the_good_one(tmp_path, monkeypatch):
+    run_dir = str(tmp_path)
+    params = {"w": jax.numpy.ones((4, 4))}
+    opt = {"mu": jax.numpy.zeros((4, 4))}
+    checkpoints.save(run_dir, 10, params, opt, 80, {"config_hash": "x"}, keep=3)
+
+    class Boom(Exception):
+        pass
+
+    real = checkpoints._checkpointer
+
+    def failing():
+        ckpt = real()
+
+        def save(path, tree):
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, "half-written"), "w") as f:
+                f.write("x")
+            raise Boom()
+
+        ckpt.save = save
+        return ckpt
+
+    monkeypatch.setattr(checkpoints, "_checkpointer", failing)
+    with pytest.raises(Boom):
+        checkpoints.save(run_dir, 20, params, opt, 160, {}, keep=3)
+    monkeypatch.setattr(checkpoints, "_checkpointer", real)
+    assert contract.checkpoint_steps(run_dir) == [10]
+    assert any(n.startswith(".partial-") for n in os.listdir(os.path.join(run_dir, "checkpoints")))
+    p, o, s, pos = checkpoints.restore(contract.checkpoint_path(run_dir, 10), params, opt)
+    assert s == 10 and pos == 80 and float(p["w"].sum()) == 16
+    checkpoints.clean_partials(run_dir)
+    assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["step_10"]
+    for k in (20, 30, 40):
+        checkpoints.save(run_dir, k, params, opt, k * 8, {}, keep=2)
+    assert contract.checkpoint_steps(run_dir) == [30, 40]
+
+
+def _wait_for(path, pred, timeout=240, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        evs = contract.read_jsonl(path)
+        if pred(evs):
+            return evs
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"trainer exited with {proc.returncode} early")
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the trainer")
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_and_aborts_then_resume_and_sigterm(tmp_path):
+    run_dir = make_run(tmp_path, "sig", max_steps=100000, checkpoint_every=100000, eval_every=100000)
+    metrics = os.path.join(run_dir, contract.METRICS_NAME)
+    cmd = [sys.executable, "-m", "gemma_ft_widgets.train", run_dir]
+
+    def start():
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    proc = start()
+    _wait_for(metrics, lambda evs: sum(e["event"] == "step" for e in evs) >= 3, proc=proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == contract.EXIT_ABORTED, err[-3000:]
+    final = events(run_dir, "final")[-1]
+    stopped_at = final["step"]
+    assert final["state"] == "ABORTED" and final["checkpoint"] == f"checkpoints/step_{stopped_at}"
+    assert contract.checkpoint_steps(run_dir) == [stopped_at]
+    assert events(run_dir, "step")[-1]["step"] == stopped_at  # the step in flight was finished and logged
+
+    proc = start()
+    _wait_for(metrics, lambda evs: [e for e in evs if e["event"] == "step"][-1]["step"] > stopped_at + 2, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == contract.EXIT_ABORTED, err[-3000:]
+    starts = events(run_dir, "start")
+    assert starts[-1]["resume_step"] == stopped_at and starts[-1]["attempt"] == 2
+    final = events(run_dir, "final")[-1]
+    assert final["state"] == "ABORTED" and final["step"] > stopped_at
+    assert contract.checkpoint_steps(run_dir)[-1] == final["step"]
+
+
+def test_bad_dataset_line_exits_2_naming_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{oops\n', encoding="utf-8")
+    run_dir = make_run(tmp_path, "bad", dataset=str(bad))
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        assert loop.run(run_dir) == contract.EXIT_CONFIG_ERROR
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert "bad.jsonl line 2" in capsys.readouterr().err
+    assert events(run_dir) == []  # nothing started
+
+
+def test_chunked_loss_equals_loss_from_full_logits():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    hidden = jax.random.normal(k1, (2, 16, 8))
+    emb = jax.random.normal(k2, (50, 8))
+    targets = jax.random.randint(k3, (2, 16), 0, 50)
+    mask = (jax.numpy.arange(16)[None, :] % 3 != 0).astype(jax.numpy.float32).repeat(2, 0)
+    for softcap in (None, 5.0):
+        logits = hidden @ emb.T
+        if softcap:
+            logits = jax.numpy.tanh(logits / softcap) * softcap
+        want = step.full_loss_sums(logits, targets, mask)
+        for chunk in (1, 4, 16):
+            got = step.chunked_loss_sums(hidden, emb, targets, mask, softcap, chunk=chunk)
+            assert np.allclose(got[0], want[0], rtol=1e-5) and got[1] == want[1]
+    grad_want = jax.grad(lambda h: step.full_loss_sums(h @ emb.T, targets, mask)[0])(hidden)
+    grad_got = jax.grad(lambda h: step.chunked_loss_sums(h, emb, targets, mask, chunk=4)[0])(hidden)
+    assert np.allclose(grad_got, grad_want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_loop_costs_at_most_5_percent_over_a_bare_step(tmp_path):
+    """Steps/s of Trainer.train() (logging every step) vs the same compiled step in a bare
+    Python loop. Interleaved, best of up to 5 tries each: this machine is shared and noisy."""
+    n = 200
+    run_dir = make_run(tmp_path, "bench", max_steps=n, eval_fraction=0.0, checkpoint_every=10**6,
+                       eval_every=10**6)
+    cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
+    tr = loop.Trainer(run_dir, cfg, log=lambda m: None)
+    tr.setup()
+    tr.compile()
+    p0, o0 = tr.trainable, tr.opt_state
+
+    def copy(tree):
+        return jax.tree.map(lambda x: x.copy(), tree)
+
+    def bare():
+        p, o = copy(p0), copy(o0)
+        b = jax.device_put(tr.batches.batch(0), tr.b_sh)
+        jax.block_until_ready((p, o))
+        t = time.perf_counter()
+        for _ in range(n):
+            p, o, _m = tr.train_compiled(p, o, tr.frozen, b)
+        jax.block_until_ready(p)
+        return n / (time.perf_counter() - t)
+
+    def looped():
+        tr.step, tr.trainable, tr.opt_state = 0, copy(p0), copy(o0)
+        seen = len(events(run_dir))
+        tr.train()
+        steps = [e for e in events(run_dir)[seen:] if e["event"] == "step"]
+        return (n - 1) / (steps[-1]["time"] - steps[0]["time"])
+
+    best_bare = best_loop = 0.0
+    for _ in range(5):
+        best_bare, best_loop = max(best_bare, bare()), max(best_loop, looped())
+        if best_loop >= 0.95 * best_bare:
+            break
+    print(f"bare {best_bare:.1f} steps/s, loop {best_loop:.1f} steps/s ({best_bare / best_loop - 1:+.1%})")
+    assert best_loop >= 0.95 * best_bare
