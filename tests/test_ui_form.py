@@ -132,6 +132,9 @@ def test_estimate_line(form):
         assert "not available" in form.estimate_line.value
     else:
         assert form.estimate_line.value.startswith("<b>Estimate:</b>")
+        assert "accelerator memory" in form.estimate_line.value and "for 300 steps" in form.estimate_line.value
+        form.fields["max_steps"].value = 1000
+        assert "for 1000 steps" in form.estimate_line.value
 
 
 def test_upload_copies_into_the_workspace_without_overwriting(form, tmp_path):

@@ -270,7 +270,11 @@ class ConfigForm(w.VBox):
         except ImportError:
             return '<span style="color:#888">Estimate: not available.</span>'
         try:
-            text = estimate(config).summary()
+            est = estimate(config)
+            text = est.summary()
+            per_step = getattr(est, "step_time_s", None)
+            if isinstance(per_step, (int, float)) and per_step > 0:
+                text += f"; ≈ {fmt.duration(per_step * config.max_steps)} for {config.max_steps} steps"
         except Exception as e:  # noqa: BLE001 - an estimate bug must not break the form
             return f'<span style="color:#888">Estimate unavailable: {fmt.esc(e)}</span>'
         return f"<b>Estimate:</b> {fmt.esc(text)}"
