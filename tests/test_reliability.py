@@ -506,3 +506,328 @@ def test_panel_shows_corrupt_lock_result_and_metrics_without_failing(make_panel,
     p.outcome.clean_button.click()
     assert p.wait_actions(30)
     assert not lockfile.read_lock(workspace).present
+
+
+# -- fault: a read-only workspace ---------------------------------------------------------
+@pytest.fixture
+def small_mount(tmp_path):
+    """Mount a small tmpfs (root only; CI runs as root). Yields (path, remount(options))."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path = tmp_path / "mnt"
+    path.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+
+    def remount(options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)
+
+    try:
+        yield str(path), remount
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def test_a_read_only_workspace_with_runs_can_be_read_but_not_written(small_mount, sim_env, make_config, panels):
+    """Fault "read-only workspace" (e.g. a volume mounted read-only to look at results): the
+    panel and the CLI show every run; start, stop, resume and clean refuse, saying why."""
+    ws, remount = small_mount
+    m = RunManager(ws)
+    run = m.start(make_config(max_steps=5))
+    wait_state(m, State.FINISHED)
+    aborted = m.start(make_config(max_steps=LONG))
+    wait_step(m, 2)
+    m.stop(timeout=20)
+    remount("ro")
+    p = ControlPanel(ws, poll=False)
+    panels.append(p)
+    assert (p.state, p.view, p.run_dir) == ("ABORTED", "finished", aborted.run_dir)
+    assert [v for _, v in p.history.select.options] == [aborted.run_dir, run.run_dir]
+    p.outcome.resume_button.click()
+    assert p.wait_actions(30) and any("not writable" in m for m in p.messages)  # the panel's message log
+    p.outcome.new_run_button.click()
+    p.form.start_button.click()
+    assert p.wait_actions(30) and "not writable" in p.form.message.value
+    for args in (["status"], ["list"], ["logs", run.name], ["status", run.name, "--json"]):
+        out = run_cli(*args, "--workspace", ws)
+        assert out.returncode == 0, (args, out.stderr)
+    assert json.loads(run_cli("status", run.name, "--json", "--workspace", ws).stdout)["state"] == "FINISHED"
+    for args in (["stop"], ["resume"], ["clean"], ["delete", run.name, "--yes"]):
+        out = run_cli(*args, "--workspace", ws)
+        assert out.returncode == 1 and "not writable" in out.stderr, (args, out.stderr)
+    assert sorted(os.listdir(ws)) == sorted([".training.lock.guard", run.name, aborted.name])
+
+
+# -- fault: names that try to leave the workspace ------------------------------------------
+def test_run_names_that_try_to_leave_the_workspace_are_refused(manager, make_config, workspace, tmp_path):
+    """Fault "../": a run is only ever a folder directly inside the workspace, whatever the
+    name, path or symlink a user (or a forged lock) gives."""
+    run = manager.start(make_config(max_steps=3))
+    wait_state(manager, State.FINISHED)
+    outside = tmp_path / "outside-run"
+    outside.mkdir()
+    contract.atomic_write_json(str(outside / contract.CONFIG_NAME), {"model": "tiny", "max_steps": 1})
+    os.symlink(str(outside), os.path.join(workspace, "link-out"))
+    hostile = ["..", "../outside-run", f"../{os.path.basename(workspace)}/../outside-run", str(outside),
+               "link-out", ".", "", contract.LOCK_NAME, f"{run.name}/../../outside-run", "/etc", "~"]
+    calls = {"status": manager.status, "logs": manager.logs, "metrics": manager.metrics,
+             "run_config": manager.run_config, "resume": manager.resume, "delete": manager.delete,
+             "resolve": manager.resolve}
+    for name in hostile:
+        for what, call in calls.items():
+            with pytest.raises(RunError):
+                call(name)
+    for args in (["status", "../outside-run"], ["logs", str(outside)], ["resume", "link-out"],
+                 ["delete", "..", "--yes"], ["export", "../outside-run", "--out", str(tmp_path / "x")]):
+        out = run_cli(*args, "--workspace", workspace)
+        assert out.returncode == 1 and "unknown run" in out.stderr, (args, out.stderr)
+    assert os.path.isdir(outside) and os.listdir(outside) == [contract.CONFIG_NAME]
+    assert manager.status(run.name).state == State.FINISHED  # the real run is untouched
+
+
+@pytest.mark.parametrize("model", ["../models/my-ckpt", "../models/../models/my-ckpt/", "MODELS_ABS"])
+def test_a_model_path_outside_the_workspace_still_names_a_run_folder_inside_it(
+        workspace, tmp_path, sim_env, dataset, model):
+    """Fault "model name with ../": a local checkpoint may live anywhere (it is only read);
+    the run folder it names is always directly inside the workspace."""
+    ckpt = tmp_path / "models" / "my-ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "tokenizer.model").write_bytes(b"\0")
+    (ckpt / "_METADATA").write_text("{}")
+    os.chdir(workspace)  # relative model paths are relative to the working directory
+    model = str(ckpt) if model == "MODELS_ABS" else model
+    m = RunManager(workspace)
+    run = m.start({"model": model, "dataset": dataset, "max_steps": 3, "warmup_steps": 0, "batch_size": 1})
+    assert os.path.dirname(run.run_dir) == workspace and run.name.startswith("my-ckpt-")
+    assert json.load(open(os.path.join(run.run_dir, contract.CONFIG_NAME)))["model"] == str(ckpt)
+    wait_state(m, State.FINISHED)
+    assert sorted(os.listdir(ckpt)) == ["_METADATA", "tokenizer.model"]
+
+
+def test_hostile_model_names_give_safe_run_folder_names():
+    """Whatever the model string, the run folder prefix has no separator and no dot-dot."""
+    from gemma_ft_widgets.config import TrainingConfig
+
+    for model in ["..", "../..", "/", "a/../../b", "x; rm -rf ~", "$(touch pwned)", "../../etc/passwd",
+                  "..\\..\\win", "name with spaces", "\u00e9t\u00e9/../\u2603", "-rf", "."]:
+        prefix = TrainingConfig(model=model).run_name_prefix()
+        assert prefix and os.sep not in prefix and ".." not in prefix and not prefix.startswith(("-", "."))
+
+
+# -- fault: bad datasets --------------------------------------------------------------------
+@pytest.mark.parametrize("kind, content, message", [
+    ("malformed_line", '{"text": "ok"}\n{"text": "broken\n{"text": "ok"}\n', "line 2: not valid JSON"),
+    ("missing_field", '{"prompt": "p", "response": "r"}\n{"prompt": "only a prompt"}\n',
+     "line 2: missing field(s) 'response'"),
+    ("empty_file", "", "file is empty"),
+    ("blank_lines_only", "\n\n  \n", "no examples"),
+    ("giant_line", '{"text": "ok"}\n{"text": "' + "x" * 5000 + '"}\n', "line 2: line longer than 4096 bytes"),
+])
+def test_a_bad_dataset_is_refused_before_anything_is_created(tmp_path, sim_env, monkeypatch, kind, content, message):
+    """Faults "dataset with a malformed line, a missing field, an empty file, a giant line":
+    refused at Start with the file and line named; no workspace, folder or lock is made."""
+    monkeypatch.setattr(datasets, "MAX_LINE_BYTES", 4096)  # the 1 GB case is the next test
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_text(content)
+    ws = tmp_path / "ws"
+    with pytest.raises(ConfigError) as e:
+        RunManager(str(ws)).start({"model": "tiny", "dataset": str(path), "batch_size": 1, "max_steps": 5,
+                                   "warmup_steps": 0})
+    assert any(err.field == "dataset" and message in err.message for err in e.value.errors), e.value.errors
+    assert f"{kind}.jsonl" in str(e.value)
+    assert not ws.exists()
+
+
+def test_a_1gb_line_is_refused_with_bounded_memory(tmp_path):
+    """Fault "a dataset with a 1 GB line": a real (sparse) 1 GiB line is reported by line
+    number by the config check and the panel's form, reading it in bounded chunks: the
+    validating process stays far below 1 GB of memory."""
+    path = tmp_path / "huge.jsonl"
+    with open(path, "wb") as f:
+        f.write(b'{"text": "fine"}\n{"text": "')
+        f.truncate(f.tell() + 2**30)  # a hole: a 1 GiB line that costs no disk
+        f.seek(0, os.SEEK_END)
+        f.write(b'"}\n{"text": "also fine"}\n')
+    assert os.path.getsize(path) > 2**30
+    code = f"""
+import json, resource
+from gemma_ft_widgets.config import ConfigError, TrainingConfig
+from gemma_ft_widgets.ui.form import ConfigForm
+try:
+    TrainingConfig.from_dict({{"model": "tiny", "dataset": {str(path)!r}, "batch_size": 1}})
+    config_error = None
+except ConfigError as e:
+    config_error = str(e)
+form = ConfigForm({str(tmp_path / 'uploads')!r}, defaults={{"dataset": {str(path)!r}, "batch_size": 1}})
+print(json.dumps({{"config": config_error, "form": form.errors["dataset"].value, "valid": form.valid,
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "huge.jsonl line 2: line longer than 16 MiB" in got["config"]
+    assert "huge.jsonl line 2" in got["form"] and not got["valid"]
+    assert got["maxrss_kib"] * 1024 < 400 * 2**20, f"peak RSS {got['maxrss_kib'] // 1024} MiB"
+
+
+# -- security --------------------------------------------------------------------------------
+def package_sources() -> dict[str, ast.Module]:
+    trees = {}
+    for root, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                trees[os.path.relpath(path, PACKAGE)] = ast.parse(open(path).read(), path)
+    return trees
+
+
+def calls(tree: ast.Module):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+def test_subprocesses_take_argument_lists_never_a_shell():
+    """Security: no shell=True, os.system, os.popen or commands-style helpers anywhere, and
+    every Popen/run gets a list (built in the code), never a string."""
+    problems = []
+    for rel, tree in package_sources().items():
+        for node, func in calls(tree):
+            where = f"{rel}:{node.lineno} {func}"
+            if func in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput",
+                        "os.execl", "os.execlp", "os.spawnl", "os.spawnlp", "pty.spawn"):
+                problems.append(where)
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                    problems.append(where + " shell=")
+            if func.startswith("subprocess.") and func.split(".")[-1] in ("Popen", "run", "call", "check_call",
+                                                                         "check_output"):
+                first = node.args[0] if node.args else None
+                if isinstance(first, (ast.Constant, ast.JoinedStr, ast.BinOp)):
+                    problems.append(where + " with a string command")
+    assert not problems, problems
+
+
+# Every place that may send a signal, and why it is safe. Anything new must be added here.
+SIGNAL_SITES = {
+    ("runs/identity.py", "proc.send_signal"),  # signal_verified: psutil re-checks the create time
+    ("runs/identity.py", "os.killpg"),  # group_alive (signal 0) / kill_group: a verified member leads it
+    ("runs/supervisor.py", "trainer.send_signal"),  # its own unreaped child: the pid cannot be reused
+}
+
+
+def test_signals_go_only_through_identity_checks():
+    """Security: a process is signalled only after its identity was verified. The only calls
+    that send signals are in runs/identity.py (verified by pid + create time + cmdline) and
+    the supervisor's forwarding to its own child."""
+    found = set()
+    for rel, tree in package_sources().items():
+        for node, func in calls(tree):
+            name = func.split(".")[-1]
+            if name in ("kill", "killpg", "send_signal", "terminate", "pidfd_send_signal") or func in (
+                    "signal.pthread_kill",):
+                found.add((rel, func))
+    assert found == SIGNAL_SITES, found ^ SIGNAL_SITES
+
+
+def test_shell_metacharacters_in_paths_and_names_are_never_interpreted(tmp_path, sim_env, dataset):
+    """Security: a workspace, dataset and model path full of shell syntax is used as plain
+    text by the launcher, supervisor, trainer and CLI."""
+    evil = tmp_path / "ws $(touch PWNED1); `touch PWNED2` && touch PWNED3 | x"
+    evil.mkdir()
+    data = tmp_path / "data;touch PWNED4.jsonl"
+    data.write_text(open(dataset).read())
+    os.chdir(tmp_path)
+    m = RunManager(str(evil))
+    run = m.start({"model": "tiny", "dataset": str(data), "max_steps": 4, "warmup_steps": 0, "batch_size": 1})
+    wait_state(m, State.FINISHED)
+    out = run_cli("status", run.name, "--workspace", str(evil))
+    assert out.returncode == 0 and "FINISHED" in out.stdout
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("PWNED")]
+    assert not [n for n in os.listdir(evil) if n.startswith("PWNED")]
+
+
+@pytest.mark.parametrize("umask", [0o027, 0o077, 0o000])
+def test_run_folders_follow_the_umask_and_the_lock_is_never_world_writable(tmp_path, sim_env, dataset, umask):
+    """Security: the run folder and its files get the user's umask (so a group-shared
+    workspace works as the user set it up); the lock is 0644 whatever the umask."""
+    ws = tmp_path / "ws"
+    code = f"""
+import json, os, stat, sys, time
+os.umask({umask:#o})
+from gemma_ft_widgets.runs import RunManager, lockfile
+m = RunManager({str(ws)!r})
+run = m.start({{"model": "tiny", "dataset": {dataset!r}, "max_steps": 3000, "warmup_steps": 0, "batch_size": 1,
+               "checkpoint_every": 2}})
+m.wait(until="RUNNING", timeout=60)
+modes = {{"lock": os.stat(lockfile.lock_path(m.workspace)).st_mode & 0o777}}
+m.stop(timeout=20)
+for root, dirs, files in os.walk(run.run_dir):
+    for n in dirs + files:
+        p = os.path.join(root, n)
+        modes[os.path.relpath(p, run.run_dir)] = os.stat(p).st_mode & 0o777
+modes["."] = os.stat(run.run_dir).st_mode & 0o777
+modes["workspace"] = os.stat(m.workspace).st_mode & 0o777
+print(json.dumps(modes))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    modes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert modes.pop("lock") == 0o644
+    assert len(modes) > 8 and any(k.startswith("checkpoints/step_") for k in modes)
+    for rel, mode in modes.items():
+        assert mode & umask == 0, f"{rel}: {mode:o} ignores umask {umask:o}"
+        assert not mode & 0o002 or umask == 0, f"{rel}: world-writable"
+    assert modes["."] == 0o777 & ~umask and modes[contract.RESULT_NAME] == 0o666 & ~umask
+
+
+def test_config_paths_are_resolved_and_checked(tmp_path, dataset):
+    """Security: paths from a config file are resolved against the file's folder, made
+    absolute before the run starts, and checked: a model path must be a checkpoint folder."""
+    from gemma_ft_widgets.config import TrainingConfig
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "c.json").write_text(json.dumps({"model": "tiny", "dataset": "../data.jsonl", "batch_size": 1}))
+    cfg = TrainingConfig.from_json_file(str(configs / "c.json"))
+    assert cfg.dataset == os.path.realpath(dataset) and os.path.isabs(cfg.dataset)
+    (tmp_path / "not-a-model").mkdir()
+    (configs / "bad.json").write_text(json.dumps({"model": str(configs / ".." / "not-a-model"),
+                                                  "dataset": "../data.jsonl"}))
+    with pytest.raises(ConfigError, match="does not look like a checkpoint directory"):
+        TrainingConfig.from_json_file(str(configs / "bad.json"))
+    (configs / "gone.json").write_text(json.dumps({"model": "../no/such/ckpt", "dataset": "../data.jsonl"}))
+    with pytest.raises(ConfigError, match="checkpoint directory not found"):
+        TrainingConfig.from_json_file(str(configs / "gone.json"))
+    (configs / "missing.json").write_text(json.dumps({"model": "tiny", "dataset": "../../nope/../x.jsonl"}))
+    with pytest.raises(ConfigError, match="file not found"):
+        TrainingConfig.from_json_file(str(configs / "missing.json"))
+
+
+@pytest.mark.xfail(strict=True, reason="config.py resolves a relative `dataset` against the config file's "
+                   "folder but a relative `model` path against the current directory")
+def test_a_relative_model_path_in_a_config_file_is_relative_to_the_file(tmp_path, dataset, monkeypatch):
+    from gemma_ft_widgets.config import TrainingConfig
+
+    ckpt = tmp_path / "models" / "my-ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "tokenizer.model").write_bytes(b"\0")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "c.json").write_text(json.dumps({"model": "../models/my-ckpt", "dataset": "../data.jsonl",
+                                                "batch_size": 1}))
+    monkeypatch.chdir(ckpt)  # anywhere but the config's folder
+    assert TrainingConfig.from_json_file(str(configs / "c.json")).model == str(ckpt)
+
+
+@pytest.mark.xfail(strict=True, reason="models.is_local_checkpoint recurses into every subfolder at any depth "
+                   "(documented as one level, for kagglehub downloads), so a model path like ~ or / walks the "
+                   "whole tree in the kernel and a checkpoint-like file deep down makes any folder a 'model'")
+def test_a_model_folder_is_recognised_at_most_one_level_down(tmp_path):
+    from gemma_ft_widgets import models
+
+    deep = tmp_path / "home" / "projects" / "old" / "run" / "checkpoints"
+    deep.mkdir(parents=True)
+    (deep / "checkpoint").write_text("")
+    assert not models.is_local_checkpoint(str(tmp_path / "home"))
