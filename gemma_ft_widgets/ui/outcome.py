@@ -2,8 +2,9 @@
 user can do next (Resume, New run, Playground, Clean up).
 
 FINISHED / ABORTED: a summary and New run (pre-filled), Playground, and Resume for ABORTED.
-FAILED: the reason, exit code or signal, and stderr's tail. ORPHANED: a warning saying why,
-then Resume from the last checkpoint or Clean up (clears the lock, keeps the files).
+FAILED: the reason, exit code or signal, stderr's tail, and New run. ORPHANED: a warning
+saying why, then Resume from the last checkpoint or Clean up (clears the lock, keeps the
+files); New run too, since a start clears a provably dead lock by itself.
 """
 
 from __future__ import annotations
@@ -84,7 +85,6 @@ class OutcomeView(w.VBox):
     def show(self, status: Any, stderr_tail: str = "", busy: bool = False) -> None:
         state = fmt.state_value(status.state)
         self.state = state
-        ended = state in ENDED and not status.active
         html = banner_html(status) if state in ENDED else ""
         if self.banner.value != html:
             self.banner.value = html
@@ -96,10 +96,10 @@ class OutcomeView(w.VBox):
         _show(self.stderr_tail, state == "FAILED")
         has_ckpt = bool(status.last_checkpoint)
         _show(self.resume_button, bool(status.can_resume) and state in ("ABORTED", "ORPHANED", "FAILED"))
-        _show(self.new_run_button, state in ("FINISHED", "ABORTED", "FAILED"))
+        _show(self.new_run_button, state in ENDED)  # a stale lock never blocks a new start
         _show(self.playground_button, state in ("FINISHED", "ABORTED") and has_ckpt)
         _show(self.clean_button, state == "ORPHANED")
         for b in (self.resume_button, self.clean_button):
             if b.disabled != busy:
                 b.disabled = busy
-        _show(self, state in ENDED or ended)
+        _show(self, state in ENDED)
