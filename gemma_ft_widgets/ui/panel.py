@@ -71,6 +71,7 @@ class ControlPanel(w.VBox):
         self._series: collections.OrderedDict[str, RunSeries] = collections.OrderedDict()
         self._drawn: dict[str, int] = {}  # what the dashboard shows: run_dir -> series.version
         self._logs_key: tuple | None = None
+        self._stderr_tail = ""
         self._overlay_key: tuple | None = None
         self._statuses: list = []
         self._stop_in_flight = False
@@ -313,7 +314,7 @@ class ControlPanel(w.VBox):
             self._stderr_tail = self.manager.logs(st.run_dir, "stderr", 40) if state == "FAILED" else ""
             self.dashboard.show_logs(transitions, text)
             self._logs_key = key
-        return getattr(self, "_stderr_tail", "")
+        return self._stderr_tail
 
     def _set_body(self, widget: w.Widget) -> None:
         if self.body.children != (widget,):
@@ -351,9 +352,7 @@ class ControlPanel(w.VBox):
             self._overlay_key = tuple(key)
 
     def _playground_run(self, shown):
-        if shown is not None and shown.last_checkpoint:
-            return shown
-        if shown is not None:
+        if shown is not None:  # the run shown (or selected in the history)
             return shown
         for st in self._statuses:  # the form is shown: the newest run with a checkpoint
             if st.last_checkpoint:
