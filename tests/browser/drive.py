@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 ERROR_TEXT = "Error displaying widget"
@@ -53,17 +54,41 @@ def run_all(page) -> None:
     page.locator(".lm-Menu-item:not(.lm-mod-disabled)", has_text="Run All Cells").first.click()
 
 
+def cell_prompt(page, index: int) -> str:
+    """The input prompt of cell `index`: '[ ]:', '[*]:' while it runs, '[3]:' once run."""
+    return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt").inner_text(
+        timeout=5000).strip()
+
+
+def run_cell_and_wait(page, index: int, timeout: float = 120) -> int:
+    """Run code cell `index` and wait until its prompt shows an execution count; return it.
+
+    Raises if the cell's output shows a Python traceback.
+    """
+    run_cell(page, index)
+    prompt = wait_for(lambda: (lambda p: p if re.fullmatch(r"\[\d+\]:", p) else None)(
+        cell_prompt(page, index)), timeout, 0.25, f"cell {index} to finish")
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    if cell.locator("[data-mime-type='application/vnd.jupyter.error']").count():
+        raise AssertionError(f"cell {index} raised:\n{cell.inner_text()}")
+    return int(prompt[1:-2])
+
+
 def restart_kernel(page) -> None:
+    """Kernel menu > Restart Kernel…, accept the dialog, wait for the new kernel to be idle."""
     page.locator("li.lm-MenuBar-item", has_text="Kernel").first.click()
     page.locator(".lm-Menu-item:not(.lm-mod-disabled)", has_text="Restart Kernel…").first.click()
     page.locator(".jp-Dialog-button.jp-mod-accept, .jp-Dialog button.jp-mod-warn").first.click()
-    time.sleep(1.0)
+    try:  # the status bar leaves Idle while it restarts (often too briefly to see)
+        wait_for(lambda: "| Idle" not in kernel_status(page), 5, 0.1, "restart to begin")
+    except TimeoutError:
+        pass
     wait_kernel_idle(page)
 
 
 def assert_no_widget_errors(page) -> None:
     body = page.inner_text("body")
-    assert ERROR_TEXT not in body, "a widget failed to render"
+    assert ERROR_TEXT not in body, "a widget failed to render: " + body[body.find(ERROR_TEXT):][:300]
 
 
 def screenshot(page, artifacts: str, name: str, locator=None) -> str:
@@ -81,3 +106,90 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = 
             return last
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
+
+
+# -- the control panel ---------------------------------------------------------------------
+LOSS_PATH = ".gft-loss-figure g.curve path.line"
+
+
+def set_field(page, name: str, value, scope: str = ".gft-panel") -> None:
+    """Type into a form field [gft-field-<name>]; Enter sends it to the kernel."""
+    box = page.locator(f"{scope} .gft-field-{name} input").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def text_of(page, selector: str) -> str:
+    loc = page.locator(selector)
+    return loc.first.inner_text(timeout=5000).strip() if loc.count() else ""
+
+
+def badge(page) -> str:
+    """The dashboard's state badge: STARTING, RUNNING, STOPPING, ABORTED, ..."""
+    return text_of(page, ".gft-dashboard .gft-state-badge")
+
+
+def wait_badge(page, states, timeout: float = 120) -> str:
+    states = {states} if isinstance(states, str) else set(states)
+    return wait_for(lambda: (lambda b: b if b in states else None)(badge(page)), timeout, 0.5,
+                    f"badge in {sorted(states)}")
+
+
+def loss_path(page) -> str:
+    """The 'd' of the train-loss line (the first Lines mark of the loss figure), '' if none."""
+    loc = page.locator(LOSS_PATH)
+    if not loc.count():
+        return ""
+    return loc.first.get_attribute("d", timeout=5000) or ""
+
+
+def path_points(d: str) -> int:
+    """How many points an SVG polyline path like 'M1,2L3,4L5,6' draws."""
+    return len(re.findall(r"[ML]\s*-?[\d.eE+-]+\s*,\s*-?[\d.eE+-]+", d or ""))
+
+
+# -- the tutorial notebooks ----------------------------------------------------------------
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks")
+QUICKSTART = "01_quickstart.ipynb"
+
+
+def code_cell_index(notebook: str, needle: str) -> int:
+    """Index (among all cells, as the page counts them) of the first code cell containing `needle`."""
+    import json
+
+    with open(os.path.join(NOTEBOOKS, notebook)) as f:
+        cells = json.load(f)["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and needle in "".join(cell["source"]):
+            return i
+    raise LookupError(f"no code cell of {notebook} contains {needle!r}")
+
+
+def quickstart_cells() -> tuple[int, int]:
+    """(setup cell, panel cell) of the quickstart: WORKSPACE = ..., then panel = ControlPanel(...)."""
+    return (code_cell_index(QUICKSTART, "WORKSPACE = "),
+            code_cell_index(QUICKSTART, "panel = ControlPanel("))
+
+
+def show_panel(page, notebook: str = QUICKSTART, timeout: float = 120) -> None:
+    """Run the quickstart's setup and panel cells; wait until the panel left its loading view."""
+    setup, panel = quickstart_cells()
+    run_cell_and_wait(page, setup, timeout)
+    run_cell_and_wait(page, panel, timeout)
+    page.wait_for_selector(".gft-panel", state="visible", timeout=timeout * 1000)
+    page.wait_for_selector(".gft-panel .gft-form:visible, .gft-panel .gft-dashboard:visible, "
+                           ".gft-panel .gft-outcome-view:visible", state="visible", timeout=timeout * 1000)
+
+
+def start_run(page, max_steps: int, timeout: float = 60) -> None:
+    """On the panel's form: set Steps, press Start, wait for the dashboard."""
+    page.wait_for_selector(".gft-panel .gft-form", state="visible", timeout=timeout * 1000)
+    set_field(page, "max_steps", max_steps)
+    page.locator(".gft-panel .gft-start").click(timeout=timeout * 1000)
+    page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=timeout * 1000)
+
+
+def dashboard_step(page) -> int | None:
+    """The step the dashboard's progress label shows ('step 12 / 5000 (0%)')."""
+    m = re.search(r"step\s+(\d+)", text_of(page, ".gft-dashboard .gft-progress-label"))
+    return int(m.group(1)) if m else None

@@ -37,11 +37,7 @@ class LabServer:
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        dirs = {k: os.path.join(home, k.lower()) for k in
-                ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
-        for d in dirs.values():
-            os.makedirs(d, exist_ok=True)
-        self.env = {**os.environ, **dirs, "JUPYTER_PLATFORM_DIRS": "1", **(env or {})}
+        self.env = child_env(throwaway_dirs(home), env)
         self.log_path = os.path.join(home, f"lab-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
@@ -95,9 +91,13 @@ class LabServer:
             return ""
 
     def stop(self, sig=signal.SIGINT, timeout: float = 30) -> None:
-        """Ctrl+C-like stop (SIGINT twice skips the confirmation), then the group if needed."""
+        """Ctrl+C-like stop (SIGINT twice skips the confirmation), then the group if needed.
+
+        Kernels the server failed to shut down are killed too (handles taken before the stop).
+        """
         if self.proc is None or self.proc.poll() is not None:
             return
+        children = self.kernels()
         self.proc.send_signal(sig)
         if sig == signal.SIGINT:
             time.sleep(0.3)
@@ -107,15 +107,17 @@ class LabServer:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+        reap(children)
+        self._log.close()
 
     def kernels(self) -> list:
-        """The server's kernel processes (jupyter_client starts each in a session of its own)."""
-        import psutil
+        """The server's kernel processes and their helpers, never a training run they started.
 
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+        jupyter_client starts each kernel in a session of its own; a run's supervisor is the
+        kernel's child too, but in yet another session (that is what lets it outlive the
+        kernel), so only descendants sharing their kernel's session count.
+        """
+        return own_tree(self.proc)
 
     def kill(self, kernels_too: bool = True) -> None:
         """SIGKILL the server's process group (it leads it: we started it with setsid).
@@ -131,11 +133,143 @@ class LabServer:
         except ProcessLookupError:
             pass
         self.proc.wait(10)
-        for child in children:
+        if children:
+            reap(children, grace=0)
+        self._log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def own_tree(proc) -> list:
+    """psutil handles of `proc`'s children and of their descendants in the same session."""
+    import psutil
+
+    if proc is None:
+        return []
+    out = []
+    try:
+        children = psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    for child in children:
+        out.append(child)
+        try:
+            sid = os.getsid(child.pid)
+            for d in child.children(recursive=True):
+                try:
+                    if os.getsid(d.pid) == sid:
+                        out.append(d)
+                except OSError:
+                    pass
+        except (OSError, psutil.Error):
+            pass
+    return out
+
+
+def child_env(dirs: dict, env: dict | None) -> dict:
+    """os.environ plus the throw-away Jupyter folders plus `env`; a None value unsets a name.
+
+    The package's own switches (GEMMA_FT_*) are never inherited from the shell that runs the
+    tests: a test says what it wants, or gets the defaults.
+    """
+    out = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA_FT_")}
+    out.update(dirs)
+    out["JUPYTER_PLATFORM_DIRS"] = "1"
+    for k, v in (env or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = str(v)
+    return out
+
+
+def reap(procs, grace: float = 5.0) -> list:
+    """Wait up to `grace` s for psutil processes to end, SIGKILL those left; returns them."""
+    import psutil
+
+    _gone, alive = psutil.wait_procs(list(procs), timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    return alive
+
+
+def throwaway_dirs(home: str) -> dict:
+    dirs = {k: os.path.join(home, k.lower()) for k in
+            ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    return dirs
+
+
+class VoilaServer:
+    """`voila NOTEBOOK` on 127.0.0.1, a free port, throw-away Jupyter folders, own session.
+
+    `stop()` ends it with SIGTERM (Voilà shuts its kernels down), then kills whatever of its
+    process tree is left.
+    """
+
+    def __init__(self, notebook: str, home: str, env: dict | None = None):
+        self.notebook, self.home = os.path.abspath(notebook), home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = child_env(throwaway_dirs(home), env)
+        self.log_path = os.path.join(home, f"voila-{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> "VoilaServer":
+        cmd = [sys.executable, "-m", "voila", os.path.basename(self.notebook), "--no-browser",
+               f"--port={self.port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+               "--show_tracebacks=True"]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=os.path.dirname(self.notebook), env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"voila exited: {self.tail()}")
             try:
-                child.kill()
-            except Exception:
-                pass
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"voila did not listen in {timeout}s: {self.tail()}")
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def processes(self) -> list:
+        """Voilà's kernels and their helpers (not a run a kernel started: see `own_tree`)."""
+        return own_tree(self.proc)
+
+    def stop(self, timeout: float = 20) -> list:
+        """SIGTERM, wait, then SIGKILL the group and any child left; returns the stragglers."""
+        if self.proc is None:
+            return []
+        children = self.processes()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
+        left = reap(children)
+        self._log.close()
+        return left
 
 
 def have_chromium() -> bool:

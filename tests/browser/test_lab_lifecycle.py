@@ -1,0 +1,90 @@
+"""Abort with confirmation, and a kernel restart that re-attaches to the running run, in
+JupyterLab. The simulated trainer (no jax) keeps these quick; the real one is exercised by
+test_lab_training and test_lab_server_kill."""
+
+import os
+
+import pytest
+
+from gemma_ft_widgets.runs import RunManager
+
+from . import drive
+from .conftest import SIM_TRAINER
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def lab(shared_lab_factory):
+    return shared_lab_factory(env={"GEMMA_FT_WORKSPACE": None, "GEMMA_FT_TRAINER": SIM_TRAINER,
+                                   "GEMMA_FT_SIM_STEP_TIME": "0.2"})
+
+
+def _open_and_start(lab, page, workspaces, name, max_steps=5000):
+    rel, folder = lab.folder(name)
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}")
+    drive.show_panel(page)
+    drive.start_run(page, max_steps)
+    drive.wait_badge(page, "RUNNING", 60)
+    return ws
+
+
+def _visible(page, selector):
+    return page.locator(selector).first.is_visible()
+
+
+def test_abort_needs_confirmation_and_ends_aborted(lab, page, workspaces, artifacts):
+    ws = _open_and_start(lab, page, workspaces, "abort")
+    manager = RunManager(ws)
+
+    # Abort asks first; Cancel keeps the run going.
+    page.locator(".gft-dashboard .gft-abort").click()
+    page.wait_for_selector(".gft-dashboard .gft-confirm", state="visible")
+    assert not _visible(page, ".gft-dashboard .gft-abort")
+    drive.screenshot(page, artifacts, "lab_lifecycle-abort-1-confirm.png", page.locator(".gft-dashboard"))
+    page.locator(".gft-dashboard .gft-cancel").click()
+    page.wait_for_selector(".gft-dashboard .gft-abort", state="visible")
+    assert not _visible(page, ".gft-dashboard .gft-confirm")
+    assert manager.status().state.value == "RUNNING" and drive.badge(page) == "RUNNING"
+
+    # Abort, then confirm: the trainer checkpoints and the run ends ABORTED.
+    page.locator(".gft-dashboard .gft-abort").click()
+    page.locator(".gft-dashboard .gft-confirm").click()
+    drive.wait_badge(page, "ABORTED", 60)
+    status = manager.status()
+    assert status.state.value == "ABORTED", status
+    page.wait_for_selector(".gft-outcome-view .gft-outcome", state="visible")
+    assert "Stopped" in drive.text_of(page, ".gft-outcome-view .gft-outcome")
+    assert not _visible(page, ".gft-dashboard .gft-abort")
+    # The ended run's curve still shows every step it logged.
+    steps = sum(1 for e in manager.metrics()[0] if e["event"] == "step")
+    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= min(steps, 1000), 15,
+                   what=f"the loss line to show all {steps} steps")
+    drive.assert_no_widget_errors(page)
+    drive.screenshot(page, artifacts, "lab_lifecycle-abort-2-aborted.png", page.locator(".gft-panel"))
+
+
+def test_kernel_restart_reattaches_with_history(lab, page, workspaces, artifacts):
+    ws = _open_and_start(lab, page, workspaces, "restart")
+    manager = RunManager(ws)
+    drive.wait_for(lambda: (manager.status().step or 0) >= 30, 60, what="30 steps")
+    name = manager.status().run_name
+
+    drive.restart_kernel(page)
+    steps_before = sum(1 for e in manager.metrics()[0] if e["event"] == "step")
+    assert manager.status().state.value == "RUNNING", "the restart reached the run"
+
+    # A fresh kernel (execution count 1) re-runs setup and panel: the same run, with its history.
+    setup, panel = drive.quickstart_cells()
+    assert drive.run_cell_and_wait(page, setup) == 1
+    drive.run_cell_and_wait(page, panel)
+    page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
+    drive.wait_badge(page, "RUNNING", 30)
+    assert name in drive.text_of(page, ".gft-dashboard .gft-run-name")
+    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= min(steps_before, 1000), 30,
+                   what=f"the loss line to show the {steps_before} steps from before the restart")
+    assert (drive.dashboard_step(page) or 0) >= steps_before
+    assert not _visible(page, ".gft-form")
+    drive.assert_no_widget_errors(page)
+    drive.screenshot(page, artifacts, "lab_lifecycle-restart-reattached.png", page.locator(".gft-panel"))

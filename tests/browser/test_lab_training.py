@@ -1,0 +1,64 @@
+"""The quickstart in JupyterLab with the real trainer: the panel renders, Start trains, and the
+loss line grows while the run trains. Also takes the README's screenshot (docs/panel.png) when
+GEMMA_FT_UPDATE_DOCS=1."""
+
+import os
+import shutil
+
+import pytest
+
+from gemma_ft_widgets.runs import RunManager
+
+from . import drive
+
+pytestmark = pytest.mark.browser
+DOCS_PNG = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "panel.png")
+
+
+@pytest.fixture(scope="module")
+def lab(shared_lab_factory):
+    # The real trainer (no GEMMA_FT_TRAINER); each test's workspace is its folder's gemma_ft_runs.
+    return shared_lab_factory(env={"GEMMA_FT_WORKSPACE": None, "GEMMA_FT_TRAINER": None})
+
+
+def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, artifacts):
+    rel, folder = lab.folder("start_trains")
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}")
+    drive.show_panel(page)
+
+    # The form, with its bqplot token histogram drawn, and no widget that failed to render.
+    page.wait_for_selector(".gft-panel .gft-form", state="visible")
+    for name in ("model", "dataset", "max_steps", "learning_rate"):
+        assert page.locator(f".gft-panel .gft-field-{name}").is_visible(), name
+    page.wait_for_selector(".gft-token-histogram svg.svg-figure", state="visible", timeout=60_000)
+    drive.wait_for(lambda: page.locator(".gft-token-histogram .bargroup rect").count() > 3, 60,
+                   what="histogram bars")
+    assert page.locator(".gft-panel .gft-start").is_enabled()
+    drive.assert_no_widget_errors(page)
+    drive.screenshot(page, artifacts, "lab_training-1-form.png", page.locator(".gft-panel"))
+
+    # Start with many steps, so the run is still going while we watch it.
+    drive.start_run(page, 20000)
+    drive.wait_badge(page, ("STARTING", "RUNNING"), 60)
+    drive.wait_badge(page, "RUNNING", 300)  # jax import and compile: ~15-25 s on 2 cores
+    status = RunManager(ws).status()
+    assert status.state.value == "RUNNING" and status.max_steps == 20000
+    assert status.run_name in drive.text_of(page, ".gft-dashboard .gft-run-name")
+    assert "/ 20000" in drive.text_of(page, ".gft-dashboard .gft-progress-label")
+
+    # The loss line's path grows while it trains (two reads, seconds apart).
+    first = drive.wait_for(lambda: (lambda d: d if drive.path_points(d) >= 2 else None)(drive.loss_path(page)),
+                           60, what="a loss line with points")
+    later = drive.wait_for(lambda: (lambda d: d if d != first and drive.path_points(d) > drive.path_points(first)
+                                    else None)(drive.loss_path(page)), 60, what="the loss line to change")
+    assert later.startswith("M") and drive.path_points(later) > drive.path_points(first)
+    drive.assert_no_widget_errors(page)
+
+    # Mid-training: the whole panel, once a hundred-odd steps and an eval are drawn.
+    drive.wait_for(lambda: (drive.dashboard_step(page) or 0) >= 150, 120, what="step 150 on the dashboard")
+    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= 150, 30, what="150 points drawn")
+    assert RunManager(ws).status().state.value == "RUNNING"
+    shot = drive.screenshot(page, artifacts, "lab_training-2-dashboard.png", page.locator(".gft-panel"))
+    if os.environ.get("GEMMA_FT_UPDATE_DOCS") == "1":
+        shutil.copyfile(shot, DOCS_PNG)
