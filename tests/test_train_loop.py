@@ -99,6 +99,9 @@ def test_lora_loss_falls_by_a_clear_margin(lora_run):
 def test_greedy_sampling_reproduces_the_memorised_answer(full_run):
     run_dir, _ = full_run
     assert sample.sample(run_dir, MEMORISED_PROMPT, max_new_tokens=24) == MEMORISED_ANSWER
+    chat = sample.chat_sampler(run_dir)  # multi-turn: the second turn must work too
+    assert sample.clean_output(chat.chat(MEMORISED_PROMPT)) == MEMORISED_ANSWER
+    assert isinstance(chat.chat("And again?"), str) and len(chat.turns) == 4
     # The subprocess entry point the panel's playground uses.
     prompt_file = os.path.join(run_dir, "prompt.txt")
     with open(prompt_file, "w") as f:

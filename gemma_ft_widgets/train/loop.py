@@ -301,7 +301,6 @@ class Trainer:
     def train(self) -> TrainResult:
         """The loop, from `self.step` to max_steps or a stop signal (after `setup()`)."""
         import jax
-        import numpy as np
 
         from . import data
         from .tb import ScalarWriter

@@ -80,9 +80,24 @@ def _sampler(loaded, cache_length: int, max_out_length: int):
     from gemma import gm
 
     pads = tuple(p for p in (64, 256, 512, 1024, 2048, 4096) if p <= cache_length - max_out_length)
-    return gm.text.Sampler(model=loaded.model, params=loaded.params, tokenizer=loaded.tokenizer,
-                           cache_length=cache_length, max_out_length=max_out_length,
-                           pad_length=pads or None)
+    cls = gm.text.Gemma4Sampler if loaded.spec.family == "gemma4" else gm.text.Sampler
+    return cls(model=loaded.model, params=loaded.params, tokenizer=loaded.tokenizer,
+               cache_length=cache_length, max_out_length=max_out_length, pad_length=pads or None)
+
+
+def chat_sampler(run_dir: str, checkpoint: str | int | None = None, cache_length: int = 1024,
+                 max_out_length: int = 256):
+    """A multi-turn gm.text.ChatSampler (greedy) on the run's checkpoint: `.chat(text)` per turn.
+
+    cache_length must exceed the sampler's prompt padding buckets (256/512/1024): with 256 the
+    second turn fails; 1024 works.
+    """
+    from gemma import gm
+
+    loaded, _ = load_params(os.path.abspath(run_dir), checkpoint)
+    return gm.text.ChatSampler(model=loaded.model, params=loaded.params, tokenizer=loaded.tokenizer,
+                               multi_turn=True, cache_length=max(cache_length, 1024),
+                               max_out_length=max_out_length)
 
 
 def _bucket(n: int, buckets=(64, 128, 256, 512, 1024, 2048, 4096)) -> int:
