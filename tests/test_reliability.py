@@ -831,3 +831,46 @@ def test_a_model_folder_is_recognised_at_most_one_level_down(tmp_path):
     deep.mkdir(parents=True)
     (deep / "checkpoint").write_text("")
     assert not models.is_local_checkpoint(str(tmp_path / "home"))
+
+
+# -- fault: a reader polling while runs start ---------------------------------------------
+def test_a_poller_never_sees_a_lock_naming_a_folder_that_does_not_exist_yet(manager, make_config, workspace,
+                                                                            monkeypatch):
+    """Found by the soak: a panel polling while Start ran got "unknown run" errors, because the
+    lock named the new folder a few ms before it was created. The folder now exists (empty,
+    so not yet listed) before the lock names it."""
+    real_create = lockfile.create_lock
+    order = []
+
+    def create_lock(ws, data):
+        order.append(os.path.isdir(data["run_dir"]))
+        return real_create(ws, data)
+
+    monkeypatch.setattr(lockfile, "create_lock", create_lock)
+    errors, stop = [], threading.Event()
+
+    def poll():  # what the panel's poller does on each tick
+        reader = RunManager(workspace)
+        while not stop.is_set():
+            try:
+                st = reader.status()
+                if st.run_dir:
+                    reader.metrics(st.run_dir)
+                    reader.logs(st.run_dir, "status")
+                reader.runs()
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"{type(e).__name__}: {e}")
+
+    readers = [threading.Thread(target=poll) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for _ in range(6):
+            manager.start(make_config(max_steps=LONG))
+            manager.stop(force=True)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(10)
+    assert not errors, errors[:3]
+    assert order == [True] * 6

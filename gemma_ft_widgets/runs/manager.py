@@ -190,13 +190,20 @@ class RunManager:
             with lockfile.guard(self.workspace):
                 self._clear_stale_or_raise(lockfile.read_lock(self.workspace, locked=True), "a new start")
                 run_dir = self._new_run_dir(prefix)
-                if not lockfile.create_lock(self.workspace, self._lock_data(run_dir, 1)):
-                    raise RunError("another run was started at the same moment")  # unguarded writer
+                # The folder first: a poller that reads the lock must find the folder it names.
+                # Empty, it is not listed as a run until the lock names it.
                 try:
                     os.mkdir(run_dir)
+                except OSError as e:
+                    raise RunError(f"cannot create the run folder {run_dir}: {e}") from e
+                if not lockfile.create_lock(self.workspace, self._lock_data(run_dir, 1)):
+                    _remove_empty(run_dir)
+                    raise RunError("another run was started at the same moment")  # unguarded writer
+                try:
                     contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), cfg.to_dict())
                 except OSError as e:
                     lockfile.remove_lock(self.workspace)
+                    _remove_empty(run_dir)
                     raise RunError(f"cannot create the run folder {run_dir}: {e}") from e
             self._launch(run_dir, 1)
         return Run(self, run_dir)
@@ -522,3 +529,11 @@ class RunManager:
         if st.state == State.FAILED:
             return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
         return f"cannot resume {name}: it is {st.state.value}"
+
+
+def _remove_empty(path: str) -> None:
+    """Remove a run folder that start() made and nothing was written to (never a real run)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
