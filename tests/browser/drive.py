@@ -193,3 +193,25 @@ def dashboard_step(page) -> int | None:
     """The step the dashboard's progress label shows ('step 12 / 5000 (0%)')."""
     m = re.search(r"step\s+(\d+)", text_of(page, ".gft-dashboard .gft-progress-label"))
     return int(m.group(1)) if m else None
+
+
+def screenshot_span(page, artifacts: str, name: str, top: str, bottom: str, pad: int = 8) -> str:
+    """A screenshot from the top of `top` to the bottom of `bottom` (selectors), `top`'s width."""
+    first = page.locator(top).first
+    # Bring `top` to the top of its scrolling ancestor, `pad` pixels below that ancestor's edge.
+    first.evaluate("""(el, pad) => {
+        el.scrollIntoView({block: 'start'});
+        for (let p = el.parentElement; p; p = p.parentElement) {
+            const o = getComputedStyle(p).overflowY;
+            if ((o === 'auto' || o === 'scroll') && p.scrollHeight > p.clientHeight) {
+                p.scrollBy(0, -pad);
+                break;
+            }
+        }
+    }""", pad)
+    a, b = first.bounding_box(), page.locator(bottom).first.bounding_box()
+    clip = {"x": max(0, a["x"] - pad), "y": a["y"], "width": a["width"] + 2 * pad,
+            "height": b["y"] + b["height"] - a["y"] + pad}
+    path = os.path.join(artifacts, name)
+    page.screenshot(path=path, clip=clip)
+    return path
