@@ -43,6 +43,19 @@ for name, run_dir in json.loads(sys.argv[1]).items():
                  "trainable": sharding.describe(tr.trainable), "frozen": sharding.describe(tr.frozen),
                  "opt": sharding.describe(tr.opt_state),
                  "batch_spec": list(tr.b_sh.spec), "mesh": tr.mesh.devices.size}
+# FSDP applies at load time too: a kagglehub checkpoint is restored straight into shards.
+import dataclasses, tempfile
+sys.path.insert(0, "tests")
+os.environ["KAGGLEHUB_CACHE"] = tempfile.mkdtemp()
+from test_train_models import HANDLE, write_kaggle_cache
+from gemma_ft_widgets import models as table
+from gemma_ft_widgets.train import models
+want, _ = write_kaggle_cache(os.environ["KAGGLEHUB_CACHE"])
+mesh = sharding.make_mesh()
+spec = dataclasses.replace(table.TINY, name="tiny-kaggle", kaggle_handle=HANDLE)
+got = models.load_model("tiny-kaggle", spec=spec, param_sharding=lambda t: sharding.fsdp_shardings(t, mesh, 0))
+out["fsdp_load"] = {"layout": sharding.describe(got.params),
+                    "equal": bool(jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), got.params, want)))}
 print("RESULT " + json.dumps(out))
 """
 
@@ -76,6 +89,7 @@ def test_sharded_training_matches_one_device(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-4000:]
     results = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert results["fsdp_load"] == {"layout": {"sharded": 24, "replicated": 0}, "equal": True}
     for name, (method, fsdp) in CASES.items():
         got = results[name]
         assert got["mesh"] == 4 and got["batch_spec"] == ["data"]

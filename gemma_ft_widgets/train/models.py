@@ -284,26 +284,30 @@ def infer_spec(ckpt_dir: str) -> model_table.ModelSpec:
         f"{len(layers)} layers; write {MODEL_INFO_NAME} with {{\"architecture\": <model name>}} beside it")
 
 
-def load_checkpoint_params(ckpt_dir: str, model, dtype, sharding=None):
-    """Load a gemma checkpoint (any layout) as the nested params of `model`, cast to dtype."""
+def load_checkpoint_params(ckpt_dir: str, model, dtype, param_sharding=None):
+    """Load a gemma checkpoint (any layout) as the nested params of `model`.
+
+    The target tree (shapes of `model`, our dtype, and the shardings `param_sharding` gives,
+    e.g. FSDP) goes to `gm.ckpts.load_params(params=...)`, so orbax restores each array
+    directly in its final dtype and place: a model that only fits sharded is never
+    materialised whole on one device. (`load_params(sharding=...)` is broken in gemma 4.0.1:
+    it wraps the tree before applying the shardings.)
+    """
     from gemma import gm
 
+    abstract = jax.eval_shape(lambda: init_params_shape(model))
+    if param_sharding is not None:
+        shardings = param_sharding(abstract)
+    else:
+        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: one, abstract)
+    target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, dtype, sharding=sh), abstract, shardings)
     try:
-        params = gm.ckpts.load_params(ckpt_dir, text_only=True, sharding=sharding)
-    except TypeError:  # an older gemma without text_only
-        params = gm.ckpts.load_params(ckpt_dir, sharding=sharding)
-    except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load the checkpoint in {ckpt_dir}: {type(e).__name__}: {e}") from e
-    expected = jax.eval_shape(lambda: init_params_shape(model))
-    got_struct = jax.tree.structure(params)
-    if got_struct != jax.tree.structure(expected):
+        params = gm.ckpts.load_params(ckpt_dir, params=target)
+    except Exception as e:  # noqa: BLE001 - orbax/gemma raise many types for a mismatched tree
         raise ModelLoadError(
-            f"the checkpoint in {ckpt_dir} does not match the {type(model).__name__} architecture "
-            f"({param_count(params):,} params in the checkpoint vs {param_count(expected):,} expected)")
-    bad = [(jax.tree_util.keystr(p), a.shape, b.shape) for (p, a), b in
-           zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(expected)) if a.shape != b.shape]
-    if bad:
-        raise ModelLoadError(f"the checkpoint in {ckpt_dir} has other shapes than the model: {bad[:3]}")
+            f"cannot load the checkpoint in {ckpt_dir} as {type(model).__name__} "
+            f"({param_count(abstract):,} params): {type(e).__name__}: {str(e)[:500]}") from e
     return jax.tree.map(lambda x: x.astype(dtype) if x.dtype != dtype else x, params)
 
 
@@ -346,8 +350,5 @@ def load_model(model: str, seed: int = 0, dtype_name: str = "auto", spec: model_
         source = ckpt_dir
     net = build_network(spec, dtype)
     tokenizer = make_tokenizer(spec.family, tok_path)
-    sharding = None
-    if param_sharding is not None:
-        sharding = param_sharding(jax.eval_shape(lambda: init_params_shape(net)))
-    params = load_checkpoint_params(ckpt_dir, net, dtype, sharding=sharding)
+    params = load_checkpoint_params(ckpt_dir, net, dtype, param_sharding)
     return LoadedModel(spec, net, params, tokenizer, tok_path, source, dtype)
