@@ -874,3 +874,44 @@ def test_a_poller_never_sees_a_lock_naming_a_folder_that_does_not_exist_yet(mana
             t.join(10)
     assert not errors, errors[:3]
     assert order == [True] * 6
+
+
+# -- fault: eight simultaneous starts and resumes of an orphaned run ------------------------
+def test_eight_simultaneous_starts_and_resumes_of_an_orphan_launch_one_trainer(manager, make_config, workspace,
+                                                                              tmp_path):
+    """Fault "eight simultaneous starts", on the hardest case: an orphaned run's stale lock
+    (which every starter may clear) and four `resume` racing four `start`. Exactly one wins;
+    one trainer process exists; the losers say which run is active."""
+    orphan = manager.start(make_config(max_steps=LONG, checkpoint_every=2))
+    wait_step(manager, 4)
+    kill_group(workspace)
+    assert manager.status().state == State.ORPHANED
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(make_config(max_steps=LONG)))
+    go = tmp_path / "go"
+    code = ("import os, sys, time\nfrom gemma_ft_widgets import cli\n"
+            "open(sys.argv[1], 'w').close()\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "sys.exit(cli.main(sys.argv[3:]))\n")
+    commands = [["resume", orphan.name] if i % 2 else ["start", str(cfg)] for i in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"ready{i}"), str(go), *cmd,
+                               "--workspace", workspace], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, cmd in enumerate(commands)]
+    wait_for(lambda: all((tmp_path / f"ready{i}").exists() for i in range(8)), 60, what="8 ready")
+    go.touch()
+    outs = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    winners = [o for o in outs if o[2] == 0]
+    assert len(winners) == 1, outs
+    active = winners[0][0].strip()
+    for out, err, code in outs:
+        if code:
+            assert "active" in err and os.path.basename(active) in err, err
+    st = wait_state(manager, State.RUNNING)
+    assert st.run_dir == active
+    trainers = [p for p in psutil.process_iter(["cmdline"])
+                if SIM_TRAINER in (p.info["cmdline"] or []) and (p.info["cmdline"] or [""])[-1].startswith(workspace)]
+    assert len(trainers) == 1, [p.info["cmdline"] for p in trainers]
+    if active == orphan.run_dir:  # a resume won: attempt 2 from the checkpoint
+        assert st.attempt == 2
+    else:
+        assert manager.status(orphan).state == State.ORPHANED and len(manager.runs()) == 2
