@@ -423,3 +423,67 @@ def sliced_intervals(intervals: Sequence[tuple[float, float, float]], slices, la
     secs = sum(d for _, d in per.values())
     return {"median": median(rates), "pooled": units / secs if secs else float("nan"),
             "turns": len(rates), "seconds": secs, "per_turn": rates}
+
+
+def sliced_processes(specs: dict[str, dict], slice_s: float, cycles: int, root: str,
+                     ready_timeout: float = 900) -> list[tuple[str, float, float]]:
+    """Start one process per label, freeze each as soon as `ready()` says so, then give them
+    turns (`alternate`). specs[label] = {"cmd": [...], "ready": callable, "env": {...} (extra
+    environment), "stop": signal number sent at the end (default SIGTERM)}. Each process's
+    output goes to ROOT/<label>.log. At the end every process is thawed and stopped, one at a
+    time, in the order of `specs`. Returns the turns."""
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {k: os.path.join(root, f"{k}.log") for k in specs}
+    slices: list[tuple[str, float, float]] = []
+    try:
+        for label, spec in specs.items():
+            with open(logs[label], "w") as log:
+                procs[label] = subprocess.Popen(spec["cmd"], stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env=env(**spec.get("env", {})))
+
+        def alive():
+            for label, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{label} exited with {p.returncode}:\n{open(logs[label]).read()[-4000:]}")
+
+        frozen: set[str] = set()
+        deadline = time.monotonic() + ready_timeout
+        while len(frozen) < len(procs):  # setups and compiles run concurrently; freeze each once ready
+            alive()
+            for label, p in procs.items():
+                if label not in frozen and specs[label]["ready"]():
+                    freeze([p.pid])
+                    frozen.add(label)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {ready_timeout}s: {sorted(set(procs) - frozen)}")
+            time.sleep(0.1)
+
+        def turn(label):
+            return lambda on: (thaw if on else freeze)([procs[label].pid])
+
+        slices = alternate({label: turn(label) for label in specs}, slice_s, cycles, alive)
+    finally:
+        for label, p in procs.items():
+            if p.poll() is None:
+                thaw([p.pid])
+                p.send_signal(specs[label].get("stop", signal.SIGTERM))
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return slices
+
+
+def step_points(events: list[dict], tokens_per_step: float, skip: int = 5) -> list[tuple[float, float, bool]]:
+    """Progress points of a trainer from its step events (see sliced_rate): an interval that
+    holds a checkpoint or an eval does not count, nor do the first `skip` steps."""
+    points, other = [], False
+    for e in events:
+        kind = e.get("event")
+        if kind == "step":
+            points.append((e["time"], tokens_per_step, e["step"] > skip and not other))
+            other = False
+        elif kind in ("checkpoint", "eval"):
+            other = True
+    return points

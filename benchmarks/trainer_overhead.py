@@ -15,7 +15,9 @@ meanwhile (see _common.py, "time-sliced alternation"), so both see the same mach
        trainer_step  the trainer's own compiled step (chunked CE, explicit shardings,
                      grad-norm metric) in the same loop;
        lag_sync      trainer_step plus reading step n-1's loss after queueing step n: the
-                     host sync the trainer's loop does, without writing anything.
+                     host sync the trainer's loop does, without writing anything;
+       full_ce       the trainer's step built with the model's own logits instead of its
+                     chunked, rematerialised cross-entropy (step.make_steps(chunked=False)).
 
 Tokens are counted like the trainer counts them (non-padding input tokens); the dataset has
 no padding at all, so that count is batch x seq for every step (checked from the events).
@@ -24,12 +26,14 @@ Figures:
     per_step  the trainer's tokens/s over its step intervals, those holding a checkpoint left out;
     wall      per_step with the checkpoint cost spread over the default cadence (every 100):
               tokens / (tokens / per_step + checkpoint seconds / checkpoint_every), with the
-              checkpoint seconds the trainer itself logs ("checkpoint ... (0.15s)"), the first
-              save of the process (which also sets orbax up) left out.
-Headline: wall / reference, target >= 0.95, where the reference is the fastest of the three bare
-loops. For reference, kauldron's kd.train.Trainer ran at about 0.11x a
+              checkpoint seconds measured from the step event flushed before a save to the
+              save's checkpoint event (both inside one turn), the first save of the process
+              (which also sets orbax up) left out.
+Headline: wall / reference, target >= 0.95, where the reference is the fastest of the bare,
+trainer_step and lag_sync loops. For reference, kauldron's kd.train.Trainer ran at about 0.11x a
 bare step on a tiny batch here. The other ratios locate any difference:
-trainer_step / bare = the step function, lag_sync / trainer_step = the per-step host sync,
+trainer_step / bare = the step function (full_ce / trainer_step: of which the chunked loss),
+lag_sync / trainer_step = the per-step host sync,
 trainer per_step / lag_sync = the loop's Python work per step (events, TensorBoard, psutil),
 wall / per_step = checkpoints.
 
@@ -58,15 +62,15 @@ CKPT_EVERY = 100  # TrainingConfig's default cadence
 # Per model: batch, seq, bare-loop chunk (steps per timed chunk), turn length, cycles, and the
 # checkpoint cadence of the measured run (enough saves to time them; `wall` uses CKPT_EVERY).
 SIZES = {
-    "tiny": dict(batch=4, seq=64, chunk=10, slice_s=1.5, cycles=14, ckpt=100),
-    "d256": dict(batch=4, seq=64, chunk=2, slice_s=3.0, cycles=10, ckpt=10),
+    "tiny": dict(batch=4, seq=64, chunk=10, slice_s=1.5, cycles=14, ckpt=100, profile_steps=1000),
+    "d256": dict(batch=4, seq=64, chunk=2, slice_s=3.0, cycles=10, ckpt=10, profile_steps=60),
 }
 SMOKE_SIZES = {
-    "tiny": dict(batch=2, seq=32, chunk=5, slice_s=0.4, cycles=2, ckpt=20),
-    "d256": dict(batch=2, seq=32, chunk=1, slice_s=0.6, cycles=2, ckpt=5),
+    "tiny": dict(batch=2, seq=32, chunk=5, slice_s=0.4, cycles=2, ckpt=20, profile_steps=30),
+    "d256": dict(batch=2, seq=32, chunk=1, slice_s=0.6, cycles=2, ckpt=5, profile_steps=10),
 }
 SKIP = 5  # step events left out after compile (first executions, allocator warm-up)
-BARE_LABELS = ("bare", "trainer_step", "lag_sync")
+BARE_LABELS = ("bare", "trainer_step", "lag_sync", "full_ce")
 
 
 # -- workers (each in its own process) -----------------------------------------------------------
@@ -125,10 +129,21 @@ def worker_bare(run_dir: str, arch: str, chunk: int, out: str) -> None:
     tr, bare = build_bare(run_dir, arch)
     host = [tr.batches.batch(i) for i in range(64)]
     tokens = [tdata.real_tokens(b) for b in host]
+    from gemma_ft_widgets.train import sharding as tsharding
+    from gemma_ft_widgets.train import step as tstep
+
+    # The trainer's step with the model's own logits instead of the chunked cross-entropy.
+    rep = tsharding.replicated(tr.mesh)
+    shard = lambda tree: jax.tree.map(lambda x: x.sharding, tree)  # noqa: E731
+    softcap = getattr(getattr(tr.loaded.model, "config", None), "final_logit_softcap", None)
+    full_ce, _ = tstep.make_steps(tr.model, tr.tx, tr.is_lora, False, softcap,
+                                  shardings=(shard(tr.trainable), shard(tr.opt_state), shard(tr.frozen),
+                                             tr.b_sh, rep))
     variants = {  # name: (step, batch sharding, lagged loss read)
         "bare": (bare, None, False),
         "trainer_step": (tr.train_compiled, tr.b_sh, False),
         "lag_sync": (tr.train_compiled, tr.b_sh, True),
+        "full_ce": (full_ce, tr.b_sh, False),
     }
     state = {v: (jax.tree.map(jnp.copy, tr.trainable), jax.tree.map(jnp.copy, tr.opt_state)) for v in variants}
     pos = {v: 0 for v in variants}
@@ -163,7 +178,21 @@ def worker_bare(run_dir: str, arch: str, chunk: int, out: str) -> None:
         f.write(json.dumps({"v": v, "t0": t0, "t1": time.time(), "tokens": n, "steps": chunk}) + "\n")
 
 
-def worker_profile(run_dir: str, arch: str, top: int = 30) -> None:
+PROFILE_PARTS = (  # (label, file suffix, function, cumulative): a per-step breakdown
+    ("jitted step call (dispatch)", "jax/_src/stages.py", "__call__"),
+    ("waiting for the device (loss read)", "jax/_src/api.py", "device_get"),
+    ("emit(): step event, TensorBoard, psutil (incl. the wait)", "train/loop.py", "emit"),
+    ("  metrics.jsonl append (Trainer.event)", "train/loop.py", "event"),
+    ("  TensorBoard scalars", "train/tb.py", "scalars"),
+    ("  host RSS (psutil)", "train/loop.py", "rss"),
+    ("  device_memory()", "train/loop.py", "device_memory"),
+    ("batch: Batches.batch", "train/data.py", "batch"),
+    ("batch: jax.device_put", "jax/_src/api.py", "device_put"),
+    ("real_tokens()", "train/data.py", "real_tokens"),
+)  # (checkpoints: cProfile loses orbax's asyncio frames; their cost comes from the events)
+
+
+def worker_profile(run_dir: str, arch: str, top: int = 25) -> None:
     """The real Trainer.train() under cProfile (setup and compile left out)."""
     import cProfile
     import pstats
@@ -181,10 +210,61 @@ def worker_profile(run_dir: str, arch: str, top: int = 30) -> None:
     tr.train()
     prof.disable()
     seconds = time.perf_counter() - t0
-    print(f"profile of Trainer.train(): {tr.config.max_steps} steps in {seconds:.2f} s "
-          f"({1e3 * seconds / tr.config.max_steps:.3f} ms/step, profiler overhead included)")
+    n = tr.config.max_steps
+    print(f"profile of Trainer.train(): {n} steps in {seconds:.2f} s ({1e3 * seconds / n:.3f} ms/step, "
+          f"profiler overhead included)")
     stats = pstats.Stats(prof)
+    rows = []
+    for label, suffix, func in PROFILE_PARTS:
+        ct = sum(v[3] for (f, _, name), v in stats.stats.items() if f.endswith(suffix) and name == func)
+        rows.append((label, 1e3 * ct / n, 100 * ct / seconds))
+    C.table(["part of the loop (cumulative)", "ms per step", "% of the loop"], rows,
+            title="Where Trainer.train() spends its time (cProfile)")
     stats.sort_stats("tottime").print_stats(top)
+    micro(tr)
+
+
+def micro(tr, n: int = 300, repeats: int = 5) -> None:
+    """Cost per call of each piece of per-step host work the loop does, timed alone."""
+    import tempfile
+
+    import jax
+
+    from gemma_ft_widgets.train import data as tdata
+    from gemma_ft_widgets.train import loop
+    from gemma_ft_widgets.train.tb import ScalarWriter
+
+    scratch = tempfile.mkdtemp(prefix="gft-bench-micro-")
+    tb = ScalarWriter(scratch)
+    host = tr.batches.batch(0)
+    ready = jax.device_put(1.0)
+    fields = dict(step=1, loss=2.5, lr=1e-3, tokens_per_s=12345.6, step_time_s=0.004, elapsed_s=12.3,
+                  device_mem_bytes=None, host_rss_bytes=123456789)
+    pieces = {
+        "Trainer.event('step', ...) (json + open/write/close)": lambda: tr.event("step", **fields),
+        "TensorBoard scalars (3 values)": lambda: tb.scalars(1, {"loss": 2.5, "lr": 1e-3, "tokens_per_s": 1e4}),
+        "host RSS (psutil memory_info)": tr._mem.rss,
+        "device_memory(devices)": lambda: loop.device_memory(tr.devices),
+        "Batches.batch(step)": lambda: tr.batches.batch(7),
+        "jax.device_put(batch, sharding)": lambda: jax.block_until_ready(jax.device_put(host, tr.b_sh)),
+        "data.real_tokens(batch)": lambda: tdata.real_tokens(host),
+        "float(device_get(loss)) of a ready scalar": lambda: float(jax.device_get(ready)),
+    }
+    rows, total = [], 0.0
+    for label, fn in pieces.items():
+        best = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best.append((time.perf_counter() - t) / n)
+        us = 1e6 * C.median(best)
+        total += us
+        rows.append((label, us))
+    tb.close()
+    rows.append(("sum: host work per logged step", total))
+    C.table(["per-step host work, timed alone", "µs per call (median)"], rows,
+            title="Per-step host work of the loop (each piece timed alone)")
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -196,103 +276,58 @@ def config(run_dir: str, arch: str, size: dict, dataset: str, max_steps: int) ->
                    keep_checkpoints=3, log_every=1, lora_rank=8, method="lora", learning_rate=1e-3)
 
 
-def trainer_points(events: list[dict], tokens_per_step: int) -> tuple[list, list]:
-    """Progress points (time, tokens, counts) from step events; an interval that holds a
-    checkpoint or an eval does not count. Also the logged tokens per step, for the check."""
-    points, logged = [], []
-    other = False
-    for e in events:
-        kind = e.get("event")
-        if kind == "step":
-            counts = e["step"] > SKIP and not other
-            points.append((e["time"], tokens_per_step, counts))
-            logged.append(e["tokens_per_s"] * e["step_time_s"])
-            other = False
-        elif kind in ("checkpoint", "eval"):
-            other = True
-    return points, logged
-
-
-def bench(arch: str, size: dict, root: str, ready_timeout: float = 900) -> dict:
+def bench(arch: str, size: dict, root: str) -> dict:
     dataset = C.make_dataset(os.path.join(root, "data.jsonl"), n=64)
     run_dir = os.path.join(root, "trainer")
     bare_dir = os.path.join(root, "bare")
     bare_out = os.path.join(root, "bare.jsonl")
     config(run_dir, arch, size, dataset, max_steps=1_000_000)
     config(bare_dir, arch, size, dataset, max_steps=1000)
-    cmds = {"trainer": [C.PY, __file__, "--worker", "trainer", "--run-dir", run_dir, "--arch", arch],
-            "bare": [C.PY, __file__, "--worker", "bare", "--run-dir", bare_dir, "--arch", arch,
-                     "--chunk", str(size["chunk"]), "--out", bare_out]}
-    procs: dict[str, subprocess.Popen] = {}
-    logs = {k: os.path.join(root, f"{k}.log") for k in cmds}
-    try:
-        for label, cmd in cmds.items():
-            with open(logs[label], "w") as log:
-                procs[label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=C.env(),
-                                                stdin=subprocess.DEVNULL)
-
-        def is_ready(label):
-            if label == "trainer":
-                return any(e.get("event") == "step" for e in C.read_events(run_dir))
-            return os.path.exists(bare_out) and os.path.getsize(bare_out) > 0
-
-        def alive():
-            for label, p in procs.items():
-                if p.poll() is not None:
-                    raise RuntimeError(f"{label} exited with {p.returncode}:\n{open(logs[label]).read()[-4000:]}")
-
-        frozen: set[str] = set()
-        deadline = time.monotonic() + ready_timeout
-        while len(frozen) < len(procs):  # setup and compile run concurrently; freeze each once ready
-            alive()
-            for label, p in procs.items():
-                if label not in frozen and is_ready(label):
-                    C.freeze([p.pid])
-                    frozen.add(label)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {ready_timeout}s: {sorted(set(procs) - frozen)}")
-            time.sleep(0.1)
-
-        def turn(label):
-            return lambda on: (C.thaw if on else C.freeze)([procs[label].pid])
-
-        slices = C.alternate({label: turn(label) for label in cmds}, size["slice_s"], size["cycles"], alive)
-    finally:
-        # The trainer first, alone (its SIGINT path saves one more checkpoint), then the bare loops.
-        for label in ("trainer", "bare"):
-            p = procs.get(label)
-            if p is None:
-                continue
-            if p.poll() is None:
-                C.thaw([p.pid])
-                p.send_signal(signal.SIGINT if label == "trainer" else signal.SIGTERM)
-            try:
-                p.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    specs = {
+        # The trainer is stopped first, alone (its SIGINT path saves one more checkpoint).
+        "trainer": {"cmd": [C.PY, __file__, "--worker", "trainer", "--run-dir", run_dir, "--arch", arch],
+                    "ready": lambda: any(e.get("event") == "step" for e in C.read_events(run_dir)),
+                    "stop": signal.SIGINT},
+        "bare": {"cmd": [C.PY, __file__, "--worker", "bare", "--run-dir", bare_dir, "--arch", arch,
+                         "--chunk", str(size["chunk"]), "--out", bare_out],
+                 "ready": lambda: os.path.exists(bare_out) and os.path.getsize(bare_out) > 0},
+    }
+    slices = C.sliced_processes(specs, size["slice_s"], size["cycles"], root)
+    logs = {k: os.path.join(root, f"{k}.log") for k in specs}
 
     tokens_per_step = size["batch"] * size["seq"]
     events = C.read_events(run_dir)
-    points, logged = trainer_points(events, tokens_per_step)
+    points = C.step_points(events, tokens_per_step, SKIP)
+    logged_tokens = [e["tokens_per_s"] * e["step_time_s"] for e in events if e.get("event") == "step"]
     rates = {"trainer": C.sliced_rate(points, slices, "trainer")}
     lines = [json.loads(x) for x in open(bare_out, encoding="utf-8") if x.strip()]
     for v in BARE_LABELS:
         mine = [x for x in lines if x["v"] == v]
         rates[v] = C.sliced_intervals([(x["t0"], x["t1"], x["tokens"]) for x in mine], slices, "bare")
         rates[v]["tokens_per_step"] = mine[-1]["tokens"] / mine[-1]["steps"] if mine else None
-    ckpts = [float(x) for x in re.findall(r"checkpoint \S+ \(([\d.]+)s\)", open(logs["trainer"]).read())]
-    # The first save of a process also sets orbax up; the cadence cost is that of the others.
-    ckpt_s = C.median(ckpts[1:]) if len(ckpts) > 1 else (ckpts[0] if ckpts else float("nan"))
+    # Checkpoint cost: from the step event flushed just before a save to the save's own event,
+    # when both fall in one turn (the trainer's log times a save by its own clock, which runs
+    # on while the process is frozen). The first save of a process also sets orbax up: apart.
+    step_time = {e["step"]: e["time"] for e in events if e.get("event") == "step"}
+    saves = [(e["step"], e["time"] - step_time[e["step"]]) for e in events
+             if e.get("event") == "checkpoint" and e["step"] in step_time]
+    clean = [(n, d) for n, d in saves
+             if C.slice_of(step_time[n], slices, "trainer") is not None
+             and C.slice_of(step_time[n], slices, "trainer") == C.slice_of(step_time[n] + d, slices, "trainer")]
+    first = saves[0][0] if saves else None
+    ckpts = [d for n, d in clean if n != first]
+    logged = [float(x) for x in re.findall(r"checkpoint \S+ \(([\d.]+)s\)", open(logs["trainer"]).read())]
+    ckpt_s = C.median(ckpts) if ckpts else C.median(logged[1:] or logged)
+    first_ckpt = logged[0] if logged else None
     per_step = rates["trainer"]["median"]
     wall = tokens_per_step / (tokens_per_step / per_step + ckpt_s / CKPT_EVERY)
     steps = [e for e in events if e.get("event") == "step"]
     compile_s = next((e.get("seconds") for e in events if e.get("event") == "compile"), None)
     return {"rates": rates, "per_step": per_step, "wall": wall, "checkpoint_s": ckpt_s,
-            "first_checkpoint_s": ckpts[0] if ckpts else None, "checkpoints": len(ckpts),
+            "first_checkpoint_s": first_ckpt, "checkpoints": len(ckpts),
             "compile_s": compile_s, "trainer_steps": len(steps),
             "step_time_s": tokens_per_step / per_step, "tokens_per_step": tokens_per_step,
-            "tokens_logged": C.median(logged[SKIP:]) if len(logged) > SKIP else float("nan"),
+            "tokens_logged": C.median(logged_tokens[SKIP:]) if len(logged_tokens) > SKIP else float("nan"),
             "slices": slices}
 
 
@@ -304,7 +339,6 @@ def main(argv=None) -> int:
     p.add_argument("--slice", type=float, default=None, help="seconds per turn (default per model)")
     p.add_argument("--profile", action="store_true",
                    help="also run one trainer under cProfile and print where its loop spends time")
-    p.add_argument("--profile-steps", type=int, default=1500, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=("trainer", "bare", "profile"), help=argparse.SUPPRESS)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
     p.add_argument("--arch", default="tiny", help=argparse.SUPPRESS)
@@ -340,7 +374,7 @@ def main(argv=None) -> int:
                 r[v].get("tokens_per_step", m["tokens_per_step"]) != m["tokens_per_step"] for v in BARE_LABELS):
             print(f"WARNING: token counts differ: trainer logged {m['tokens_logged']:.1f}/step, bare "
                   f"{[r[v].get('tokens_per_step') for v in BARE_LABELS]}, expected {m['tokens_per_step']}")
-        ref = max(r[v]["median"] for v in BARE_LABELS)
+        ref = max(r[v]["median"] for v in ("bare", "trainer_step", "lag_sync"))
         m["reference"] = ref
         rows += [
             (arch, "bare: minimal jitted optax LoRA step", r["bare"]["median"], r["bare"]["median"] / ref,
@@ -349,6 +383,8 @@ def main(argv=None) -> int:
              r["trainer_step"]["median"] / ref, r["trainer_step"]["turns"]),
             (arch, "lag_sync: + host sync per step", r["lag_sync"]["median"], r["lag_sync"]["median"] / ref,
              r["lag_sync"]["turns"]),
+            (arch, "full_ce: trainer's step, unchunked loss", r["full_ce"]["median"], r["full_ce"]["median"] / ref,
+             r["full_ce"]["turns"]),
             (arch, "real trainer, per step", m["per_step"], m["per_step"] / ref, r["trainer"]["turns"]),
             (arch, f"real trainer, wall (ckpt every {CKPT_EVERY})", m["wall"], m["wall"] / ref, "-"),
         ]
@@ -367,6 +403,8 @@ def main(argv=None) -> int:
                  note="checkpoint pauses left out")
         C.result(f"trainer_step_vs_bare_{arch}", ratio=r["trainer_step"]["median"] / r["bare"]["median"],
                  note="the step function")
+        C.result(f"chunked_loss_{arch}", ratio=r["trainer_step"]["median"] / r["full_ce"]["median"],
+                 note="trainer's step with / without its chunked cross-entropy")
         C.result(f"host_sync_{arch}", ratio=r["lag_sync"]["median"] / r["trainer_step"]["median"],
                  note="lagged per-step loss read")
         C.result(f"loop_python_{arch}", ratio=m["per_step"] / r["lag_sync"]["median"],
@@ -377,7 +415,7 @@ def main(argv=None) -> int:
             with C.TempDir(f"profile-{arch}", args.keep) as root:
                 dataset = C.make_dataset(os.path.join(root, "data.jsonl"), n=64)
                 run_dir = os.path.join(root, "profiled")
-                config(run_dir, arch, size, dataset, max_steps=args.profile_steps if not args.smoke else 30)
+                config(run_dir, arch, dict(size, ckpt=CKPT_EVERY), dataset, max_steps=size["profile_steps"])
                 proc = subprocess.run([C.PY, __file__, "--worker", "profile", "--run-dir", run_dir, "--arch", arch],
                                       capture_output=True, text=True, env=C.env(), timeout=1800)
                 print(proc.stdout[-12000:])

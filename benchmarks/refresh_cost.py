@@ -1,0 +1,203 @@
+"""3. Refresh cost: a panel refresh against a 1M-line history vs a 1k-line one, and the first
+attach to the 1M-line history.
+
+Two workspaces, each with one finished run (result.json, no lock) whose metrics.jsonl holds
+start / data / compile events, then N step events (an eval every 50 steps, a checkpoint event
+every 100), N = 1,000 and 1,000,000 (--smoke: 1,000 and 20,000).
+
+* First attach: `ControlPanel(workspace, poll=False)` (its constructor polls once, reading the
+  whole history, as a re-run cell or a new kernel does), timed for both sizes, target <= 2 s for
+  the big one, with the plot decimated (the loss line must hold at most ~2 x MAX_POINTS points).
+  A breakdown says where the time goes: RunManager.status (the summary's pass over the file),
+  RunManager.metrics (parsing every line), RunSeries.extend, and the rest of the panel.
+* Refresh: append one step line to each run's metrics.jsonl, then time `panel.refresh()`, the
+  two panels alternated (small, big, big, small, ...). Checked: the new step is the last point
+  of the drawn loss line. Target: median big / median small <= 2.
+
+No jax anywhere. Memory: attaching to 1M lines parses every line into a dict (about 1 GB at
+peak here).
+
+    python benchmarks/refresh_cost.py
+    python benchmarks/refresh_cost.py --lines 200000 --rounds 50
+    python benchmarks/refresh_cost.py --smoke
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+RATIO_TARGET = 2.0
+ATTACH_TARGET_S = 2.0
+RUN_NAME = "tiny-20260101-000000"
+
+STEP_LINE = ('{{"event":"step","time":{t:.3f},"step":{s},"loss":{loss:.5f},"lr":0.0003,'
+             '"tokens_per_s":{tps:.1f},"step_time_s":0.0123,"elapsed_s":{e:.3f},'
+             '"device_mem_bytes":null,"host_rss_bytes":812345678}}\n')
+
+
+def step_line(step: int, t0: float = 1.7e9) -> str:
+    return STEP_LINE.format(t=t0 + 0.0123 * step, s=step, loss=0.5 + 2.0 / (1 + step / 1000) + 0.01 * (step % 7),
+                            tps=20000.0 + (step % 13), e=0.0123 * step)
+
+
+def make_run(workspace: str, lines: int) -> str:
+    """A finished run with `lines` step events; returns its folder."""
+    run_dir = os.path.join(workspace, RUN_NAME)
+    os.makedirs(os.path.join(run_dir, "checkpoints", f"step_{lines}"), exist_ok=True)
+    cfg = {"model": "tiny", "dataset": "/nonexistent/data.jsonl", "dataset_format": "auto", "method": "lora",
+           "lora_rank": 8, "learning_rate": 3e-3, "warmup_steps": 10, "batch_size": 8, "max_seq_len": 128,
+           "max_steps": lines, "eval_fraction": 0.1, "eval_every": 50, "checkpoint_every": 100,
+           "keep_checkpoints": 3, "log_every": 1, "seed": 0, "fsdp": False, "dtype": "auto"}
+    with open(os.path.join(run_dir, "model_config.json"), "w") as f:
+        json.dump(cfg, f)
+    t0 = 1.7e9
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"event": "start", "time": t0 - 5, "attempt": 1, "resume_step": None,
+                            "max_steps": lines, "pid": 1234}) + "\n")
+        f.write(json.dumps({"event": "data", "time": t0 - 4, "format": "text", "train_examples": 900,
+                            "eval_examples": 100, "truncated": 0}) + "\n")
+        f.write(json.dumps({"event": "compile", "time": t0 - 1, "seconds": 3.0}) + "\n")
+        buf = []
+        for s in range(1, lines + 1):
+            buf.append(step_line(s, t0))
+            if s % 50 == 0:
+                buf.append(f'{{"event":"eval","time":{t0 + 0.0123 * s:.3f},"step":{s},"eval_loss":0.9}}\n')
+            if s % 100 == 0:
+                buf.append(f'{{"event":"checkpoint","time":{t0 + 0.0123 * s:.3f},"step":{s},'
+                           f'"path":"checkpoints/step_{s}"}}\n')
+            if len(buf) >= 100_000:
+                f.write("".join(buf))
+                buf.clear()
+        f.write("".join(buf))
+        f.write(json.dumps({"event": "final", "time": t0 + 0.0123 * lines + 1, "state": "FINISHED",
+                            "step": lines, "checkpoint": f"checkpoints/step_{lines}"}) + "\n")
+    with open(os.path.join(run_dir, "status.log"), "w") as f:
+        f.write("2026-01-01T00:00:00.000000Z STARTING launching the supervisor\n"
+                "2026-01-01T00:00:05.000000Z RUNNING first step\n"
+                "2026-01-01T03:25:00.000000Z FINISHED finished\n")
+    for name in ("trainer_stdout.log", "trainer_stderr.log", "supervisor.log"):
+        with open(os.path.join(run_dir, name), "w") as f:
+            f.write("log line\n" * 50)
+    with open(os.path.join(run_dir, "result.json"), "w") as f:
+        json.dump({"state": "FINISHED", "exit_code": 0, "signal": None, "signal_name": None, "reason": "finished",
+                   "final_step": lines, "last_checkpoint": f"checkpoints/step_{lines}",
+                   "started_at": "2026-01-01T00:00:00.000000Z", "ended_at": "2026-01-01T03:25:00.000000Z",
+                   "attempt": 1, "trainer_pid": 1235}, f)
+    return run_dir
+
+
+def breakdown(workspace: str, run_dir: str) -> dict[str, float]:
+    """Where a first attach spends its time (each part on a fresh reader)."""
+    from gemma_ft_widgets.runs import RunManager
+    from gemma_ft_widgets.ui import plots
+    from gemma_ft_widgets.ui.series import RunSeries
+
+    out = {}
+    t = time.perf_counter()
+    RunManager(workspace).status()
+    out["status (summary pass)"] = time.perf_counter() - t
+    m = RunManager(workspace)
+    t = time.perf_counter()
+    events, offset = m.metrics(run_dir, since=0)
+    out["metrics (parse all lines)"] = time.perf_counter() - t
+    series = RunSeries(run_dir)
+    t = time.perf_counter()
+    series.extend(events)
+    out["series.extend"] = time.perf_counter() - t
+    t = time.perf_counter()
+    plots.decimate(series.step.values, series.loss.values)
+    out["decimate"] = time.perf_counter() - t
+    del events
+    gc.collect()
+    return out
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__)
+    p.add_argument("--lines", type=int, default=None, help="step lines of the big history (default 1,000,000)")
+    p.add_argument("--small", type=int, default=1000, help="step lines of the small history")
+    args = p.parse_args(argv)
+    big_n = args.lines or (20_000 if args.smoke else 1_000_000)
+    small_n = args.small
+    rounds = args.rounds or (5 if args.smoke else 40)
+    C.print_machine()
+
+    import ipywidgets  # noqa: F401  (imports are benchmark 4's business, not this one's)
+
+    from gemma_ft_widgets.ui import ControlPanel, plots
+
+    with C.TempDir("refresh", args.keep) as root:
+        ws = {"small": os.path.join(root, "ws-small"), "big": os.path.join(root, "ws-big")}
+        sizes = {"small": small_n, "big": big_n}
+        runs = {}
+        for k in ws:
+            t = time.perf_counter()
+            runs[k] = make_run(ws[k], sizes[k])
+            mb = os.path.getsize(os.path.join(runs[k], "metrics.jsonl")) / 1e6
+            print(f"{k}: {sizes[k]:,} step lines, metrics.jsonl {mb:,.1f} MB (written in "
+                  f"{time.perf_counter() - t:.1f} s)", flush=True)
+
+        # First attach, the small one first (it also warms up what the first panel of a process
+        # builds once), then the big one.
+        panels, attach = {}, {}
+        for k in ("small", "big"):
+            gc.collect()
+            t = time.perf_counter()
+            panels[k] = ControlPanel(ws[k], poll=False)
+            attach[k] = time.perf_counter() - t
+            n_drawn = len(panels[k].dashboard.loss_line.x)
+            print(f"first attach to {sizes[k]:,} lines: {attach[k]:.3f} s; state {panels[k].state}, "
+                  f"view {panels[k].view}, loss line {n_drawn:,} points drawn", flush=True)
+        drawn_big = len(panels["big"].dashboard.loss_line.x)
+        decimated = drawn_big <= 2 * plots.MAX_POINTS + 2
+
+        # Steady-state refresh, alternated.
+        times = {"small": [], "big": []}
+        next_step = {k: sizes[k] + 1 for k in ws}
+        shown_ok = True
+        for r in range(rounds):
+            for k in (("small", "big") if r % 2 == 0 else ("big", "small")):
+                with open(os.path.join(runs[k], "metrics.jsonl"), "a") as f:
+                    f.write(step_line(next_step[k]))
+                t = time.perf_counter()
+                panels[k].refresh()
+                times[k].append(time.perf_counter() - t)
+                last = panels[k].dashboard.loss_line.x
+                shown_ok &= bool(len(last)) and int(last[-1]) == next_step[k]
+                next_step[k] += 1
+        for panel in panels.values():
+            panel.close()
+        del panels
+        gc.collect()
+        parts = breakdown(ws["big"], runs["big"])
+
+    med = {k: C.median(v) for k, v in times.items()}
+    ratio = med["big"] / med["small"]
+    C.table(["history", "first attach (s)", "refresh median (ms)", "refresh min–max (ms)"],
+            [(f"{sizes[k]:,} lines", attach[k], 1e3 * med[k], C.spread([1e3 * x for x in times[k]]))
+             for k in ("small", "big")],
+            title=f"Panel refresh after one appended step ({rounds} rounds, alternated)")
+    C.table(["part of a first attach", "seconds"], list(parts.items()),
+            title=f"Breakdown for {big_n:,} lines (each part on its own)")
+    print(f"decimated: loss line {drawn_big:,} points for {big_n:,} steps (MAX_POINTS {plots.MAX_POINTS}); "
+          f"new point on screen after each refresh: {shown_ok}")
+    if not shown_ok:
+        print("WARNING: a refresh did not put the appended step on screen")
+    C.result("refresh_big_vs_small", ratio=ratio, target=RATIO_TARGET, op="<=",
+             note=f"{big_n:,} vs {small_n:,} lines")
+    C.result("first_attach_big", value=attach["big"], unit="s", target=ATTACH_TARGET_S, op="<=",
+             note=f"{big_n:,} lines, decimated={decimated}")
+    C.result("first_attach_decimated", value=drawn_big, unit="pts", target=2 * plots.MAX_POINTS + 2, op="<=")
+    C.finish(args, {"attach_s": attach, "refresh_s": times, "breakdown_s": parts, "lines": sizes})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
