@@ -915,3 +915,22 @@ def test_eight_simultaneous_starts_and_resumes_of_an_orphan_launch_one_trainer(m
         assert st.attempt == 2
     else:
         assert manager.status(orphan).state == State.ORPHANED and len(manager.runs()) == 2
+
+
+# -- the document itself --------------------------------------------------------------------
+def test_every_test_docs_lifecycle_names_exists():
+    """docs/lifecycle.md names its proofs as `file::test` (or `::test` for the same file as
+    the previous one): each must be a test function in that file."""
+    import re
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    doc = open(os.path.join(os.path.dirname(tests_dir), "docs", "lifecycle.md"), encoding="utf-8").read()
+    current, missing, seen = None, [], 0
+    for path, name in re.findall(r"`((?:[\w/]+/)?test_\w+\.py)?::(test_\w+)(?:\[[^\]]*\])?`", doc):
+        current = path or current
+        source = os.path.join(tests_dir, current)
+        names = {n.name for n in ast.walk(ast.parse(open(source).read())) if isinstance(n, ast.FunctionDef)}
+        seen += 1
+        if name not in names:
+            missing.append(f"{current}::{name}")
+    assert seen > 80 and not missing, missing
