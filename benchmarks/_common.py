@@ -143,15 +143,20 @@ def check(value: float | None, op: str, target: float | None) -> bool | None:
     return {">=": value >= target, "<=": value <= target}[op]
 
 
-def result(name: str, *, ratio: float | None = None, value: float | None = None, unit: str = "",
+_UNSET = object()
+
+
+def result(name: str, *, ratio: Any = _UNSET, value: Any = _UNSET, unit: str = "",
            target: float | None = None, op: str = ">=", note: str = "") -> bool | None:
-    """Print one RESULT line and remember it. Exactly one of ratio / value."""
-    x = ratio if ratio is not None or value is None else value
+    """Print one RESULT line and remember it: `ratio=` for a ratio against a reference,
+    `value=` for an absolute figure (None: not available here, printed as nan)."""
+    kind = "ratio" if ratio is not _UNSET else "value"
+    x = ratio if kind == "ratio" else value
+    x = None if x is _UNSET else x
     met = check(x, op, target)
-    kind = "ratio" if ratio is not None or value is None else "value"
     shown = "nan" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
     tgt = "none" if target is None else f"{op}{target:g}"
-    line = f"RESULT {name} {kind}={shown}{unit if kind == 'value' else ''} target={tgt} " \
+    line = f"RESULT {name} {kind}={shown}{unit if kind == 'value' and x is not None else ''} target={tgt} " \
            f"met={'n/a' if met is None else met}"
     if note:
         line += f"  # {note}"
