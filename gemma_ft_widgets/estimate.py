@@ -9,8 +9,9 @@ What is counted (the trainer in gemma_ft_widgets/train is the reference):
 * weights: every parameter of the model in the training dtype (bf16 on an accelerator, f32 on
   a CPU or when the config says float32).
 * LoRA: rank x (5·D + 2·N·H + 2·K·H + 3·F) params per layer (q, kv, attention output, gating,
-  linear einsums), in the same dtype. Exact for Gemma 2/3 and tiny.
-* optimizer: Adam's two moments plus the gradients, for the trainable params only.
+  linear einsums), kept in f32. Exact for Gemma 2/3 and tiny.
+* optimizer: Adam's two moments plus the gradients, for the trainable params only (f32 for
+  LoRA adapters, the weights' dtype in full fine-tuning).
 * activations: what the backward pass keeps per layer at batch x sequence, without
   rematerialisation (the gemma library has none): the residual stream and its norms, q/k/v and
   the attention output, the full L x L attention logits and probabilities per head (gemma
@@ -166,10 +167,14 @@ def _spec_from_orbax_metadata(path: str) -> models.ModelSpec | None:
     return None
 
 
-def estimate(config: Any, device: str | None = None) -> Estimate:
-    """Memory and time per step for `config` (TrainingConfig or dict) on `device`
-    ('gpu', 'tpu' or 'cpu'; default 'gpu', or 'cpu' when the config asks for float32 on
-    the tiny model)."""
+def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Estimate:
+    """Memory per device and time per step for `config` (TrainingConfig or dict).
+
+    device: 'gpu', 'tpu' or 'cpu' (default: 'cpu' for tiny, else 'gpu').
+    num_devices: data parallel over that many devices: the batch (activations, time) is split;
+    weights are replicated, or split too when the config has fsdp (the frozen base in LoRA,
+    params and optimizer state in full fine-tuning).
+    """
     spec = spec_for(_get(config, "model", "tiny"))
     method = _get(config, "method", "lora")
     rank = int(_get(config, "lora_rank", 8))
@@ -183,20 +188,24 @@ def estimate(config: Any, device: str | None = None) -> Estimate:
     else:
         bpp = 2
 
-    weights = spec.params * bpp
+    n = max(1, int(num_devices))
+    split = n if _get(config, "fsdp", False) else 1
+    weights = spec.params * bpp // split
     n_lora = lora_params(spec, rank) if method == "lora" else 0
     trainable = n_lora if method == "lora" else spec.params
-    lora_b = n_lora * bpp
-    grads = trainable * bpp
-    adam = 2 * trainable * bpp
-    acts = activation_bytes(spec, batch, seq, bpp)
+    lora_b = n_lora * 4  # LoRA adapters are kept in f32 (train/lora.py MASTER_DTYPE)
+    state_bytes = 4 if method == "lora" else bpp
+    opt_split = split if method == "full" else 1
+    grads = trainable * state_bytes // opt_split
+    adam = 2 * trainable * state_bytes // opt_split
+    acts = activation_bytes(spec, max(1, batch // n), seq, bpp)
     total = weights + lora_b + grads + adam + acts
 
     tokens = batch * seq
     dense = (4 if method == "lora" else 6) * spec.params * tokens
     attention = 12 * spec.num_layers * seq * spec.num_heads * spec.head_dim * tokens
     flops = float(dense + attention)
-    step_time = flops / DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"])
+    step_time = flops / (n * DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"]))
     return Estimate(model=spec.name, method=method, params=spec.params, trainable_params=trainable,
                     bytes_per_param=bpp, weights_bytes=weights, lora_bytes=lora_b,
                     gradients_bytes=grads, optimizer_bytes=grads + adam, activations_bytes=acts,

@@ -41,6 +41,7 @@ def test_fields_add_up_and_summary_reads_well():
     assert e.optimizer_bytes == 3 * e.lora_bytes  # Adam's two moments + the gradients
     assert e.trainable_params == lora_params(models.MODELS["gemma3-1b"], 8)
     assert e.weights_bytes == models.MODELS["gemma3-1b"].params * 2  # bf16 on an accelerator
+    assert e.lora_bytes == e.trainable_params * 4  # adapters are f32
     assert re.fullmatch(r"≈ [\d.]+ GB accelerator memory \(weights [\d.]+ GB, LoRA [\d.]+ MB, "
                         r"Adam [\d.]+ MB, activations [\d.]+ [GM]B\); ≈ [\d.]+ m?s/step on GPU", e.summary()), e.summary()
     full = estimate({"model": "gemma3-1b", "method": "full", "batch_size": 4, "max_seq_len": 512})
@@ -51,6 +52,12 @@ def test_fields_add_up_and_summary_reads_well():
     assert longer.activations_bytes > 2 * e.activations_bytes
     assert estimate({"model": "gemma3-1b", "dtype": "float32"}).bytes_per_param == 4
     assert format_bytes(2.1e9) == "2.1 GB" and format_bytes(4e6) == "4.0 MB"
+    # Data parallel over 4 devices splits the batch; FSDP also splits the weights.
+    dp = estimate({"model": "gemma3-1b", "batch_size": 8, "max_seq_len": 512}, num_devices=4)
+    one = estimate({"model": "gemma3-1b", "batch_size": 8, "max_seq_len": 512})
+    assert dp.weights_bytes == one.weights_bytes and dp.activations_bytes < one.activations_bytes / 3
+    fsdp = estimate({"model": "gemma3-1b", "batch_size": 8, "max_seq_len": 512, "fsdp": True}, num_devices=4)
+    assert fsdp.weights_bytes == one.weights_bytes // 4
     assert e.fits(80 * 10**9) and not estimate({"model": "gemma3-27b", "method": "full"}).fits(16 * 10**9)
 
 

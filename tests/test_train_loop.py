@@ -357,3 +357,18 @@ def test_loop_costs_at_most_5_percent_over_a_bare_step(tmp_path):
             break
     print(f"bare {best_bare:.1f} steps/s, loop {best_loop:.1f} steps/s ({best_bare / best_loop - 1:+.1%})")
     assert best_loop >= 0.95 * best_bare
+
+
+@pytest.mark.slow
+def test_bf16_base_trains_lora_adapters_kept_in_f32(tmp_path):
+    """What an accelerator run does (dtype auto -> bf16 there), forced here on the CPU."""
+    run_dir = make_run(tmp_path, "bf16", method="lora", dtype="bfloat16", max_steps=40, log_every=10,
+                       eval_every=40)
+    cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
+    tr = loop.Trainer(run_dir, cfg, log=lambda m: None)
+    result = tr.run()
+    assert {x.dtype.name for x in jax.tree.leaves(tr.frozen)} == {"bfloat16"}
+    assert {x.dtype.name for x in jax.tree.leaves(tr.trainable)} == {"float32"}
+    assert result.losses[40] < result.losses[10] - 0.05, result.losses
+    # Sampling and export read the f32 adapters back onto the bf16 base.
+    assert isinstance(sample.sample(run_dir, "What is 2 plus 3?", max_new_tokens=8), str)

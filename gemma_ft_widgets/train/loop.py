@@ -221,7 +221,7 @@ class Trainer:
         self.tb = ScalarWriter(self.run_dir)
         self.train_step, self.eval_step = step.make_steps(
             self.model, self.tx, self.is_lora, self.chunked, softcap,
-            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep))
+            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype)
 
         # Resume from the newest complete checkpoint.
         checkpoints.clean_partials(self.run_dir)

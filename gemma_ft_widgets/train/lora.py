@@ -1,6 +1,9 @@
 """LoRA: wrap the model, split trainable from frozen params, fold adapters into the base.
 
 Training keeps the optimizer state for the LoRA leaves only (`gemma.peft.split_params`).
+The adapters are stored and optimised in f32 (MASTER_DTYPE, a few MB even for 27B models) and
+cast to the model's compute dtype inside the step, so with a bf16 base the layers still run
+in bf16 while small Adam updates are not rounded away.
 `merge_into_base` computes W + A·B for every adapter (using the einsum the layer really runs,
 recorded while tracing the model, so the result is exact for any layout) and returns plain
 base-model params: what export writes and what the sampler runs.
@@ -11,13 +14,22 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LORA_DTYPE = jnp.float32  # adapters stay f32 even when the frozen base is bf16
+MASTER_DTYPE = jnp.float32  # adapters' stored / optimised dtype
 
 
-def wrap(model, rank: int, dtype=LORA_DTYPE):
+def wrap(model, rank: int, dtype=jnp.float32):
+    """gm.nn.LoRA around `model`; `dtype` is the adapters' compute dtype (= the base's)."""
     from gemma import gm
 
     return gm.nn.LoRA(rank=rank, model=model, dtype=dtype)
+
+
+def to_master(tree):
+    return jax.tree.map(lambda x: x.astype(MASTER_DTYPE), tree)
+
+
+def to_compute(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype), tree)
 
 
 def split(params):
@@ -37,6 +49,7 @@ def init_lora_params(lora_model, seed: int):
     """Fresh adapters (A random, B zero: the wrapped model starts equal to the base).
 
     Only the LoRA leaves leave the jitted init; XLA drops the unused base initialisation.
+    Returned in MASTER_DTYPE (f32).
 
     The dummy input's shape depends on (rank, dtype) on purpose: gemma's Transformer.__call__
     is an `nn.jit` whose trace cache is keyed by the base module and the input shapes, not by
@@ -48,7 +61,7 @@ def init_lora_params(lora_model, seed: int):
     d = next((i for i, t in enumerate(dtypes) if jnp.dtype(t) == jnp.dtype(lora_model.dtype)), len(dtypes))
     tokens = jnp.ones((1 + d, 8 + lora_model.rank), jnp.int32)
     key = jax.random.fold_in(jax.random.key(seed), 1)
-    return jax.jit(lambda k: split(lora_model.init(k, tokens)["params"])[1])(key)
+    return jax.jit(lambda k: to_master(split(lora_model.init(k, tokens)["params"])[1]))(key)
 
 
 def adapter_einsums(lora_model, params) -> dict[tuple[str, ...], tuple[str, str]]:

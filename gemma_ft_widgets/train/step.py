@@ -71,19 +71,24 @@ def make_loss_sums(model, chunked: bool, softcap=None):
     return loss_sums
 
 
-def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=None):
+def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=None, compute_dtype=None):
     """(train_step, eval_step), jitted.
 
     train_step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics)
     eval_step(trainable, frozen, batch) -> (loss sum, token count)
     `shardings` = (trainable, opt_state, frozen, batch, replicated) NamedSharding trees.
+    LoRA adapters arrive in f32 and are cast to `compute_dtype` (the base's) for the forward.
     """
     from . import lora
 
     loss_sums = make_loss_sums(model, chunked, softcap)
 
     def params_of(trainable, frozen):
-        return lora.merge(frozen, trainable) if is_lora else trainable
+        if not is_lora:
+            return trainable
+        if compute_dtype is not None:
+            trainable = lora.to_compute(trainable, compute_dtype)
+        return lora.merge(frozen, trainable)
 
     def loss_fn(trainable, frozen, batch):
         total, count = loss_sums(params_of(trainable, frozen), batch)
