@@ -4,12 +4,13 @@ import shutil
 
 import pytest
 
-from .lab import LabServer, have_chromium, launch_browser
+from .lab import LabServer, have_chromium, launch_browser, reap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARTIFACTS = os.path.join(HERE, "..", "..", "test-artifacts")
 NOTEBOOKS = os.path.join(HERE, "..", "..", "notebooks")
 SIM_TRAINER = "gemma_ft_widgets.runs.simulated_trainer"
+_OWNED: list[str] = []  # folders of the current test, beyond its tmp_path (see no_leftovers)
 
 
 def _ours(item) -> bool:
@@ -48,6 +49,54 @@ def stop_runs(workspace) -> None:
         manager.stop(force=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's report on the item, for the failure screenshots below."""
+    outcome = yield
+    if _ours(item):
+        rep = outcome.get_result()
+        setattr(item, "rep_" + rep.when, rep)
+
+
+def _failure_screenshots(request, pages) -> None:
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or not rep.failed:
+        return
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    for i, page in enumerate(pages):
+        try:
+            page.screenshot(path=os.path.join(ARTIFACTS, f"FAILED-{name}-{i}.png"))
+        except Exception:  # noqa: BLE001 - a closed page, a dead browser: nothing to show
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path):
+    """After everything else of a test is torn down, no process of it may be left: nothing whose
+    command line names its tmp_path or a folder it registered (servers, kernels, runs)."""
+    import psutil
+
+    _OWNED.clear()
+    yield
+    owned = [str(tmp_path)] + list(_OWNED)
+    _OWNED.clear()
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.pid != os.getpid() and any(p in cmd for p in owned):
+            left.append(proc)
+    described = [f"{p.pid}: {' '.join(p.info['cmdline'] or [])[:200]}" for p in left]
+    doomed = list(left)
+    for proc in left:
+        try:
+            doomed += proc.children(recursive=True)
+        except psutil.Error:
+            pass
+    reap(doomed, grace=0)
+    assert not left, "the test left processes behind:\n" + "\n".join(described)
+
+
 @pytest.fixture(scope="session")
 def artifacts():
     os.makedirs(ARTIFACTS, exist_ok=True)
@@ -69,26 +118,32 @@ def browser(playwright_instance):
     b.close()
 
 
+VIEWPORT = {"width": 1280, "height": 1800}  # tall, so that a whole panel fits in one screenshot
+
+
 @pytest.fixture
-def page(browser):
-    """A fresh browser context; tall, so that a whole panel fits in one screenshot."""
-    context = browser.new_context(viewport={"width": 1280, "height": 1800})
+def page(request, browser):
+    """A fresh browser context (a screenshot goes to test-artifacts/FAILED-* if the test fails)."""
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     yield page
+    _failure_screenshots(request, [page])
     context.close()
 
 
 @pytest.fixture
-def new_page(browser):
+def new_page(request, browser):
     """More fresh contexts for one test (e.g. after the server it talked to died)."""
-    contexts = []
+    contexts, pages = [], []
 
     def make():
-        context = browser.new_context(viewport={"width": 1280, "height": 1800})
+        context = browser.new_context(viewport=VIEWPORT)
         contexts.append(context)
-        return context.new_page()
+        pages.append(context.new_page())
+        return pages[-1]
 
     yield make
+    _failure_screenshots(request, pages)
     for context in contexts:
         context.close()
 
@@ -100,6 +155,7 @@ def workspaces():
 
     def add(path):
         spaces.append(str(path))
+        _OWNED.append(str(path))
         return str(path)
 
     yield add
@@ -137,7 +193,8 @@ def make_lab(tmp_path, lab_root):
 
 
 class SharedLab:
-    """One server for a module; each test gets a folder of its own under its root (see `folder`)."""
+    """One server for a module; each test gets a folder of its own under its root (see `folder`)
+    and ends its kernels with `end_test()`."""
 
     def __init__(self, base, env=None):
         self.root = base / "root"
@@ -151,7 +208,17 @@ class SharedLab:
         notebooks' default workspace, gemma_ft_runs, lands in this test's folder.
         """
         rel = re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:60]
-        return rel, copy_notebooks(self.root / rel)
+        path = copy_notebooks(self.root / rel)
+        _OWNED.append(path)
+        return rel, path
+
+    def end_test(self) -> None:
+        """Shut the test's kernels down through the server; kill any that linger."""
+        kernels = self.server.kernels()
+        if self.server.alive:
+            self.server.delete_sessions()
+        left = reap(kernels, grace=15)
+        assert not left, f"kernels that ignored their shutdown: {left}"
 
     def close(self) -> None:
         if self.server.alive:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def lab(shared_lab_factory):
+def shared(shared_lab_factory):
     return shared_lab_factory(env={"GEMMA_FT_WORKSPACE": None, "GEMMA_FT_TRAINER": SIM_TRAINER,
                                    "GEMMA_FT_SIM_STEP_TIME": "0.2"})
 
@@ -32,6 +32,12 @@ def _open_and_start(lab, page, workspaces, name, max_steps=5000):
 
 def _visible(page, selector):
     return page.locator(selector).first.is_visible()
+
+
+@pytest.fixture
+def lab(shared):
+    yield shared
+    shared.end_test()
 
 
 def test_abort_needs_confirmation_and_ends_aborted(lab, page, workspaces, artifacts):

@@ -16,9 +16,15 @@ DOCS_PNG = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "panel.pn
 
 
 @pytest.fixture(scope="module")
-def lab(shared_lab_factory):
+def shared(shared_lab_factory):
     # The real trainer (no GEMMA_FT_TRAINER); each test's workspace is its folder's gemma_ft_runs.
     return shared_lab_factory(env={"GEMMA_FT_WORKSPACE": None, "GEMMA_FT_TRAINER": None})
+
+
+@pytest.fixture
+def lab(shared):
+    yield shared
+    shared.end_test()
 
 
 def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, artifacts):
