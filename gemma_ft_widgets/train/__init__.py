@@ -12,6 +12,12 @@ step (loss, jitted steps), sharding (mesh, FSDP), checkpoints (orbax), loop (the
 
 from __future__ import annotations
 
+import os as _os
+
+# kauldron imports TensorFlow (CPU build); keep its C++ start-up banners out of the trainer's
+# stderr, which the panel shows when a run fails.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 def main(argv: list[str] | None = None) -> int:
     from .loop import main as _main
