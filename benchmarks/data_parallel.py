@@ -9,8 +9,9 @@ replicated. The processes run in turns of a few seconds, the others frozen (SIGS
 their tokens/s are measured under the same load (see _common.py).
 
 Checked: the device count each trainer reports in its log; the per-step losses of N = 2 and 4
-against N = 1 over the steps all of them reached (same seed, same batches: they should agree
-to float rounding, as the reduction order changes).
+against N = 1 (same seed, same batches). The first step's loss and the first 20 steps should
+agree to float rounding (another reduction order); over thousands of steps those rounding
+differences compound, so the drift over all common steps is reported apart, without a target.
 
 On this machine (2 physical cores) no speed-up is expected: forced host devices share the
 same cores, and XLA already uses both for one device. The figures check the mechanism.
@@ -30,7 +31,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-LOSS_TOL = 1e-4  # max |loss(N) - loss(1)| / loss(1) over common steps
+LOSS_TOL = 1e-5  # max |loss(N) - loss(1)| / loss(1) over the first EARLY steps
+EARLY = 20  # rounding differences (another reduction order) then compound as training goes on
 
 
 def main(argv=None) -> int:
@@ -76,14 +78,21 @@ def main(argv=None) -> int:
     common = set(losses[base])
     for label in specs:
         common &= set(losses[label])
-    rows, agreement = [], {}
+    rows, agreement, early, first = [], {}, {}, {}
+    steps = sorted(common)
+
+    def rel(label, s):
+        return abs(losses[label][s] - losses[base][s]) / max(abs(losses[base][s]), 1e-12)
+
     for label in specs:
-        diffs = [abs(losses[label][s] - losses[base][s]) / max(abs(losses[base][s]), 1e-12) for s in common]
+        diffs = [rel(label, s) for s in steps]
         agreement[label] = max(diffs) if diffs else float("nan")
+        early[label] = max(diffs[:EARLY]) if diffs else float("nan")
+        first[label] = diffs[0] if diffs else float("nan")
         rows.append((label, seen[label], rates[label]["median"], rates[label]["median"] / rates[base]["median"],
-                     len(common), agreement[label], rates[label]["turns"]))
-    C.table(["devices", "trainer saw", "tokens/s (median of turns)", f"vs {base}", "common steps",
-             f"max rel. loss diff vs {base}", "turns"], rows,
+                     first[label], early[label], agreement[label], len(common), rates[label]["turns"]))
+    C.table(["devices", "trainer saw", "tokens/s (median of turns)", f"vs {base}", "rel. loss diff step 1",
+             f"max, first {EARLY} steps", "max, all common steps", "common steps", "turns"], rows,
             title=f"Data parallel on forced host devices (tiny, batch {args.batch} x seq {args.seq}; "
                   f"{cycles} cycles of {slice_s} s turns)")
     print("2 physical cores: no speed-up expected; this checks the mechanism (devices seen, losses agree).")
@@ -94,10 +103,13 @@ def main(argv=None) -> int:
         if label != base:
             C.result(f"dp_speed_{n}_vs_{counts[0]}", ratio=rates[label]["median"] / rates[base]["median"],
                      note="no speed-up expected on 2 cores")
-            C.result(f"dp_loss_agreement_{n}", value=agreement[label], unit="", target=LOSS_TOL, op="<=",
-                     note=f"max relative loss difference over {len(common)} steps")
+            C.result(f"dp_loss_agreement_{n}", value=early[label], unit="", target=LOSS_TOL, op="<=",
+                     note=f"max relative loss difference over the first {min(EARLY, len(common))} steps")
+            C.result(f"dp_loss_drift_{n}", value=agreement[label], unit="",
+                     note=f"max relative loss difference over all {len(common)} common steps")
     C.finish(args, {"rates": {k: {kk: vv for kk, vv in v.items()} for k, v in rates.items()},
-                    "agreement": agreement, "devices_seen": seen, "common_steps": len(common)})
+                    "agreement": agreement, "agreement_early": early, "agreement_first": first,
+                    "devices_seen": seen, "common_steps": len(common)})
     return 0
 
 

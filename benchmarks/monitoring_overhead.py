@@ -68,14 +68,14 @@ def cpu_seconds(pid: int) -> float:
 
 def main(argv=None) -> int:
     p = C.parser(__doc__)
-    p.add_argument("--cycles", type=int, default=None, help="observed/alone turn pairs (default 10)")
+    p.add_argument("--cycles", type=int, default=None, help="observed/alone turn pairs (default 16)")
     p.add_argument("--slice", type=float, default=None, help="seconds per turn (default 3)")
     p.add_argument("--trainer", choices=("real", "sim"), default=None,
                    help="the trainer (default real; --smoke: sim)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=64)
     args = p.parse_args(argv)
-    cycles = args.cycles or args.rounds or (2 if args.smoke else 10)
+    cycles = args.cycles or args.rounds or (2 if args.smoke else 16)
     slice_s = args.slice or (1.2 if args.smoke else 3.0)
     trainer = args.trainer or ("sim" if args.smoke else "real")
     C.print_machine()

@@ -41,6 +41,8 @@ def main(argv=None) -> int:
         cmd = [C.PY, str(C.BENCH_DIR / f"{name}.py"), "--json", os.path.join(args.out, f"{name}.json")]
         if args.smoke:
             cmd.append("--smoke")
+        elif name == "trainer_overhead":
+            cmd.append("--profile")  # where the loop's time goes, for the record
         print(f"== {name}", flush=True)
         with open(os.path.join(args.out, f"{name}.txt"), "w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=C.env())

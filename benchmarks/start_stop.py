@@ -75,6 +75,7 @@ def trial(manager, cfg: dict, graceful: bool, steps_before_stop: int) -> dict:
     lock = lockfile.read_lock(manager.workspace).data or {}
     pids = [lock.get("supervisor_pid"), lock.get("trainer_pid")]
     t1 = time.perf_counter()
+    w1 = time.time()
     report = manager.stop(force=not graceful, timeout=60)
     out["stop_s"] = time.perf_counter() - t1
     out["group_gone"] = bool(report.group_gone) and all(gone(p) for p in pids)
@@ -91,6 +92,18 @@ def trial(manager, cfg: dict, graceful: bool, steps_before_stop: int) -> dict:
         pass
     saves = re.findall(r"checkpoint \S+ \(([\d.]+)s\)", log)
     out["checkpoint_s"] = float(saves[-1]) if saves else None
+    # Where a stop's time goes: the trainer's `final` event (step finished, checkpoint saved),
+    # then the supervisor's result.json (the trainer process has exited), then stop() returns.
+    final = [e for e in events if e.get("event") == "final"]
+    out["to_final_s"] = final[-1]["time"] - w1 if final else None
+    try:
+        from gemma_ft_widgets.runs.status import parse_iso
+
+        result = contract.read_json(os.path.join(run.run_dir, contract.RESULT_NAME))
+        ended = parse_iso(result.get("ended_at"))
+        out["to_result_s"] = ended - w1 if ended else None
+    except (OSError, ValueError, ImportError):
+        out["to_result_s"] = None
     return out
 
 
@@ -125,7 +138,8 @@ def main(argv=None) -> int:
                       f"{r['start_call_s']:.3f} s), ->first step {r['first_step_s']:.2f} s (compile "
                       f"{C.fmt(r['compile_s'])} s); {'graceful' if r['graceful'] else 'forced'} stop "
                       f"{r['stop_s']:.3f} s, group gone {r['group_gone']}, {r['state']}, step "
-                      f"{C.fmt(r['step_time_s'])} s, checkpoint {C.fmt(r['checkpoint_s'])} s, sent {r['sent']}",
+                      f"{C.fmt(r['step_time_s'])} s, checkpoint {C.fmt(r['checkpoint_s'])} s, final event at "
+                      f"{C.fmt(r['to_final_s'])} s, result at {C.fmt(r['to_result_s'])} s, sent {r['sent']}",
                       flush=True)
 
     rows = []
@@ -143,6 +157,8 @@ def main(argv=None) -> int:
             "setup": C.median(r["setup_s"] for r in rs),
             "compile": C.median(r["compile_s"] for r in rs),
             "graceful": C.median(r["stop_s"] for r in g) if g else None,
+            "graceful_to_final": C.median(r["to_final_s"] for r in g) if g else None,
+            "graceful_to_result": C.median(r["to_result_s"] for r in g) if g else None,
             "graceful_bound": C.median(bound) if bound else None,
             "graceful_excess": C.median(r["stop_s"] - b for r, b in zip(g, bound)) if bound else None,
             "forced": C.median(r["stop_s"] for r in f) if f else None,
@@ -155,6 +171,8 @@ def main(argv=None) -> int:
             (kind, "  of which: setup (imports, model, data)", s["setup"], "", ""),
             (kind, "  of which: compile", s["compile"], "", ""),
             (kind, "graceful stop -> group gone", s["graceful"], C.spread([r["stop_s"] for r in g]), len(g)),
+            (kind, "  trainer's final event (step + checkpoint done)", s["graceful_to_final"], "", ""),
+            (kind, "  supervisor's result.json (trainer exited)", s["graceful_to_result"], "", ""),
             (kind, "  target: step + checkpoint + 2 s", s["graceful_bound"], "", ""),
             (kind, "forced stop -> group gone", s["forced"], C.spread([r["stop_s"] for r in f]), len(f)),
         ]
