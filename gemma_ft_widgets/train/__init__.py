@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os as _os
 
-# kauldron imports TensorFlow (CPU build); keep its C++ start-up banners out of the trainer's
-# stderr, which the panel shows when a run fails.
+# kauldron imports TensorFlow (CPU build) for typing only; no TF op runs here. Keep its C++
+# start-up banners ("oneDNN custom operations are on") out of the trainer's stderr, which the
+# panel shows when a run fails.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
