@@ -2,8 +2,10 @@
 
 Readable without jax, so the form and the estimate can use it in a light kernel. The trainer
 builds the actual network from `gm_class` (named models) or from `TINY` (the tiny model).
-Param counts of the named models were measured with `jax.eval_shape` on the gemma library
-(tests/test_train_models.py checks them against the installed version).
+Param counts are those of the text-only network the trainer builds, measured with
+`jax.eval_shape` on the gemma library (tests/test_train_models.py checks them against the
+installed version). Gemma 3 4B/12B/27B are multimodal: with the vision encoder, which the
+trainer never loads, they count 4299.9M / 12187.1M / 27432.1M.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def format_params(n: int) -> str:
 # sliding and one global attention) with the packaged 512-piece tokenizer. Trains at hundreds
 # of steps per second on a CPU.
 TINY = ModelSpec(
-    name="tiny", family="tiny", params=106_816, default_seq_len=128,
+    name="tiny", family="tiny", params=107_200, default_seq_len=128,
     num_layers=2, embed_dim=64, hidden_dim=128, num_heads=2, head_dim=32, num_kv_heads=1,
     vocab_size=512,
 )
@@ -80,23 +82,24 @@ _ALL += _named("gemma3-270m", "gemma3", "Gemma3_270M", "gemma3-270m", 268_098_17
                (18, 640, 2048, 4, 256, 1, _G3_VOCAB))
 _ALL += _named("gemma3-1b", "gemma3", "Gemma3_1B", "gemma3-1b", 999_885_952, 1024,
                (26, 1152, 6912, 4, 256, 1, _G3_VOCAB))
-_ALL += _named("gemma3-4b", "gemma3", "Gemma3_4B", "gemma3-4b", 4_299_915_632, 2048,
+_ALL += _named("gemma3-4b", "gemma3", "Gemma3_4B", "gemma3-4b", 3_880_099_328, 2048,
                (34, 2560, 10240, 8, 256, 4, _G3_VOCAB))
-_ALL += _named("gemma3-12b", "gemma3", "Gemma3_12B", "gemma3-12b", 12_187_079_280, 2048,
+_ALL += _named("gemma3-12b", "gemma3", "Gemma3_12B", "gemma3-12b", 11_765_788_416, 2048,
                (48, 3840, 15360, 16, 256, 8, _G3_VOCAB))
-_ALL += _named("gemma3-27b", "gemma3", "Gemma3_27B", "gemma3-27b", 27_432_062_576, 2048,
+_ALL += _named("gemma3-27b", "gemma3", "Gemma3_27B", "gemma3-27b", 27_009_002_240, 2048,
                (62, 5376, 21504, 32, 128, 16, _G3_VOCAB))
-_ALL += _named("gemma2-2b", "gemma2", "Gemma2_2B", "gemma2-2b", 2_614_341_888, 1024,
+_ALL += _named("gemma2-2b", "gemma2", "Gemma2_2B", "gemma2-2b", 2_614_636_800, 1024,
                (26, 2304, 9216, 8, 256, 4, _G2_VOCAB))
-_ALL += _named("gemma2-9b", "gemma2", "Gemma2_9B", "gemma2-9b", 9_241_705_984, 1024,
+_ALL += _named("gemma2-9b", "gemma2", "Gemma2_9B", "gemma2-9b", 9_242_164_736, 1024,
                (42, 3584, 14336, 16, 256, 8, _G2_VOCAB))
-_ALL += _named("gemma2-27b", "gemma2", "Gemma2_27B", "gemma2-27b", 27_227_128_320, 1024,
+_ALL += _named("gemma2-27b", "gemma2", "Gemma2_27B", "gemma2-27b", 27_227_718_144, 1024,
                (46, 4608, 36864, 32, 128, 16, _G2_VOCAB))
 # Gemma 4 (gemma>=4.0; needs Python >= 3.12). Shapes are approximate and only feed the
-# estimate; the trainer builds the network from the library's own config class.
-_ALL += _named("gemma4-e2b", "gemma4", "Gemma4_E2B", "gemma4-e2b", 5_100_000_000, 2048,
+# estimate; the trainer builds the network from the library's own config class. gm.nn.LoRA
+# finds no layer to adapt in Gemma 4 (gemma 4.0.1), so these train with method "full" only.
+_ALL += _named("gemma4-e2b", "gemma4", "Gemma4_E2B", "gemma4-e2b", 4_647_449_891, 2048,
                (35, 1536, 6144, 8, 256, 1, _G3_VOCAB), min_gemma="4.0")
-_ALL += _named("gemma4-e4b", "gemma4", "Gemma4_E4B", "gemma4-e4b", 8_000_000_000, 2048,
+_ALL += _named("gemma4-e4b", "gemma4", "Gemma4_E4B", "gemma4-e4b", 7_518_069_034, 2048,
                (42, 2560, 10240, 8, 256, 2, _G3_VOCAB), min_gemma="4.0")
 
 

@@ -141,3 +141,12 @@ def test_sample_dataset_and_demo_config_are_valid():
     assert os.path.exists(sample_dataset_path())
     config = demo_config()
     assert config.model == "tiny" and config.max_steps > 0
+
+
+def test_lora_on_gemma4_is_refused_before_anything_starts(dataset):
+    from gemma_ft_widgets import models
+
+    if "gemma4-e2b" not in models.MODELS:
+        pytest.skip("the installed gemma has no Gemma 4")
+    errs = errors_of({"dataset": dataset, "model": "gemma4-e2b", "method": "lora"})
+    assert "use 'full'" in errs["method"][0]
