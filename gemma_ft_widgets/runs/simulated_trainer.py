@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         emit("step", step=step, loss=loss, lr=lr, tokens_per_s=round(tokens_per_step / max(step_time, 1e-3), 1),
              step_time_s=step_time, elapsed_s=round(time.time() - t0, 3), device_mem_bytes=None,
              host_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        if step == (resume or 0) + 1:  # like the real trainer: one RUNNING line per attempt
+            contract.append_status(run_dir, "RUNNING", f"first step {step} logged")
         if step % eval_every == 0 and stop["signal"] != signal.SIGTERM:
             emit("eval", step=step, eval_loss=round(loss + 0.1, 5))
         if step % ckpt_every == 0 or step == max_steps:

@@ -334,6 +334,7 @@ class Trainer:
         t_last = time.time()
         last_loss = None
         devices = self.devices
+        announced: list[int] = []
 
         def emit(entry):
             nonlocal t_last, last_loss
@@ -351,6 +352,9 @@ class Trainer:
                        step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
                        device_mem_bytes=used, host_rss_bytes=self._mem.rss())
             tb.scalars(step_n, {"loss": loss, "lr": lr, "tokens_per_s": tokens / dt})
+            if not announced:  # status.log gets one RUNNING line per attempt, at its first step
+                announced.append(step_n)
+                contract.append_status(self.run_dir, "RUNNING", f"first step {step_n} logged")
 
         def flush():
             nonlocal pending
