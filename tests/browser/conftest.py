@@ -58,7 +58,18 @@ def pytest_runtest_makereport(item, call):
         setattr(item, "rep_" + rep.when, rep)
 
 
+def _watch_console(page) -> list:
+    """Collect the page's console errors and uncaught exceptions (kept for failure reports)."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(f"console.{m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: seen.append(f"pageerror: {e}"))
+    page.gft_console = seen
+    return seen
+
+
 def _failure_screenshots(request, pages) -> None:
+    """A screenshot and the console messages of each page, when the test failed."""
     rep = getattr(request.node, "rep_call", None)
     if rep is None or not rep.failed:
         return
@@ -69,6 +80,8 @@ def _failure_screenshots(request, pages) -> None:
             page.screenshot(path=os.path.join(ARTIFACTS, f"FAILED-{name}-{i}.png"))
         except Exception:  # noqa: BLE001 - a closed page, a dead browser: nothing to show
             pass
+        with open(os.path.join(ARTIFACTS, f"FAILED-{name}-{i}-console.txt"), "w") as f:
+            f.write("\n".join(getattr(page, "gft_console", [])) + "\n")
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +139,7 @@ def page(request, browser):
     """A fresh browser context (a screenshot goes to test-artifacts/FAILED-* if the test fails)."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
+    _watch_console(page)
     yield page
     _failure_screenshots(request, [page])
     context.close()
@@ -140,6 +154,7 @@ def new_page(request, browser):
         context = browser.new_context(viewport=VIEWPORT)
         contexts.append(context)
         pages.append(context.new_page())
+        _watch_console(pages[-1])
         return pages[-1]
 
     yield make

@@ -215,3 +215,64 @@ def screenshot_span(page, artifacts: str, name: str, top: str, bottom: str, pad:
     path = os.path.join(artifacts, name)
     page.screenshot(path=path, clip=clip)
     return path
+
+
+def run_scratch(page, code: str, timeout: float = 30) -> str:
+    """Add a code cell at the end of the notebook, run `code` in it, return what it printed."""
+    page.locator(".jp-Notebook .jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # insert a cell below and select it
+    index = page.locator(".jp-Notebook .jp-Cell").count() - 1
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+    wait_for(lambda: re.fullmatch(r"\[\d+\]:", cell_prompt(page, index)), timeout, 0.25, "the scratch cell")
+    return cell.locator(".jp-OutputArea").inner_text(timeout=5000)
+
+
+CURVES_PROBE = """\
+import numpy as _np
+for _n, _l in (("loss", panel.dashboard.loss_line), ("eval", panel.dashboard.eval_line),
+               ("throughput", panel.dashboard.throughput_line)):
+    _x, _y = _np.asarray(_l.x, float), _np.asarray(_l.y, float)
+    print(_n, "len", len(_x), len(_y), "nan", int(_np.isnan(_x).sum()), int(_np.isnan(_y).sum()),
+          "x", _x[:2], _x[-2:], "y", _y[-2:])
+print("panel", panel.view, panel.state, "polls", panel.polls, "errors", panel.poll_errors)
+"""
+
+
+class explain_curves:
+    """On an exception inside, add what the kernel's panel holds for its curves (and what the
+    page draws) to the error: a broken plot then says whether the data or the drawing is wrong."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None or not isinstance(error, (AssertionError, TimeoutError)):
+            return False
+        try:
+            drawn = {"loss_points": path_points(loss_path(self.page)),
+                     "dashboard_step": dashboard_step(self.page),
+                     "loss_x_ticks": self.page.locator(".gft-loss-figure g.axis").first.locator(
+                         "g.tick").count()}
+            kernel = run_scratch(self.page, CURVES_PROBE)
+        except Exception as e:  # noqa: BLE001 - the original error matters more
+            drawn, kernel = {}, f"(probe failed: {e!r})"
+        raise AssertionError(f"{error}\npage: {drawn}\nkernel:\n{kernel}") from error
+
+
+def wait_loss_points(page, n: int, timeout: float = 30, what: str | None = None) -> str:
+    """Wait until the train-loss line draws at least `n` points; return its path."""
+    return wait_for(lambda: (lambda d: d if path_points(d) >= n else None)(loss_path(page)), timeout,
+                    0.5, what or f"a loss line of {n}+ points")
+
+
+def wait_loss_growth(page, before: str, timeout: float = 60) -> str:
+    """Wait until the train-loss line differs from `before` and has more points; return it."""
+    grown = lambda d: d if d != before and path_points(d) > path_points(before) else None  # noqa: E731
+    return wait_for(lambda: grown(loss_path(page)), timeout, 0.5, "the loss line to grow")

@@ -65,8 +65,8 @@ def test_abort_needs_confirmation_and_ends_aborted(lab, page, workspaces, artifa
     assert not _visible(page, ".gft-dashboard .gft-abort")
     # The ended run's curve still shows every step it logged.
     steps = sum(1 for e in manager.metrics()[0] if e["event"] == "step")
-    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= min(steps, 1000), 15,
-                   what=f"the loss line to show all {steps} steps")
+    with drive.explain_curves(page):
+        drive.wait_loss_points(page, min(steps, 1000), 15, f"the loss line to show all {steps} steps")
     drive.assert_no_widget_errors(page)
     drive.screenshot(page, artifacts, "lab_lifecycle-abort-2-aborted.png", page.locator(".gft-panel"))
 
@@ -88,9 +88,10 @@ def test_kernel_restart_reattaches_with_history(lab, page, workspaces, artifacts
     page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
     drive.wait_badge(page, "RUNNING", 30)
     assert name in drive.text_of(page, ".gft-dashboard .gft-run-name")
-    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= min(steps_before, 1000), 30,
-                   what=f"the loss line to show the {steps_before} steps from before the restart")
-    assert (drive.dashboard_step(page) or 0) >= steps_before
+    with drive.explain_curves(page):
+        drive.wait_loss_points(page, min(steps_before, 1000), 30,
+                               f"the loss line to show the {steps_before} steps from before the restart")
+        assert (drive.dashboard_step(page) or 0) >= steps_before
     assert not _visible(page, ".gft-form")
     drive.assert_no_widget_errors(page)
     drive.screenshot(page, artifacts, "lab_lifecycle-restart-reattached.png", page.locator(".gft-panel"))

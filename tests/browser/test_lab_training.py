@@ -54,17 +54,16 @@ def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, a
     assert "/ 20000" in drive.text_of(page, ".gft-dashboard .gft-progress-label")
 
     # The loss line's path grows while it trains (two reads, seconds apart).
-    first = drive.wait_for(lambda: (lambda d: d if drive.path_points(d) >= 2 else None)(drive.loss_path(page)),
-                           60, what="a loss line with points")
-    later = drive.wait_for(lambda: (lambda d: d if d != first and drive.path_points(d) > drive.path_points(first)
-                                    else None)(drive.loss_path(page)), 60, what="the loss line to change")
-    assert later.startswith("M") and drive.path_points(later) > drive.path_points(first)
-    drive.assert_no_widget_errors(page)
+    with drive.explain_curves(page):
+        first = drive.wait_loss_points(page, 2, 60)
+        later = drive.wait_loss_growth(page, first, 60)
+        assert later.startswith("M") and drive.path_points(later) > drive.path_points(first)
+        drive.assert_no_widget_errors(page)
 
-    # Mid-training: the whole panel, once a hundred-odd steps and an eval are drawn.
-    drive.wait_for(lambda: (drive.dashboard_step(page) or 0) >= 150, 120, what="step 150 on the dashboard")
-    drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) >= 150, 30, what="150 points drawn")
-    assert RunManager(ws).status().state.value == "RUNNING"
+        # Mid-training: the whole panel, once a hundred-odd steps and an eval are drawn.
+        drive.wait_for(lambda: (drive.dashboard_step(page) or 0) >= 150, 120, what="step 150 on the dashboard")
+        drive.wait_loss_points(page, 150, 30)
+        assert RunManager(ws).status().state.value == "RUNNING"
     drive.screenshot(page, artifacts, "lab_training-2-panel.png", page.locator(".gft-panel"))
     shot = drive.screenshot_span(page, artifacts, "lab_training-3-dashboard.png", ".gft-dashboard",
                                  ".gft-dashboard .gft-loss-figure")

@@ -40,10 +40,8 @@ def test_voila_renders_the_quickstart_dashboard_live(tmp_path, monkeypatch, page
         page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=120_000)
         drive.wait_badge(page, "RUNNING", 30)
         assert run.name in drive.text_of(page, ".gft-dashboard .gft-run-name")
-        first = drive.wait_for(lambda: (lambda d: d if drive.path_points(d) >= 2 else None)(drive.loss_path(page)),
-                               30, what="a loss line")
-        drive.wait_for(lambda: drive.path_points(drive.loss_path(page)) > drive.path_points(first), 30,
-                       what="the loss line to grow (live updates from the kernel's thread)")
+        first = drive.wait_loss_points(page, 2, 30)
+        drive.wait_loss_growth(page, first, 30)  # live updates from the kernel's poller thread
         assert page.locator(".gft-dashboard .gft-abort").is_visible()
         assert "WORKSPACE" not in page.inner_text("body"), "Voilà shows no code"
         drive.assert_no_widget_errors(page)
