@@ -595,7 +595,7 @@ def test_a_model_path_outside_the_workspace_still_names_a_run_folder_inside_it(
     ckpt.mkdir(parents=True)
     (ckpt / "tokenizer.model").write_bytes(b"\0")
     (ckpt / "_METADATA").write_text("{}")
-    os.chdir(workspace)  # relative model paths are relative to the working directory
+    sim_env.chdir(workspace)  # relative model paths are relative to the working directory
     model = str(ckpt) if model == "MODELS_ABS" else model
     m = RunManager(workspace)
     run = m.start({"model": model, "dataset": dataset, "max_steps": 3, "warmup_steps": 0, "batch_size": 1})
@@ -738,7 +738,7 @@ def test_shell_metacharacters_in_paths_and_names_are_never_interpreted(tmp_path,
     evil.mkdir()
     data = tmp_path / "data;touch PWNED4.jsonl"
     data.write_text(open(dataset).read())
-    os.chdir(tmp_path)
+    sim_env.chdir(tmp_path)
     m = RunManager(str(evil))
     run = m.start({"model": "tiny", "dataset": str(data), "max_steps": 4, "warmup_steps": 0, "batch_size": 1})
     wait_state(m, State.FINISHED)
@@ -934,3 +934,51 @@ def test_every_test_docs_lifecycle_names_exists():
         if name not in names:
             missing.append(f"{current}::{name}")
     assert seen > 80 and not missing, missing
+
+
+# -- what a crash says ------------------------------------------------------------------------
+ORBAX_ENOSPC = """Traceback (most recent call last):
+  File "/x/loop.py", line 300, in save
+    ckpt.wait_until_finished()
+ValueError: RESOURCE_EXHAUSTED: Error writing local file "ckpt/_sharding": Failed to write 231 bytes to file 9: \
+No space left on device [os_error_code='28']
+RuntimeError: Event loop is closed
+"""
+
+
+@pytest.mark.parametrize("tail, cause, line", [
+    (ORBAX_ENOSPC, "out of disk space", "ValueError: RESOURCE_EXHAUSTED: Error writing local file"),
+    ("Traceback (most recent call last):\n  File \"s.py\", line 1, in step\n    f()\n"
+     "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.50GiB.\n",
+     "accelerator out of memory", "jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED"),
+    ("Traceback (most recent call last):\n  File \"d.py\", line 9, in load\n    x = f.read()\nMemoryError\n",
+     "out of host memory", "MemoryError"),
+    ("ERROR:absl:noise\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n    boom()\n"
+     "RuntimeError: boom\nERROR:absl:cleanup after the crash failed\n", None, "RuntimeError: boom"),
+    ("error: the model checkpoint is corrupt\n", None, "error: the model checkpoint is corrupt"),
+])
+def test_a_crash_reason_names_the_exception_and_any_resource_exhaustion(tail, cause, line):
+    """Found by the disk-full test: orbax prints "RuntimeError: Event loop is closed" after the
+    real traceback, and that line became the reason, hiding "No space left on device". The
+    reason is now the exception closing the last traceback, led by a plain cause for disk
+    full and out-of-memory errors."""
+    from gemma_ft_widgets.runs.results import classify
+
+    reason = classify(1, False, tail)["reason"]
+    assert (reason.startswith(f"{cause}; trainer exited with code 1: ") if cause
+            else reason.startswith("trainer exited with code 1: ")), reason
+    assert line in reason and "Event loop is closed" not in reason and "cleanup after" not in reason
+
+
+def test_an_earlier_attempts_error_never_explains_a_later_failure(manager, make_config, sim_env, workspace):
+    """The stderr log is appended across attempts: a resumed run's failure is explained by its
+    own attempt's output only (the supervisor records where that output starts)."""
+    sim_env.setenv("GEMMA_FT_SIM_CRASH_AT", "5")
+    run = manager.start(make_config(max_steps=LONG, checkpoint_every=2))
+    assert wait_state(manager, State.FAILED).checkpoints == [2, 4]
+    with open(os.path.join(run.run_dir, contract.STDERR_NAME), "a") as f:
+        f.write("OSError: [Errno 28] No space left on device\n")  # as if attempt 1 had filled the disk
+    sim_env.setenv("GEMMA_FT_SIM_CRASH_AT", "7")
+    manager.resume(run)
+    st = wait_state(manager, State.FAILED)
+    assert st.attempt == 2 and "simulated crash at step 7" in st.reason and "disk" not in st.reason, st.reason

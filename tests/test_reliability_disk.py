@@ -84,7 +84,7 @@ def test_disk_full_while_checkpointing_fails_the_run_and_keeps_the_previous_chec
 
     st = wait_state(m, State.FAILED, timeout=180)
     assert_all_gone(pids)
-    assert "No space left on device" in st.reason and st.exit_code == 1, st.reason
+    assert st.reason.startswith("out of disk space; trainer exited with code 1:") and st.exit_code == 1, st.reason
     assert st.checkpoints[: len(good)] == good and st.can_resume and not st.active
     assert any(n.startswith(".partial-") for n in os.listdir(ckpt_dir))  # the failed save, never listed
     assert not lockfile.read_lock(m.workspace).present
@@ -92,7 +92,8 @@ def test_disk_full_while_checkpointing_fails_the_run_and_keeps_the_previous_chec
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] >= good[-1]  # nothing else lost
     panel = ControlPanel(m.workspace, poll=False, manager=m)
     try:
-        assert panel.view == "failed" and "No space left on device" in panel.outcome.stderr_tail.value
+        assert panel.view == "failed" and "out of disk space" in panel.outcome.banner.value
+        assert "No space left on device" in panel.manager.logs(run, "stderr", 400)
     finally:
         panel.close()
 

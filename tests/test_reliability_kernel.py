@@ -138,13 +138,13 @@ def test_kernel_restart_sigkill_and_shutdown_never_touch_the_run(kernels, worksp
 
     for how in ("restart", "sigkill", "shutdown_and_reopen"):
         old_pid = k.pid
+        kernel_ctime = psutil.Process(old_pid).create_time()
         logged = m.status().step
         if how == "restart":
             k.restart()  # jupyter_client kills the kernel's process group
         elif how == "sigkill":
             os.kill(k.pid, signal.SIGKILL)
-            wait_for(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie",
-                     10, what="kernel gone")
+            wait_for(lambda: gone(old_pid, kernel_ctime), 10, what="kernel gone")
             k.restart()
         else:
             k.shutdown()

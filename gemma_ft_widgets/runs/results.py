@@ -17,9 +17,38 @@ from .metrics import MetricsSummary
 OOM_REASON = "killed by SIGKILL, likely out of memory (OOM killer)"
 
 
+# Resource exhaustion the user must recognise at once, whatever library reported it.
+KNOWN_CAUSES = (
+    (("No space left on device", "[Errno 28]", "os_error_code='28'", "Disk quota exceeded"), "out of disk space"),
+    (("Out of memory while trying to allocate", "RESOURCE_EXHAUSTED: Out of memory", "CUDA_ERROR_OUT_OF_MEMORY"),
+     "accelerator out of memory"),
+    (("MemoryError",), "out of host memory"),
+)
+
+
+def error_line(stderr_tail: str) -> str:
+    """The line that says what went wrong: the exception closing the last traceback (threads
+    may print more after it, e.g. "Event loop is closed" at shutdown), else the last line."""
+    lines = stderr_tail.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last):"):
+            for line in lines[i + 1:]:
+                if line.strip() and not line.startswith((" ", "\t")):
+                    return line.strip()
+            break
+    return lines[-1].strip() if lines else ""
+
+
+def known_cause(stderr_tail: str) -> str | None:
+    for needles, cause in KNOWN_CAUSES:
+        if any(n in stderr_tail for n in needles):
+            return cause
+    return None
+
+
 def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> dict[str, Any]:
     """state / exit_code / signal / reason for a trainer's exit status (Popen.returncode)."""
-    last = stderr_tail.strip().splitlines()[-1].strip() if stderr_tail.strip() else ""
+    last = error_line(stderr_tail)
     if returncode >= 0:
         out = {"exit_code": returncode, "signal": None, "signal_name": None}
         if returncode == 0:
@@ -29,8 +58,9 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
         if returncode == contract.EXIT_CONFIG_ERROR:
             detail = stderr_tail.strip()[-2000:]
             return {**out, "state": "FAILED", "reason": "invalid config or data" + (f": {detail}" if detail else "")}
-        return {**out, "state": "FAILED",
-                "reason": f"trainer exited with code {returncode}" + (f": {last}" if last else "")}
+        cause = known_cause(stderr_tail)
+        return {**out, "state": "FAILED", "reason": (f"{cause}; " if cause else "")
+                + f"trainer exited with code {returncode}" + (f": {last}" if last else "")}
     signum = -returncode
     name = identity.signal_name(signum)
     out = {"exit_code": None, "signal": signum, "signal_name": name}
@@ -42,16 +72,33 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
 
 
 
+def stderr_tail(run_dir: str, since: int = 0, max_bytes: int = 64 * 1024) -> str:
+    """The end of trainer_stderr.log, from byte `since` on (the log is appended across
+    attempts: an earlier attempt's error must not explain this one's)."""
+    try:
+        with open(os.path.join(run_dir, contract.STDERR_NAME), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            start = max(since, size - max_bytes, 0)
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if start > since:  # the first line is probably cut
+        text = text.split("\n", 1)[-1]
+    return text
+
+
 def write_result(run_dir: str, attempt: int, returncode: int | None, started_at: str | None,
                  stopped: bool, trainer_pid: int | None = None,
-                 override: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write result.json atomically and log the final state to status.log."""
+                 override: dict[str, Any] | None = None, stderr_offset: int = 0) -> dict[str, Any]:
+    """Write result.json atomically and log the final state to status.log. `stderr_offset`:
+    the size of trainer_stderr.log when this attempt's trainer started."""
     if returncode is None:
         outcome = {"state": "ABORTED", "exit_code": None, "signal": None, "signal_name": None,
                    "reason": "stopped before the trainer started"}
     else:
-        tail = contract.tail_text(os.path.join(run_dir, contract.STDERR_NAME), max_lines=20)
-        outcome = classify(returncode, stopped, tail)
+        outcome = classify(returncode, stopped, stderr_tail(run_dir, stderr_offset))
     outcome.update(override or {})
     summary = MetricsSummary(run_dir).refresh()
     steps = contract.checkpoint_steps(run_dir)

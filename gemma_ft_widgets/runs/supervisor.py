@@ -64,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     started_at = lock.get("started_at") or contract.utc_now()
 
     returncode = None
+    stderr_offset = 0
     if term["requested"]:
         _log("stop requested before the trainer started")
     else:
         cmd = [sys.executable, "-m", args.trainer, run_dir]
         env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+        try:  # this attempt's stderr starts here (the log is appended across attempts)
+            stderr_offset = os.path.getsize(os.path.join(run_dir, contract.STDERR_NAME))
+        except OSError:
+            stderr_offset = 0
         try:
             with open(os.path.join(run_dir, contract.STDOUT_NAME), "ab") as out, \
                     open(os.path.join(run_dir, contract.STDERR_NAME), "ab") as err:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     write_result(run_dir, attempt, returncode, started_at,
                  stopped=term["requested"] or stop_requested(run_dir, attempt),
-                 trainer_pid=trainer.pid if trainer else None)
+                 trainer_pid=trainer.pid if trainer else None, stderr_offset=stderr_offset)
     lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
                            and d.get("supervisor_pid") == os.getpid())
     _log("done")
