@@ -21,7 +21,6 @@ are compiled from source in every child (site-packages have their .pyc).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

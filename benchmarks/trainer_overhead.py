@@ -262,6 +262,9 @@ def micro(tr, n: int = 300, repeats: int = 5) -> None:
         total += us
         rows.append((label, us))
     tb.close()
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
     rows.append(("sum: host work per logged step", total))
     C.table(["per-step host work, timed alone", "µs per call (median)"], rows,
             title="Per-step host work of the loop (each piece timed alone)")
