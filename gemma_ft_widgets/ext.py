@@ -11,10 +11,18 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+_colab_done = False
+
+
 def enable_colab_widgets(out=print) -> bool:
-    """Colab renders third-party widgets (bqplot) only with its custom widget manager on."""
-    if not in_colab():
+    """Colab renders third-party widgets (bqplot) only with its custom widget manager on.
+
+    Done once per kernel, by every ControlPanel and by %gemma_ft; a no-op elsewhere.
+    """
+    global _colab_done
+    if not in_colab() or _colab_done:
         return False
+    _colab_done = True
     try:
         from google.colab import output  # type: ignore[import-not-found]
 
@@ -43,7 +51,6 @@ def gemma_ft(line: str = ""):
         return None
     from .ui import ControlPanel
 
-    enable_colab_widgets()
     # Returned, so the cell displays it (and a second %gemma_ft shows a second, agreeing view).
     return ControlPanel(workspace=args.workspace, poll_interval=args.poll_interval)
 
