@@ -20,6 +20,12 @@ def shared(shared_lab_factory):
                                    "GEMMA_FT_SIM_STEP_TIME": "0.2"})
 
 
+@pytest.fixture
+def lab(shared):
+    yield shared
+    shared.end_test()
+
+
 def _open_and_start(lab, page, workspaces, name, max_steps=5000):
     rel, folder = lab.folder(name)
     ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
@@ -32,12 +38,6 @@ def _open_and_start(lab, page, workspaces, name, max_steps=5000):
 
 def _visible(page, selector):
     return page.locator(selector).first.is_visible()
-
-
-@pytest.fixture
-def lab(shared):
-    yield shared
-    shared.end_test()
 
 
 def test_abort_needs_confirmation_and_ends_aborted(lab, page, workspaces, artifacts):
