@@ -1029,4 +1029,5 @@ def test_a_refused_resume_keeps_its_reason_next_to_the_button(small_mount, sim_e
     panels.append(p)
     p.outcome.resume_button.click()
     assert p.wait_actions(30)
+    p.refresh()  # the panel's next poll
     assert "not writable" in p.outcome.banner.value
