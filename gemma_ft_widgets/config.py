@@ -93,8 +93,12 @@ class TrainingConfig:
         except (OSError, ValueError) as e:
             raise ConfigError([FieldError("config", f"cannot read {path}: {e}")]) from None
         base = os.path.dirname(os.path.abspath(path))
-        if isinstance(data, dict) and isinstance(data.get("dataset"), str) and data["dataset"]:
-            data = dict(data, dataset=os.path.join(base, os.path.expanduser(data["dataset"])))
+        if isinstance(data, dict):  # relative paths in a config file are relative to the file
+            if isinstance(data.get("dataset"), str) and data["dataset"]:
+                data = dict(data, dataset=os.path.join(base, os.path.expanduser(data["dataset"])))
+            model = data.get("model")
+            if isinstance(model, str) and model not in models.MODELS and _looks_like_path(model):
+                data = dict(data, model=os.path.normpath(os.path.join(base, os.path.expanduser(model))))
         return cls.from_dict(data, check_files=check_files)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,12 +197,16 @@ def _coerce(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 
 
+def _looks_like_path(model: str) -> bool:
+    return os.sep in model or model.startswith((".", "~"))
+
+
 def _model_problems(model: str) -> list[FieldError]:
     if model in models.MODELS:
         return []
     if not model:
         return [FieldError("model", "no model given")]
-    looks_like_path = os.sep in model or model.startswith((".", "~"))
+    looks_like_path = _looks_like_path(model)
     path = os.path.abspath(os.path.expanduser(model))
     if looks_like_path or os.path.exists(path):
         if not os.path.isdir(path):

@@ -131,17 +131,25 @@ def model_names() -> list[str]:
     return list(MODELS)
 
 
-def is_local_checkpoint(path: str) -> bool:
-    """A directory that looks like an orbax / gemma checkpoint (or a kagglehub download)."""
+_CKPT_MARKERS = {"_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "tokenizer.model"}
+
+
+def is_local_checkpoint(path: str, depth: int = 1) -> bool:
+    """A directory that looks like an orbax / gemma checkpoint (or a kagglehub download).
+
+    Kaggle downloads nest the checkpoint one level down, beside tokenizer.model, so one level
+    of subfolders is searched, never more: a path like ~ must not walk the whole tree.
+    """
     if not path or not os.path.isdir(path):
         return False
-    names = set(os.listdir(path))
-    markers = {"_METADATA", "_CHECKPOINT_METADATA", "checkpoint", "manifest.ocdbt", "tokenizer.model"}
-    if names & markers:
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    if names & _CKPT_MARKERS:
         return True
-    # Kaggle downloads nest the checkpoint one level down, beside tokenizer.model.
-    return any(os.path.isdir(os.path.join(path, n)) and is_local_checkpoint(os.path.join(path, n))
-               for n in names if not n.startswith("."))
+    return depth > 0 and any(
+        is_local_checkpoint(os.path.join(path, n), depth - 1) for n in names if not n.startswith("."))
 
 
 def closest_model(name: str) -> str | None:

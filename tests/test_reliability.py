@@ -836,8 +836,6 @@ def test_config_paths_are_resolved_and_checked(tmp_path, dataset):
         TrainingConfig.from_json_file(str(configs / "missing.json"))
 
 
-@pytest.mark.xfail(strict=True, reason="config.py resolves a relative `dataset` against the config file's "
-                   "folder but a relative `model` path against the current directory")
 def test_a_relative_model_path_in_a_config_file_is_relative_to_the_file(tmp_path, dataset, monkeypatch):
     from gemma_ft_widgets.config import TrainingConfig
 
@@ -852,9 +850,6 @@ def test_a_relative_model_path_in_a_config_file_is_relative_to_the_file(tmp_path
     assert TrainingConfig.from_json_file(str(configs / "c.json")).model == str(ckpt)
 
 
-@pytest.mark.xfail(strict=True, reason="models.is_local_checkpoint recurses into every subfolder at any depth "
-                   "(documented as one level, for kagglehub downloads), so a model path like ~ or / walks the "
-                   "whole tree in the kernel and a checkpoint-like file deep down makes any folder a 'model'")
 def test_a_model_folder_is_recognised_at_most_one_level_down(tmp_path):
     from gemma_ft_widgets import models
 
