@@ -219,7 +219,8 @@ are on Colab and Kaggle.
 On Colab (Python 3.12) or Kaggle:
 '''),
     code('''
-# NBVAL_SKIP (needs the network)
+# NBVAL_SKIP
+# (needs the network)
 %pip install -q "gemma_ft_widgets @ git+https://github.com/your-org/gemma_ft_widgets"
 '''),
     md('''
@@ -249,7 +250,8 @@ Accept the Gemma licence on kaggle.com/models/google/gemma-3 once. On Kaggle, at
 model to the notebook (Add Input → Models) and skip this. Elsewhere, log in:
 '''),
     code('''
-# NBVAL_SKIP (needs Kaggle credentials)
+# NBVAL_SKIP
+# (needs Kaggle credentials)
 import kagglehub
 kagglehub.login()
 '''),
@@ -277,12 +279,14 @@ versioned handle `google/gemma-3/flax/gemma3-1b-it/1`; a populated `KAGGLEHUB_CA
 offline.
 '''),
     code('''
-# NBVAL_SKIP (downloads the weights, needs an accelerator)
+# NBVAL_SKIP
+# (downloads the weights, needs an accelerator)
 %load_ext gemma_ft_widgets
 %gemma_ft --workspace $WORKSPACE
 '''),
     code('''
-# NBVAL_SKIP (downloads the weights, needs an accelerator)
+# NBVAL_SKIP
+# (downloads the weights, needs an accelerator)
 from gemma_ft_widgets import RunManager
 
 manager = RunManager(WORKSPACE)
@@ -296,7 +300,8 @@ with a **Resume** button, or call `manager.resume()`.
 ## Sample and export
 '''),
     code('''
-# NBVAL_SKIP (needs the trained run)
+# NBVAL_SKIP
+# (needs the trained run)
 run.wait()
 print(manager.sample(run, "Explain LoRA in one sentence.", max_new_tokens=64)["text"])
 manager.export(run, "gemma3-1b-merged")    # LoRA merged into the base, readable by gm.ckpts.load_params
