@@ -240,6 +240,28 @@ def test_interrupted_checkpoint_never_replaces_the_good_one(tmp_path, monkeypatc
     assert contract.checkpoint_steps(run_dir) == [30, 40]
 
 
+def tensorboard_scalars(run_dir):
+    """[(step, {tag, ...})] of the run's TensorBoard event files, read as TFRecords (no TF)."""
+    import struct
+
+    from tensorboard.compat.proto import event_pb2
+
+    out = []
+    for name in sorted(os.listdir(run_dir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        with open(os.path.join(run_dir, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            if ev.HasField("summary"):
+                out.append((ev.step, {v.tag for v in ev.summary.value}))
+    return out
+
+
 def _wait_for(path, pred, timeout=240, proc=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -271,6 +293,10 @@ def test_sigint_checkpoints_and_aborts_then_resume_and_sigterm(tmp_path):
     assert final["state"] == "ABORTED" and final["checkpoint"] == f"checkpoints/step_{stopped_at}"
     assert contract.checkpoint_steps(run_dir) == [stopped_at]
     assert events(run_dir, "step")[-1]["step"] == stopped_at  # the step in flight was finished and logged
+    # The process leaves with os._exit: its stdout was flushed and TensorBoard closed first.
+    assert out.rstrip().splitlines()[-1] == f"ABORTED at step {stopped_at}, checkpoint checkpoints/step_{stopped_at}"
+    assert f"checkpoint checkpoints/step_{stopped_at} (" in out
+    assert max(step for step, tags in tensorboard_scalars(run_dir) if "loss" in tags) == stopped_at
 
     proc = start()
     _wait_for(metrics, lambda evs: [e for e in evs if e["event"] == "step"][-1]["step"] > stopped_at + 2, proc=proc)
@@ -372,3 +398,124 @@ def test_bf16_base_trains_lora_adapters_kept_in_f32(tmp_path):
     assert result.losses[40] < result.losses[10] - 0.05, result.losses
     # Sampling and export read the f32 adapters back onto the bf16 base.
     assert isinstance(sample.sample(run_dir, "What is 2 plus 3?", max_new_tokens=8), str)
+
+
+@pytest.mark.slow
+def test_checkpoints_are_saved_in_the_background_one_at_a_time(tmp_path, monkeypatch):
+    """The loop goes on stepping while a save is written; at most one save is in flight; each
+    `checkpoint` event names a complete step_N; `final` comes after every save; pruning works."""
+    import threading
+
+    run_dir = make_run(tmp_path, "bg", method="lora", max_steps=40, checkpoint_every=5, keep_checkpoints=2,
+                       log_every=1, eval_every=1000, eval_fraction=0.0)
+    real_save = checkpoints.save
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "spans": [], "threads": set()}
+
+    def slow_save(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        state["threads"].add(threading.current_thread().name)
+        t0 = time.time()
+        try:
+            time.sleep(0.15)  # a slow disk
+            return real_save(*args, **kwargs)
+        finally:
+            state["spans"].append((t0, time.time()))
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(checkpoints, "save", slow_save)
+    seen = []
+    real_event = loop.Trainer.event
+
+    def checked_event(self, name, **fields):
+        if name == "checkpoint":  # written once the checkpoint is complete
+            seen.append(fields["step"])
+            assert fields["step"] in contract.checkpoint_steps(self.run_dir)
+            assert os.path.isfile(os.path.join(self.run_dir, fields["path"], checkpoints.META_NAME))
+        if name == "final":
+            assert not self.saver.in_flight
+        return real_event(self, name, **fields)
+
+    monkeypatch.setattr(loop.Trainer, "event", checked_event)
+    result = train(run_dir)
+    assert result.state == "FINISHED" and result.checkpoint == "checkpoints/step_40"
+    assert seen == list(range(5, 41, 5)) and state["max"] == 1
+    assert all(name.startswith("checkpoint-step_") for name in state["threads"])
+    assert contract.checkpoint_steps(run_dir) == [35, 40]  # keep_checkpoints=2
+    assert [e["event"] for e in events(run_dir)][-2:] == ["checkpoint", "final"]
+    # Steps were logged while saves were being written: the loop did not wait for them.
+    step_times = [e["time"] for e in events(run_dir, "step")]
+    overlapped = sum(any(t0 < t < t1 for t in step_times) for t0, t1 in state["spans"][:-1])
+    assert overlapped >= len(state["spans"]) // 2, state["spans"]
+    # Resume from the newest of them.
+    p, o, s, pos = checkpoints.restore(contract.checkpoint_path(run_dir, 40), *_templates(run_dir))
+    assert s == 40 and pos == 40 * 8
+
+
+def _templates(run_dir):
+    cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
+    tr = loop.Trainer(run_dir, cfg, log=lambda m: None)
+    tr.setup()
+    return tr.trainable, tr.opt_state
+
+
+@pytest.mark.slow
+def test_a_failed_background_save_fails_the_run_with_its_error(tmp_path, monkeypatch, capsys):
+    """A background save that fails (here ENOSPC midway) is raised in the loop: the run exits
+    1 with the error on stderr, no `checkpoint` or `final` event for it, the previous
+    checkpoint intact and listed, the partial folder never listed."""
+    import errno
+
+    run_dir = make_run(tmp_path, "enospc", method="lora", max_steps=10_000, checkpoint_every=5,
+                       log_every=1, eval_every=100_000, eval_fraction=0.0)
+    real_save = checkpoints.save
+
+    def failing_save(run_dir_, step, *args, **kwargs):
+        if step < 10:
+            return real_save(run_dir_, step, *args, **kwargs)
+        partial = os.path.join(run_dir_, contract.CHECKPOINTS_DIR, f".partial-step_{step}-{os.getpid()}")
+        os.makedirs(partial)
+        raise OSError(errno.ENOSPC, "No space left on device", partial)
+
+    monkeypatch.setattr(checkpoints, "save", failing_save)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        assert loop.run(run_dir) == contract.EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    err = capsys.readouterr().err
+    assert "OSError: [Errno 28] No space left on device" in err and "Traceback" in err
+    assert [e["step"] for e in events(run_dir, "checkpoint")] == [5]
+    assert events(run_dir, "final") == []
+    assert contract.checkpoint_steps(run_dir) == [5]
+    steps = [e["step"] for e in events(run_dir, "step")]
+    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] >= 10  # noticed within a few steps
+    assert steps[-1] < 30, steps[-1]
+    p, o, s, pos = checkpoints.restore(contract.checkpoint_path(run_dir, 5), *_templates(run_dir))
+    assert s == 5
+
+
+def test_the_loss_is_chunked_and_rematerialised_only_when_the_logits_are_large(monkeypatch):
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    hidden = jax.random.normal(k1, (2, 16, 8))
+    emb = jax.random.normal(k2, (50, 8))
+    targets = jax.random.randint(k3, (2, 16), 0, 50)
+    mask = jax.numpy.ones((2, 16))
+
+    def primitives(**kw):
+        grad = jax.grad(lambda h: step.chunked_loss_sums(h, emb, targets, mask, **kw)[0])
+        return str(jax.make_jaxpr(grad)(hidden))
+
+    small = primitives()
+    assert "scan" not in small and "remat" not in small and "checkpoint" not in small
+    monkeypatch.setattr(step, "CHUNK_BYTES", 2 * 4 * 50 * 4)  # 4 positions per chunk
+    assert step.loss_chunks(2, 16, 50) == 4
+    large = primitives()
+    assert "scan" in large and ("remat" in large or "checkpoint" in large)
+    monkeypatch.undo()
+    assert step.loss_chunks(4, 64, 512) == 1  # tiny on a small batch: one piece
+    assert step.loss_chunks(8, 1024, 262144) == 32  # Gemma 3: 8.6 GB of logits -> 256 MiB chunks

@@ -12,6 +12,12 @@ Atomicity: everything is written under `checkpoints/.partial-step_<N>-<pid>/` an
 leaves a `.partial-*` folder, which `contract.checkpoint_steps()` ignores and the next start
 removes; the previous good checkpoint is never touched until a newer one is complete.
 Pruning keeps the newest `keep` checkpoints.
+
+Background saves (`BackgroundSaver`, what the training loop uses): the loop waits only for a
+host copy of the state (the device buffers are donated to the next step); a thread then
+writes, fsyncs, renames and prunes as above. At most one save is in flight: the next save and
+`wait()` (the final save, exit) wait for it, and a failed save's exception is raised in the
+loop's thread by the next `check()`, `submit()` or `wait()`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+import time
 
 import jax
 import numpy as np
@@ -39,9 +47,11 @@ def config_hash(config_dict: dict) -> str:
 
 
 def _checkpointer():
+    """orbax's StandardCheckpointHandler behind a synchronous Checkpointer: the layout of
+    `ocp.StandardCheckpointer()` without its own commit thread (saves already run on ours)."""
     from orbax import checkpoint as ocp
 
-    return ocp.StandardCheckpointer()
+    return ocp.Checkpointer(ocp.StandardCheckpointHandler())
 
 
 def clean_partials(run_dir: str) -> list[str]:
@@ -79,8 +89,7 @@ def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: d
     tree = {"params": params, "opt_state": opt_state, "step": np.int64(step),
             "data_position": np.int64(data_position)}
     ckpt = _checkpointer()
-    ckpt.save(os.path.join(tmp, STATE_DIR), tree)
-    ckpt.wait_until_finished()
+    ckpt.save(os.path.join(tmp, STATE_DIR), tree)  # complete when it returns
     ckpt.close()
     contract.atomic_write_json(os.path.join(tmp, META_NAME),
                                {"step": step, "data_position": data_position, **meta})
@@ -91,6 +100,71 @@ def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: d
     _fsync_dir(root)
     prune(run_dir, keep)
     return final
+
+
+def host_copy(tree):
+    """A host (numpy) copy of a tree of arrays, taken now and owned by the caller (the device
+    buffers are donated to the next step). `jax.device_get` starts every transfer before
+    waiting for any; on the CPU backend its arrays may alias the device buffers, so those are
+    copied once more."""
+    def own(x, host):
+        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
+            return host  # a fresh host buffer already
+        return np.array(host, copy=True)
+
+    return jax.tree.map(own, tree, jax.device_get(tree))
+
+
+class BackgroundSaver:
+    """Checkpoint saves off the training loop's thread, at most one in flight.
+
+    `submit()` waits for the previous save (raising its error), copies the state to host, and
+    starts a thread that runs `save()` and then `on_done(path, seconds)` (the loop writes its
+    `checkpoint` event there: after the rename, so an event always names a complete
+    checkpoint). An exception of that thread is kept and raised in the caller's thread by the
+    next `check()` (cheap: the loop calls it every step), `submit()` or `wait()`.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
+               keep: int, on_done=None) -> str:
+        self.wait()
+        t0 = time.time()
+        params, opt_state = host_copy((params, opt_state))
+
+        def work():
+            try:
+                path = save(run_dir, step, params, opt_state, data_position, meta, keep)
+                if on_done is not None:
+                    on_done(path, time.time() - t0)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the loop's thread
+                self._error = e
+
+        self._thread = threading.Thread(target=work, name=f"checkpoint-step_{step}", daemon=True)
+        self._thread.start()
+        return contract.checkpoint_path(run_dir, step)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def check(self) -> None:
+        """Raise the exception of a finished save that failed (does not wait)."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._thread = None
+            raise err
+
+    def wait(self) -> None:
+        """Wait for the save in flight, if any; raise its exception if it failed."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        self.check()
 
 
 def prune(run_dir: str, keep: int) -> list[int]:

@@ -11,6 +11,10 @@ SIGTERM cuts it short.
 Speed: the jitted step is dispatched asynchronously and the loop never waits for it except
 to log: the metrics of step n are read after step n+1 has been queued, so the device is never
 idle while Python writes events. Batches are prepared on the host while the device computes.
+Checkpoints are written by a background thread (checkpoints.BackgroundSaver): the loop waits
+only for a host copy of the state; the `checkpoint` event is written once step_N is complete
+(renamed); at most one save is in flight, and the final save, `final` and exit wait for it.
+A failed background save fails the run (its exception is raised in the loop).
 """
 
 from __future__ import annotations
@@ -141,6 +145,27 @@ class Trainer:
         self.metrics_path = os.path.join(self.run_dir, contract.METRICS_NAME)
         self._log = log or (lambda msg: print(msg, flush=True))
         self._mem = _HostMemory()
+        self._saver = None
+
+    @property
+    def saver(self):
+        if self._saver is None:
+            from .checkpoints import BackgroundSaver
+
+            self._saver = BackgroundSaver()
+        return self._saver
+
+    def close(self) -> None:
+        """Wait for a checkpoint save in flight and close TensorBoard; idempotent. After an
+        error too, before the process exits (a save's own failure is raised by train())."""
+        if self._saver is not None:
+            try:
+                self._saver.wait()
+            except Exception as e:  # noqa: BLE001 - the run has failed already
+                print(f"checkpoint save failed as well: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if getattr(self, "tb", None) is not None:
+            self.tb.close()
+            self.tb = None
 
     # -- events ---------------------------------------------------------------------------
     def event(self, name: str, **fields) -> dict:
@@ -216,6 +241,11 @@ class Trainer:
 
         softcap = getattr(getattr(base, "config", None), "final_logit_softcap", None)
         self.chunked = step.supports_chunked_loss(base)
+        # Chunks of the f32 logits: 1 (computed whole, no recomputation) unless they exceed
+        # step.CHUNK_BYTES.
+        self.loss_chunks = (step.loss_chunks(cfg.batch_size, cfg.max_seq_len,
+                                             loaded.params["embedder"]["input_embedding"].shape[0])
+                            if self.chunked else None)
         # The lr of update k is schedule(k): one vectorised call, not one per log line.
         self.lrs = np.asarray(jax.jit(jax.vmap(self.schedule))(np.arange(cfg.max_steps)))
         self.tb = ScalarWriter(self.run_dir)
@@ -270,18 +300,24 @@ class Trainer:
         return total / max(count, 1.0)
 
     def save(self, last_loss: float | None) -> str:
+        """Start saving a checkpoint of the current step; returns its path relative to the run
+        folder. Waits for the previous save and for a host copy of the state; the rest (write,
+        rename, prune, then the `checkpoint` event and log line) runs in the background."""
         from . import checkpoints
 
         cfg = self.config
-        meta = {"epoch": self.batches.epoch(self.step), "method": cfg.method, "model": cfg.model,
+        step_n = self.step
+        meta = {"epoch": self.batches.epoch(step_n), "method": cfg.method, "model": cfg.model,
                 "config_hash": checkpoints.config_hash(cfg.to_dict()), "saved_at": contract.utc_now(),
                 "loss": last_loss, "trainable_params": self.trainable_count}
-        t = time.time()
-        path = checkpoints.save(self.run_dir, self.step, self.trainable, self.opt_state,
-                                self.batches.position(self.step), meta, cfg.keep_checkpoints)
-        rel = os.path.relpath(path, self.run_dir)
-        self.event("checkpoint", step=self.step, path=rel)
-        self._log(f"checkpoint {rel} ({time.time() - t:.2f}s)")
+        rel = os.path.relpath(contract.checkpoint_path(self.run_dir, step_n), self.run_dir)
+
+        def done(path, seconds):  # in the save's thread, once step_N is complete
+            self.event("checkpoint", step=step_n, path=rel)
+            self._log(f"checkpoint {rel} ({seconds:.2f}s)")
+
+        self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,
+                          self.batches.position(step_n), meta, cfg.keep_checkpoints, on_done=done)
         return rel
 
     # -- the run ----------------------------------------------------------------------------
@@ -300,6 +336,20 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """The loop, from `self.step` to max_steps or a stop signal (after `setup()`)."""
+        try:
+            return self._train()
+        except BaseException:
+            # Exit waits for a save in flight; the error being raised stays the run's reason.
+            saver, self._saver = self._saver, None
+            if saver is not None:
+                try:
+                    saver.wait()
+                except Exception as e:  # noqa: BLE001
+                    print(f"checkpoint save failed as well: {type(e).__name__}: {e}", file=sys.stderr,
+                          flush=True)
+            raise
+
+    def _train(self) -> TrainResult:
         import jax
 
         from . import data
@@ -323,7 +373,8 @@ class Trainer:
         if getattr(self, "train_compiled", None) is None:
             seconds = self.compile()
             self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
-                       trainable_params=self.trainable_count, chunked_loss=self.chunked)
+                       trainable_params=self.trainable_count,
+                       chunked_loss=(self.loss_chunks or 1) > 1, loss_chunks=self.loss_chunks)
             self._log(f"compiled the train step in {seconds:.1f}s")
 
         lrs = self.lrs
@@ -335,6 +386,7 @@ class Trainer:
         last_loss = None
         devices = self.devices
         announced: list[int] = []
+        saver = self.saver
 
         def emit(entry):
             nonlocal t_last, last_loss
@@ -365,6 +417,7 @@ class Trainer:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*donated buffers.*")
             while self.step < cfg.max_steps and not self.stop.requested:
+                saver.check()  # a background save that failed fails the run here
                 host_batch = self.batches.batch(self.step)
                 batch = jax.device_put(host_batch, self.b_sh)
                 self.trainable, self.opt_state, metrics = self.train_compiled(
@@ -407,6 +460,7 @@ class Trainer:
         return self._final(tb, "FINISHED", last_ckpt, losses, evals)
 
     def _final(self, tb, state, ckpt, losses, evals) -> TrainResult:
+        self.saver.wait()  # every checkpoint complete (and its event written) before `final`
         tb.close()
         self.tb = None
         self.event("final", state=state, step=self.step, checkpoint=ckpt)
@@ -442,8 +496,10 @@ def run(run_dir: str) -> int:
     except ConfigError as e:
         print(f"config error in {config_path}:\n{e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
+    trainer = None
     try:
-        result = Trainer(run_dir, config, stop=stop).run()
+        trainer = Trainer(run_dir, config, stop=stop)
+        result = trainer.run()
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
@@ -451,7 +507,10 @@ def run(run_dir: str) -> int:
         traceback.print_exc()
         return contract.EXIT_FAILED
     finally:
+        if trainer is not None:
+            trainer.close()  # no save in flight, TensorBoard closed: safe to leave with os._exit
         sys.stdout.flush()
+        sys.stderr.flush()
     return contract.EXIT_ABORTED if result.state == "ABORTED" else 0
 
 

@@ -1,11 +1,14 @@
 """The loss, the jitted train step and the eval step.
 
 Loss: next-token cross-entropy averaged over the response tokens of the batch (mask from
-data.py). For Gemma 2/3 and tiny the logits are computed from the model's final hidden states
-in sequence chunks under `jax.checkpoint`, so the full (batch, seq, vocab) logits tensor
-never exists at once: with Gemma's 262k vocabulary it would be the largest buffer of the step
-(8 x 1024 x 262144 f32 = 8.6 GB). The result equals the model's own logits (tied embedding,
-optional final soft-cap); tests check it. Other architectures use the model's logits.
+data.py). For Gemma 2/3 and tiny the logits are computed in f32 from the model's final hidden
+states and the tied embedding (optional final soft-cap); the result equals the model's own
+logits, tests check it. When the full (batch, seq, vocab) f32 logits would exceed CHUNK_BYTES
+they are computed in sequence chunks under `jax.checkpoint`, so that tensor never exists at
+once: with Gemma's 262k vocabulary it would be the largest buffer of the step (8 x 1024 x
+262144 f32 = 8.6 GB). Below that (small vocabularies, short sequences) the logits are computed
+in one piece and kept for the backward pass: chunking would only add the recomputation (about
+5 % of the step on tiny). Other architectures use the model's logits.
 
 The train step is a plain `jax.jit` with the trainable params and optimizer state donated,
 explicit in/out shardings (batch split over the mesh, params replicated or FSDP-sharded).
@@ -29,22 +32,35 @@ def _chunk_len(batch: int, seq: int, vocab: int) -> int:
     return best
 
 
+def loss_chunks(batch: int, seq: int, vocab: int) -> int:
+    """How many sequence chunks chunked_loss_sums uses for these shapes: 1 (no chunking, no
+    recomputation) when the full f32 logits fit CHUNK_BYTES."""
+    return seq // _chunk_len(batch, seq, vocab)
+
+
 def chunked_loss_sums(hidden, embedding, targets, mask, softcap=None, chunk=None):
-    """(sum of masked token losses, sum of mask) from hidden states and the tied embedding."""
+    """(sum of masked token losses, sum of mask) from hidden states and the tied embedding.
+
+    In chunks of `chunk` positions (default: the longest that fits CHUNK_BYTES), each under
+    `jax.checkpoint`; when one chunk covers the sequence, in one piece without recomputation."""
     b, seq, d = hidden.shape
     vocab = embedding.shape[0]
     chunk = chunk or _chunk_len(b, seq, vocab)
     n = seq // chunk
 
-    def split(x):
-        return jnp.swapaxes(x.reshape((b, n, chunk) + x.shape[2:]), 0, 1)
-
-    @jax.checkpoint
-    def one(h, t, m):
+    def sums(h, t, m):
         logits = jnp.einsum("bcd,vd->bcv", h, embedding, preferred_element_type=jnp.float32)
         if softcap is not None:
             logits = jnp.tanh(logits / softcap) * softcap
         return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, t) * m)
+
+    if n == 1:
+        return sums(hidden, targets, mask), jnp.sum(mask)
+
+    def split(x):
+        return jnp.swapaxes(x.reshape((b, n, chunk) + x.shape[2:]), 0, 1)
+
+    one = jax.checkpoint(sums)
 
     def body(total, xs):
         return total + one(*xs), None
