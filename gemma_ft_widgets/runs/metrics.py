@@ -1,9 +1,21 @@
-"""Incremental reading of metrics.jsonl: each refresh costs what was appended, not the file."""
+"""Incremental reading of metrics.jsonl: each refresh costs what was appended, not the file.
+
+Three readers, stdlib only:
+
+* `MetricsReader`: the complete events appended since a byte offset, parsed (a UI poller, a
+  status refresh).
+* `MetricsBlocks`: the same appended lines as raw bytes, in blocks, for a caller that parses
+  them its own way (the panel parses a long history into numpy columns, ui/columns.py).
+* `MetricsSummary`: the latest values a status needs. A long history is summarised from its
+  end (`summary_from_end`), so the status of a run with a million steps reads a few blocks,
+  not the whole file; what is appended afterwards is read forward, as before.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from .. import contract
 
@@ -35,9 +47,87 @@ class MetricsReader:
     def read_new(self) -> list[dict[str, Any]]:
         return self._tail.read_new()
 
+    def skip_to(self, offset: int, corrupt_lines: int = 0) -> None:
+        """Continue from `offset` (the end of a complete line), counting `corrupt_lines` more."""
+        self._tail.offset = offset
+        self._tail.corrupt_lines += corrupt_lines
+
+
+class MetricsBlocks:
+    """The complete lines appended to metrics.jsonl since a byte offset, as raw bytes.
+
+    `read()` yields blocks of whole lines (each ends with a newline, about `block_size` bytes
+    or one longer line) and advances `offset` past each block as it is yielded; a partial last
+    line is left for the next call. When the file is shorter than the offset (replaced or
+    truncated), reading starts over from 0 and `restarted` is set.
+    """
+
+    BLOCK_SIZE = 4 << 20
+
+    def __init__(self, path: str | os.PathLike, offset: int = 0):
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, contract.METRICS_NAME)
+        self.path = path
+        self.offset = offset
+        self.restarted = False
+
+    def read(self, block_size: int | None = None) -> Iterator[bytes]:
+        block_size = max(1, int(block_size or self.BLOCK_SIZE))
+        self.restarted = False
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size < self.offset:  # file replaced or truncated: start over
+                self.offset, self.restarted = 0, True
+            f.seek(self.offset)
+            left = size - self.offset
+            carry = b""
+            while left > 0:
+                data = f.read(min(block_size, left))
+                if not data:
+                    break
+                left -= len(data)
+                if carry:
+                    data, carry = carry + data, b""
+                end = data.rfind(b"\n")
+                if end < 0:  # a line longer than the block: keep reading
+                    carry = data
+                    continue
+                if end + 1 < len(data):
+                    carry = data[end + 1:]
+                    data = data[: end + 1]
+                self.offset += len(data)
+                yield data
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """The line's event, or None when it is corrupt (not JSON, or not an object)."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def is_step(e: dict[str, Any]) -> bool:
+    """A step event the curves and the status use (its step is an int)."""
+    return e.get("event") == "step" and isinstance(e.get("step"), int)
+
 
 class MetricsSummary:
-    """The latest values a status needs, folded from events as they are appended."""
+    """The latest values a status needs, folded from events as they are appended.
+
+    A file of at least `FROM_END_BYTES` read for the first time is summarised from its end
+    (see `summary_from_end`); `events` and `reader.corrupt_lines` then count the lines that
+    were read, not every line of the file.
+    """
+
+    FROM_END_BYTES = 1 << 20
+    FROM_END_BLOCK = 1 << 20  # bytes read at a time from the end
 
     def __init__(self, run_dir: str):
         self.reader = MetricsReader(os.path.join(run_dir, contract.METRICS_NAME))
@@ -54,13 +144,37 @@ class MetricsSummary:
         self.events = 0
 
     def refresh(self) -> "MetricsSummary":
+        try:
+            size = os.path.getsize(self.reader.path)
+        except OSError:
+            size = 0
+        if size < self.reader.offset:  # the file was replaced or truncated: start over
+            self.reader = MetricsReader(self.reader.path)
+            self.reset()
+        if self.reader.offset == 0 and size >= self.FROM_END_BYTES:
+            self._from_end()
         before = self.reader.offset
         events = self.reader.read_new()
-        if self.reader.offset < before:  # the file was replaced or truncated: start over
+        if self.reader.offset < before:  # replaced between the size check and the read
             self.reset()
         for e in events:
             self._feed(e)
         return self
+
+    def _from_end(self) -> None:
+        try:
+            found = summary_from_end(self.reader.path, self.FROM_END_BLOCK)
+        except OSError:
+            return
+        if found is None:
+            return
+        self.reset()
+        self.last_start, self.last_step = found["start"], found["step"]
+        self.last_eval, self.last_checkpoint = found["eval"], found["checkpoint"]
+        self.last_final, self.first_time = found["final"], found["first_time"]
+        self.stepped = found["stepped"]
+        self.events = found["events"]
+        self.reader.skip_to(found["offset"], found["corrupt_lines"])
 
     def _feed(self, e: dict[str, Any]) -> None:
         self.events += 1
@@ -82,3 +196,120 @@ class MetricsSummary:
     def value(self, event: str, key: str) -> Any:
         e = {"step": self.last_step, "eval": self.last_eval, "start": self.last_start}[event]
         return None if e is None else e.get(key)
+
+
+_KINDS = ("start", "step", "eval", "checkpoint", "final")
+_TOKENS = {kind: b'"' + kind.encode() + b'"' for kind in _KINDS}
+
+
+def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict[str, Any] | None:
+    """What `MetricsSummary` folds from the whole file, found by reading it from its end.
+
+    The summary needs only the last start, step, eval, checkpoint and final events (a final
+    only if it follows the last start) and the time of the first event. Each kind is looked
+    for backwards, in blocks: a line is parsed only when it contains the kind's name as a JSON
+    string ("step", "eval", ...), so the million step lines between a run's start and its end
+    are passed over by `bytes.rfind`, not parsed. A kind that never occurs costs a scan of the
+    file for its name, no parsing. Returns None when the file holds no complete line, else a
+    dict: start, step, eval, checkpoint, final (events or None), stepped, first_time, offset
+    (the end of the last complete line), events and corrupt_lines (of the lines parsed).
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        # The end of the last complete line: the summary covers the file up to there.
+        end, pos = -1, size
+        while pos > 0 and end < 0:
+            lo = max(0, pos - block_size)
+            f.seek(lo)
+            block = f.read(pos - lo)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                end = lo + i + 1
+            pos = lo
+        if end < 0:
+            return None
+
+        found: dict[str, tuple[int, dict] | None] = {k: None for k in _KINDS}
+        parsed: set[int] = set()  # line starts parsed (so no line is counted twice)
+        counts = {"events": 0, "corrupt_lines": 0}
+
+        def parse_at(start: int, line: bytes) -> dict | None:
+            e = _parse_line(line) if line.strip() else None
+            if start not in parsed:
+                parsed.add(start)
+                if e is not None:
+                    counts["events"] += 1
+                elif line.strip():
+                    counts["corrupt_lines"] += 1
+            return e
+
+        # Backwards, block by block (each block starts at a line start, or at 0).
+        hi = end
+        while hi > 0:
+            want = [k for k in _KINDS if found[k] is None]
+            if found["start"] is not None and "final" in want:
+                want.remove("final")  # a final before the last start does not count
+            if not want:
+                break
+            lo = max(0, hi - block_size)
+            f.seek(lo)
+            block = f.read(hi - lo)
+            if lo > 0:
+                cut = block.find(b"\n")
+                if cut + 1 >= len(block):  # no whole line in the block: widen it
+                    block_size *= 2
+                    continue
+                block, lo = block[cut + 1:], lo + cut + 1
+            stop = len(block)  # look at lines that start before `stop`
+            while stop > 0 and want:
+                at = max(block.rfind(_TOKENS[k], 0, stop) for k in want)
+                if at < 0:
+                    break
+                a = block.rfind(b"\n", 0, at) + 1
+                b = block.find(b"\n", at)
+                line = block[a: b if b >= 0 else len(block)]
+                e = parse_at(lo + a, line)
+                if e is not None:
+                    kind = e.get("event")
+                    if kind in want and (kind != "step" or is_step(e)):
+                        found[kind] = (lo + a, e)
+                        want.remove(kind)
+                        if kind == "start" and "final" in want:
+                            want.remove("final")
+                stop = a
+            hi = lo
+
+        # The first event with a time, from the beginning.
+        first_time = None
+        pos = 0
+        while pos < end and first_time is None:
+            f.seek(pos)
+            block = f.read(min(block_size, end - pos))
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                block_size *= 2
+                continue
+            block = block[: cut + 1]
+            a = 0
+            while a < len(block):
+                b = block.find(b"\n", a)
+                e = parse_at(pos + a, block[a:b])
+                if e is not None and isinstance(e.get("time"), (int, float)):
+                    first_time = float(e["time"])
+                    break
+                a = b + 1
+            pos += len(block)
+
+    def event(kind: str) -> dict | None:
+        return None if found[kind] is None else found[kind][1]
+
+    start, step = found["start"], found["step"]
+    final = found["final"]
+    if final is not None and start is not None and final[0] < start[0]:
+        final = None
+    return {
+        "start": event("start"), "step": event("step"), "eval": event("eval"),
+        "checkpoint": event("checkpoint"), "final": None if final is None else final[1],
+        "stepped": step is not None and (start is None or step[0] > start[0]),
+        "first_time": first_time, "offset": end, **counts,
+    }

@@ -76,6 +76,8 @@ class Dashboard(w.VBox):
             self.kpis[name] = w.HTML(_kpi_html(label, fmt.DASH))
             self.kpis[name].add_class(f"gft-kpi-{name.replace('_', '-')}")
         self._kpi_text = {name: fmt.DASH for name in KPI_LABELS}
+        self._decimators: dict[int, plots.Decimator] = {}  # per line
+        self._drawn_curves: dict[int, tuple] = {}  # per line: (series key, points, max_points)
 
         self.loss_figure, self.loss_line, self.eval_line = plots.loss_figure()
         self.throughput_figure, self.throughput_line = plots.throughput_figure()
@@ -219,13 +221,27 @@ class Dashboard(w.VBox):
         return f'<span style="color:#555">{fmt.esc(" · ".join(bits))}</span>'
 
     def show_curves(self, series: RunSeries | None, max_points: int = plots.MAX_POINTS) -> None:
+        """Draw the series' curves, decimated incrementally: a refresh that appended points to
+        the series drawn last costs what was appended, not the history."""
+        lines = (self.loss_line, self.eval_line, self.throughput_line)
         if series is None:
-            for line in (self.loss_line, self.eval_line, self.throughput_line):
+            for line in lines:
                 plots.set_line(line, [], [], max_points)
+            self._drawn_curves = {}
             return
-        plots.set_line(self.loss_line, series.step.values, series.loss.values, max_points)
-        plots.set_line(self.eval_line, series.eval_step.values, series.eval_loss.values, max_points)
-        plots.set_line(self.throughput_line, series.step.values, series.tokens_per_s.values, max_points)
+        key = (series.uid, series.generation)
+        curves = ((self.loss_line, series.step, series.loss),
+                  (self.eval_line, series.eval_step, series.eval_loss),
+                  (self.throughput_line, series.step, series.tokens_per_s))
+        for line, x, y in curves:
+            state = (key, len(x), max_points)
+            if self._drawn_curves.get(id(line)) == state:
+                continue  # nothing appended to this curve (e.g. no new eval)
+            dec = self._decimators.get(id(line))
+            if dec is None or dec.max_points != max(int(max_points), 4):
+                dec = self._decimators[id(line)] = plots.Decimator(max_points)
+            plots.set_line(line, x.values, y.values, max_points, decimator=dec, key=key)
+            self._drawn_curves[id(line)] = state
 
     def show_logs(self, transitions: str, text: str) -> None:
         _set(self.transitions, "value", fmt.pre(transitions, "140px", "gft-pre gft-transitions-text"))

@@ -282,9 +282,7 @@ class ControlPanel(w.VBox):
         run_dir = st.run_dir or ""
         series = self._series_for(run_dir) if run_dir else None
         if series is not None:
-            events, offset = self.manager.metrics(run_dir, since=series.offset)
-            series.offset = offset
-            series.extend(events)
+            series.read(self._metrics_path(run_dir))
         d = self.dashboard
         if run_dir != self.run_dir and d.message.value:
             d.message.value = ""  # a stop report of the run shown before
@@ -323,6 +321,11 @@ class ControlPanel(w.VBox):
         if self.body.children != (widget,):
             self.body.children = (widget,)
 
+    def _metrics_path(self, run_dir: str) -> str:
+        """The run's folder, where RunSeries.read finds metrics.jsonl (RunError when the run
+        is not in the workspace)."""
+        return self.manager.resolve(run_dir)
+
     def _series_for(self, run_dir: str) -> RunSeries:
         series = self._series.get(run_dir)
         if series is None:
@@ -344,10 +347,9 @@ class ControlPanel(w.VBox):
         for run_dir in selected:
             series = self._series_for(run_dir)
             try:
-                events, series.offset = self.manager.metrics(run_dir, since=series.offset)
+                series.read(self._metrics_path(run_dir))
             except RunError:
                 continue
-            series.extend(events)
             lines.append((os.path.basename(run_dir), series.step.values, series.loss.values))
             key.append((run_dir, series.version))
         if tuple(key) != self._overlay_key:

@@ -23,6 +23,8 @@ def decimate(x: Sequence[float], y: Sequence[float], max_points: int = MAX_POINT
 
     x is assumed sorted (steps). The first and last points are always kept; NaNs are kept
     only where a whole bucket is NaN (a diverged run still shows where it diverged).
+    Vectorised: the buckets (near-equal widths between the first and the last point) are laid
+    out as the rows of a matrix, so there is no per-bucket Python loop.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -35,44 +37,123 @@ def decimate(x: Sequence[float], y: Sequence[float], max_points: int = MAX_POINT
     buckets = (max_points - 2) // 2
     inner = n - 2  # indices 1 .. n-2
     edges = 1 + (np.arange(buckets + 1) * inner) // buckets
-    keep = np.empty(2 * buckets + 2, dtype=np.int64)
-    keep[0], k = 0, 1
-    nan = np.isnan(y)
+    starts, widths = edges[:-1], np.diff(edges)
+    cols = np.arange(int(widths.max()))
+    idx = starts[:, None] + cols[None, :]
+    pad = cols[None, :] >= widths[:, None]  # past a narrower bucket's end
+    rows = y[np.minimum(idx, n - 2)]
+    rows[pad] = np.nan  # ignored like a NaN (never chosen over a number)
+    lo, hi = _row_extrema(rows)
+    keep = np.sort(np.stack([starts + lo, starts + hi], axis=1), axis=1).ravel()
+    keep = np.concatenate(([0], keep, [n - 1]))
+    keep = keep[np.concatenate(([True], np.diff(keep) != 0))]
+    return x[keep], y[keep]
+
+
+def _row_extrema(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column of its first minimum and of its first maximum, ignoring NaNs (as
+    np.nanargmin / np.nanargmax); 0 and 0 for a row that is all NaN."""
+    nan = np.isnan(rows)
     if not nan.any():
-        # Vectorised: per-bucket argmin/argmax with reduceat over the bucket starts.
-        starts = edges[:-1]
-        mins = np.minimum.reduceat(y[1:n - 1], starts - 1)
-        maxs = np.maximum.reduceat(y[1:n - 1], starts - 1)
-        for b in range(buckets):
-            a, e = edges[b], edges[b + 1]
-            seg = y[a:e]
-            i = a + int(np.argmax(seg == mins[b]))
-            j = a + int(np.argmax(seg == maxs[b]))
-            lo, hi = (i, j) if i <= j else (j, i)
-            keep[k] = lo
-            k += 1
-            if hi != lo:
-                keep[k] = hi
-                k += 1
-    else:
-        for b in range(buckets):
-            a, e = edges[b], edges[b + 1]
-            seg = y[a:e]
-            if nan[a:e].all():
-                keep[k] = a
-                k += 1
-                continue
-            i = a + int(np.nanargmin(seg))
-            j = a + int(np.nanargmax(seg))
-            lo, hi = (i, j) if i <= j else (j, i)
-            keep[k] = lo
-            k += 1
-            if hi != lo:
-                keep[k] = hi
-                k += 1
-    keep[k] = n - 1
-    idx = keep[: k + 1]
-    return x[idx], y[idx]
+        return rows.argmin(axis=1), rows.argmax(axis=1)
+    lo = np.where(nan, np.inf, rows).argmin(axis=1)
+    hi = np.where(nan, -np.inf, rows).argmax(axis=1)
+    r = np.arange(len(rows))
+    # A row of NaNs and a real +inf (or -inf): the NaN stand-in may tie with it and come first.
+    for i in np.flatnonzero(nan[r, lo] | nan[r, hi]).tolist():
+        if nan[i].all():
+            lo[i] = hi[i] = 0
+        else:
+            lo[i], hi[i] = np.nanargmin(rows[i]), np.nanargmax(rows[i])
+    return lo, hi
+
+
+class Decimator:
+    """`decimate` for a series that only grows, at a cost that does not grow with it.
+
+    Buckets have a power-of-two width `w`, fixed from the start of the series, so appending a
+    point changes only the last, partial bucket: complete buckets keep their minimum and
+    maximum (computed once, vectorised), and when the series outgrows `max_points` the width
+    doubles by merging neighbouring buckets, without reading the points again. The first and
+    last points are always kept, a bucket's minimum and maximum in their order, NaNs only
+    where a whole bucket is NaN; at most `max_points` points (all of them while the series is
+    no longer than that).
+
+    `update(x, y, key)` returns the points to draw. `key` names the series and its
+    generation: when it changes, or the series got shorter, the state is rebuilt.
+    """
+
+    def __init__(self, max_points: int = MAX_POINTS):
+        self.max_points = max(int(max_points), 4)
+        self._reset(None)
+
+    def _reset(self, key) -> None:
+        self._key = key
+        self._w = 1  # bucket width
+        self._lo = np.zeros(0, dtype=np.int64)  # per complete bucket: index of its minimum
+        self._hi = np.zeros(0, dtype=np.int64)  # ... and of its maximum
+        self._vlo = np.zeros(0)
+        self._vhi = np.zeros(0)
+        self._n = 0  # length of the series last seen
+
+    @property
+    def width(self) -> int:
+        return self._w
+
+    def update(self, x, y, key=None) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        n = len(y)
+        if n != len(x):
+            raise ValueError(f"x and y differ in length ({len(x)} != {n})")
+        if key != self._key or n < self._n:
+            self._reset(key)
+        self._n = n
+        if n <= self.max_points:
+            return x.copy(), y.copy()
+        per = (self.max_points - 2) // 2  # buckets that fit, two points each
+        while -(-n // self._w) > per:
+            self._double()
+        full = n // self._w
+        done = len(self._lo)
+        if full > done:
+            rows = y[done * self._w: full * self._w].reshape(full - done, self._w)
+            lo, hi = _row_extrema(rows)
+            base = (np.arange(done, full) * self._w)
+            r = np.arange(len(rows))
+            self._lo = np.concatenate([self._lo, base + lo])
+            self._hi = np.concatenate([self._hi, base + hi])
+            self._vlo = np.concatenate([self._vlo, rows[r, lo]])
+            self._vhi = np.concatenate([self._vhi, rows[r, hi]])
+        parts = [np.minimum(self._lo, self._hi), np.maximum(self._lo, self._hi)]
+        keep = np.stack(parts, axis=1).ravel()
+        tail = y[full * self._w:]
+        if len(tail):
+            lo, hi = _row_extrema(tail[None, :])
+            a, b = full * self._w + int(lo[0]), full * self._w + int(hi[0])
+            keep = np.concatenate([keep, [min(a, b), max(a, b)]])
+        keep = np.concatenate(([0], keep, [n - 1]))
+        keep = keep[np.concatenate(([True], np.diff(keep) != 0))]
+        return x[keep], y[keep]
+
+    def _double(self) -> None:
+        """Twice the bucket width: merge buckets pairwise (an odd last one is dropped: its
+        points are read again as part of the new partial bucket)."""
+        pairs = len(self._lo) // 2
+        self._w *= 2
+        if not pairs:
+            self._lo = self._hi = np.zeros(0, dtype=np.int64)
+            self._vlo = self._vhi = np.zeros(0)
+            return
+        a, b = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
+        # The right bucket wins only with a strictly better value, or a number against a NaN:
+        # so ties keep the first occurrence, and NaN is kept only where both are NaN.
+        right = (self._vlo[b] < self._vlo[a]) | (np.isnan(self._vlo[a]) & ~np.isnan(self._vlo[b]))
+        self._lo = np.where(right, self._lo[b], self._lo[a])
+        self._vlo = np.where(right, self._vlo[b], self._vlo[a])
+        right = (self._vhi[b] > self._vhi[a]) | (np.isnan(self._vhi[a]) & ~np.isnan(self._vhi[b]))
+        self._hi = np.where(right, self._hi[b], self._hi[a])
+        self._vhi = np.where(right, self._vhi[b], self._vhi[a])
 
 
 def _figure(title: str, x_label: str, y_label: str, css: str, height: str = "260px",
@@ -119,9 +200,11 @@ def overlay_figure() -> bq.Figure:
     return fig
 
 
-def set_line(line: bq.Lines, x, y, max_points: int = MAX_POINTS) -> None:
-    """Show (x, y) on `line`, decimated; both traits change in one message."""
-    dx, dy = decimate(x, y, max_points)
+def set_line(line: bq.Lines, x, y, max_points: int = MAX_POINTS, decimator: Decimator | None = None,
+             key=None) -> None:
+    """Show (x, y) on `line`, decimated (by `decimator`, incrementally, when given: `key`
+    names the series, see `Decimator.update`); both traits change in one message."""
+    dx, dy = decimate(x, y, max_points) if decimator is None else decimator.update(x, y, key)
     with line.hold_sync():
         line.x = dx
         line.y = dy

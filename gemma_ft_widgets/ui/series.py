@@ -1,15 +1,22 @@
 """A run's curves, folded from its metrics events as they are read (appended only).
 
 This is a cache of what metrics.jsonl holds, rebuilt from offset 0 whenever a panel starts
-watching a run, so a new panel (or a new kernel) shows the whole history.
+watching a run, so a new panel (or a new kernel) shows the whole history. `RunSeries.read()`
+reads what was appended since the last read; a long history is parsed into columns in bulk
+(ui/columns.py), so a first attach to a million steps is one pass over the file.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import itertools
+from typing import Any, Iterable
 
 import numpy as np
+
+from ..runs.metrics import MetricsBlocks
+from .columns import BlockParser, MetricsBatch, as_float
+
+_uids = itertools.count(1)
 
 
 class Growable:
@@ -22,16 +29,21 @@ class Growable:
     def append(self, value: Any) -> None:
         if self._n == len(self._data):
             self._data = np.resize(self._data, 2 * len(self._data))
-        self._data[self._n] = _float(value)
+        self._data[self._n] = as_float(value)
         self._n += 1
 
-    def extend(self, values: list) -> None:
-        if not values:
+    def extend(self, values: list | np.ndarray) -> None:
+        if len(values) == 0:
             return
         need = self._n + len(values)
         if need > len(self._data):
-            self._data = np.resize(self._data, max(need, 2 * len(self._data)))
-        self._data[self._n:need] = [_float(v) for v in values]
+            grown = np.empty(max(need, 2 * len(self._data)), dtype=float)
+            grown[: self._n] = self._data[: self._n]
+            self._data = grown
+        if isinstance(values, np.ndarray):
+            self._data[self._n:need] = values
+        else:
+            self._data[self._n:need] = [as_float(v) for v in values]
         self._n = need
 
     def truncate(self, n: int) -> None:
@@ -45,18 +57,24 @@ class Growable:
         return self._n
 
 
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
 class RunSeries:
-    """Train loss, eval loss and throughput against step, plus the latest step event."""
+    """Train loss, eval loss and throughput against step, plus the latest step event.
+
+    `version` is bumped whenever the curves change; `generation` whenever points were taken
+    away (a resume truncating the curves, a replaced file), so a curve of the same generation
+    is the previous one with points appended (what the incremental decimation relies on).
+    """
 
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
-        self.offset = 0  # byte offset into metrics.jsonl (RunManager.metrics' `since`)
+        self.uid = next(_uids)  # tells series apart (caches of drawn curves key on it)
+        self.offset = 0  # byte offset into metrics.jsonl up to which events were folded in
+        self._parser = BlockParser()
+        self._clear()
+        self.generation = 0
+        self.version = 0  # bumped whenever the curves change
+
+    def _clear(self) -> None:
         self.step = Growable()
         self.loss = Growable()
         self.tokens_per_s = Growable()
@@ -69,28 +87,33 @@ class RunSeries:
         self.last_compile: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
         self.events = 0
-        self.version = 0  # bumped whenever the curves change
+        self.corrupt_lines = 0
 
     def __len__(self) -> int:
         return len(self.step)
 
-    def extend(self, events: list[dict[str, Any]]) -> bool:
-        """Fold new events in. True when a curve changed."""
+    def read(self, path: str | None = None) -> bool:
+        """Fold in what was appended to metrics.jsonl since `offset` (`path`: the file or the
+        run folder, else `run_dir`). Reads only appended bytes. True when a curve changed."""
+        reader = MetricsBlocks(path or self.run_dir, self.offset)
+        batch = self._parser.parse(reader.read())
+        if reader.restarted:  # the file was replaced: its history is the new file's
+            self._clear()
+            self.generation += 1
+            self.version += 1
+        self.offset = reader.offset
+        self.corrupt_lines += batch.corrupt_lines
+        return self.extend(batch) or reader.restarted
+
+    def extend(self, events: Iterable[dict[str, Any]] | MetricsBatch) -> bool:
+        """Fold new events (dicts in file order, or a MetricsBatch) in. True when a curve changed."""
+        batch = events if isinstance(events, MetricsBatch) else MetricsBatch.from_events(events)
         changed = False
-        steps: list = []  # collected, then appended in bulk (a re-attach reads a million steps)
-        evals: list = []
-        for e in events:
-            self.events += 1
+        done = [0, 0]  # step rows and eval rows folded so far
+        for line, e in batch.others:
             kind = e.get("event")
-            if kind == "step":
-                if isinstance(e.get("step"), int):
-                    steps.append(e)
-            elif kind == "eval":
-                if isinstance(e.get("step"), int):
-                    evals.append(e)
-            elif kind == "start":
-                changed |= self._flush(steps, evals)
-                steps, evals = [], []
+            if kind == "start":
+                changed |= self._flush(batch, done, line)
                 self.last_start, self.final = e, None
                 resume = e.get("resume_step")
                 # A resumed attempt restarts from its checkpoint: drop the steps the previous
@@ -105,22 +128,29 @@ class RunSeries:
                 self.last_compile = e
             elif kind == "final":
                 self.final = e
-        changed |= self._flush(steps, evals)
+        changed |= self._flush(batch, done, None)
+        self.events += batch.events
         if changed:
             self.version += 1
         return changed
 
-    def _flush(self, steps: list[dict[str, Any]], evals: list[dict[str, Any]]) -> bool:
-        if steps:
-            self.step.extend([e["step"] for e in steps])
-            self.loss.extend([e.get("loss") for e in steps])
-            self.tokens_per_s.extend([e.get("tokens_per_s") for e in steps])
-            self.step_time.extend([e.get("step_time_s") for e in steps])
-            self.last_step = steps[-1]
-        if evals:
-            self.eval_step.extend([e["step"] for e in evals])
-            self.eval_loss.extend([e.get("eval_loss") for e in evals])
-        return bool(steps or evals)
+    def _flush(self, batch: MetricsBatch, done: list[int], line: int | None) -> bool:
+        """Fold the batch's steps and evals before `line` (None: all) from where `done` says."""
+        steps, evals = batch.steps, batch.evals
+        a, b = done
+        a2 = len(steps) if line is None else int(np.searchsorted(steps.line, line))
+        b2 = len(evals) if line is None else int(np.searchsorted(evals.line, line))
+        done[:] = [a2, b2]
+        if a2 > a:
+            self.step.extend(steps["step"][a:a2])
+            self.loss.extend(steps["loss"][a:a2])
+            self.tokens_per_s.extend(steps["tokens_per_s"][a:a2])
+            self.step_time.extend(steps["step_time_s"][a:a2])
+            self.last_step = batch.step_event(a2 - 1)
+        if b2 > b:
+            self.eval_step.extend(evals["step"][b:b2])
+            self.eval_loss.extend(evals["eval_loss"][b:b2])
+        return a2 > a or b2 > b
 
     def _truncate_after(self, step: int) -> bool:
         def cut(steps: Growable, *others: Growable) -> bool:
@@ -137,6 +167,8 @@ class RunSeries:
         b = cut(self.eval_step, self.eval_loss)
         if a and len(self.step) == 0:
             self.last_step = None
+        if a or b:
+            self.generation += 1
         return a or b
 
     # -- derived KPIs -----------------------------------------------------------------------
