@@ -115,8 +115,10 @@ def build_network(spec: model_table.ModelSpec, dtype=jnp.float32):
 def tokenizer_class(family: str):
     from gemma import gm
 
-    return {"tiny": gm.text.Gemma3Tokenizer, "gemma2": gm.text.Gemma2Tokenizer,
-            "gemma3": gm.text.Gemma3Tokenizer, "gemma4": gm.text.Gemma4Tokenizer}[family]
+    # Looked up by name: gemma 3.3 (Python 3.11) has no Gemma4Tokenizer attribute at all.
+    name = {"tiny": "Gemma3Tokenizer", "gemma2": "Gemma2Tokenizer",
+            "gemma3": "Gemma3Tokenizer", "gemma4": "Gemma4Tokenizer"}[family]
+    return getattr(gm.text, name)
 
 
 def make_tokenizer(family: str, path: str):
