@@ -278,6 +278,29 @@ def test_group_kill_gives_orphaned_then_resume_continues_past_the_checkpoint(man
     assert steps_of(events)[:12] == list(range(1, 13)), "the first attempt's history is kept"
 
 
+def test_a_resumed_run_is_starting_until_its_own_trainer_steps(manager, make_config, workspace, sim_env):
+    """The first attempt's steps are in metrics.jsonl: they must not make attempt 2 look
+    RUNNING while its trainer is still loading (CI once saw RUNNING with no trainer yet)."""
+    manager.start(make_config(max_steps=LONG, checkpoint_every=2))
+    wait_step(manager, 4)
+    pgid = lockfile.read_lock(workspace).data["pgid"]
+    os.killpg(pgid, signal.SIGKILL)
+    wait_state(manager, State.ORPHANED)
+    sim_env.setenv("GEMMA_FT_SIM_LOAD_TIME", "1.5")
+    manager.resume()
+    seen = []
+    while not seen or seen[-1] != State.RUNNING:
+        st = manager.status()
+        seen.append(st.state)
+        assert st.state in (State.STARTING, State.RUNNING), st
+        if st.state == State.RUNNING:
+            events, _ = manager.metrics(st.run_dir)
+            assert [e["attempt"] for e in events if e["event"] == "start"] == [1, 2]
+            assert events[-1]["event"] != "start", "RUNNING before attempt 2 took a step"
+    assert seen.count(State.STARTING) > 1 and st.attempt == 2
+    manager.stop(force=True)
+
+
 def test_resume_after_abort_sets_the_old_result_aside(manager, make_config):
     run = manager.start(make_config(max_steps=LONG))
     wait_step(manager, 3)

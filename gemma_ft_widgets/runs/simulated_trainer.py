@@ -12,6 +12,7 @@ Behaviour switches (environment, inherited through the supervisor):
   GEMMA_FT_SIM_HANG=N            after step N stop logging and sleep forever, ignoring stops
   GEMMA_FT_SIM_SPAWN_CHILD=1     start a grandchild `sleep`; its pid goes to sim_child.pid
   GEMMA_FT_SIM_CONFIG_ERROR=1    report a config error and exit 2
+  GEMMA_FT_SIM_LOAD_TIME=0       seconds to sleep before the `start` event (loading a model)
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     def emit(event: str, **fields) -> None:
         contract.append_jsonl(metrics, {"event": event, "time": time.time(), **fields})
 
+    time.sleep(float(os.environ.get(ENV + "LOAD_TIME", "0")))
     done = contract.checkpoint_steps(run_dir)
     resume = done[-1] if done else None
     attempt = int(os.environ.get("GEMMA_FT_ATTEMPT", "1"))

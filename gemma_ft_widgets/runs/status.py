@@ -136,7 +136,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         lock_error=lock_error,
         host=identity.hostname(),
         boot_id=identity.boot_id(),
-        stepped=summary.stepped,
+        stepped=_stepped_in(summary, data),
         result=result,
         result_error=result_error,
         final=_final_of(summary, data),
@@ -187,6 +187,14 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
+
+
+def _stepped_in(summary: MetricsSummary, lock: dict[str, Any] | None) -> bool:
+    """A step after the latest start, if that start is the lock's attempt: on a resume, the
+    previous attempt's steps must not make the new one look RUNNING before its trainer starts."""
+    if not summary.stepped:
+        return False
+    return lock is None or summary.last_start is None or summary.last_start.get("attempt") == lock.get("attempt")
 
 
 def _final_of(summary: MetricsSummary, lock: dict[str, Any] | None) -> dict[str, Any] | None:
