@@ -480,14 +480,16 @@ def sliced_processes(specs: dict[str, dict], slice_s: float, cycles: int, root: 
     return slices
 
 
-def step_points(events: list[dict], tokens_per_step: float, skip: int = 5) -> list[tuple[float, float, bool]]:
-    """Progress points of a trainer from its step events (see sliced_rate): an interval that
-    holds a checkpoint or an eval does not count, nor do the first `skip` steps."""
+def step_points(events: list[dict], tokens_per_step: float, skip: int = 5,
+                every_interval: bool = False) -> list[tuple[float, float, bool]]:
+    """Progress points of a trainer from its step events (see sliced_rate): the first `skip`
+    steps do not count, nor (unless `every_interval`: the wall clock) an interval that holds a
+    checkpoint or an eval event."""
     points, other = [], False
     for e in events:
         kind = e.get("event")
         if kind == "step":
-            points.append((e["time"], tokens_per_step, e["step"] > skip and not other))
+            points.append((e["time"], tokens_per_step, e["step"] > skip and (every_interval or not other)))
             other = False
         elif kind in ("checkpoint", "eval"):
             other = True

@@ -2,9 +2,11 @@
 architecture (random weights, the real shapes), bf16, sequence 1024. Meant for one H200
 (bf16 dense peak ~989 TFLOP/s) in under 5 minutes; runs on a CPU with tiny sizes (--smoke).
 
-What runs is the trainer's own step (gemma_ft_widgets.train.step.make_steps, with its chunked
-cross-entropy, on the model built by train.models.build_network, LoRA from train.lora, the
-optimizer from train.optim), fed random token batches with every position in the loss.
+What runs is the trainer's own step (gemma_ft_widgets.train.step.make_steps, on the model
+built by train.models.build_network, LoRA from train.lora, the optimizer from train.optim), fed
+random token batches with every position in the loss. Its cross-entropy is chunked and
+rematerialised only when the full f32 logits exceed step.CHUNK_BYTES (256 MiB): at the default
+size here (8 x 1024 x 262,144 vocab, 8.6 GB of logits) it is; with --smoke it is not.
 
     frozen base   every leaf of the model's abstract params (jax.eval_shape), filled with
                   N(0, 0.02) in the chosen dtype one leaf at a time (no f32 copy of the model)
@@ -20,7 +22,7 @@ Figures:
                   backward, full L x L as the model computes it, sliding windows included)
                   + 6·P_lora·T, with T = batch x seq tokens.
     HFU           XLA's own FLOP count of the compiled step (cost_analysis: includes the
-                  recomputed logits of the chunked loss) / step time / peak, when available.
+                  logits recomputed by a chunked loss) / step time / peak, when available.
     peak memory   device.memory_stats()["peak_bytes_in_use"] after the timed steps (None on
                   a CPU); XLA's static plan of the step (memory_analysis) is shown beside it.
     estimate      gemma_ft_widgets.estimate.estimate(config, device) total_bytes, and its

@@ -110,6 +110,7 @@ def write_result(run_dir: str, attempt: int, returncode: int | None, started_at:
         "ended_at": contract.utc_now(),
         "attempt": attempt,
         "trainer_pid": trainer_pid,
+        "stderr_offset": stderr_offset,
     }
     contract.atomic_write_json(os.path.join(run_dir, contract.RESULT_NAME), result)
     contract.append_status(run_dir, result["state"], result["reason"].splitlines()[0] if result["reason"] else "")

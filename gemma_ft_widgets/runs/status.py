@@ -49,6 +49,7 @@ class RunStatus:
     stop_requested: bool = False
     metrics_offset: int = 0
     corrupt_metric_lines: int = 0
+    stderr_offset: int = 0  # where the ended attempt's lines start in trainer_stderr.log
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -177,6 +178,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         st.ended_at = result.get("ended_at")
         st.exit_code = result.get("exit_code")
         st.signal_name = result.get("signal_name")
+        offset = result.get("stderr_offset")
+        st.stderr_offset = offset if isinstance(offset, int) and offset >= 0 else 0
         if result.get("final_step") is not None:
             st.step = result.get("final_step")
     if st.attempt is None and summary.last_start is not None:

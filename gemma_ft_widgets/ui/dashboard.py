@@ -233,6 +233,7 @@ class Dashboard(w.VBox):
         curves = ((self.loss_line, series.step, series.loss),
                   (self.eval_line, series.eval_step, series.eval_loss),
                   (self.throughput_line, series.step, series.tokens_per_s))
+        changed = set()
         for line, x, y in curves:
             state = (key, len(x), max_points)
             if self._drawn_curves.get(id(line)) == state:
@@ -242,6 +243,11 @@ class Dashboard(w.VBox):
                 dec = self._decimators[id(line)] = plots.Decimator(max_points)
             plots.set_line(line, x.values, y.values, max_points, decimator=dec, key=key)
             self._drawn_curves[id(line)] = state
+            changed.add(id(line))
+        if changed & {id(self.loss_line), id(self.eval_line)}:
+            plots.fit_ticks(self.loss_figure)
+        if id(self.throughput_line) in changed:
+            plots.fit_ticks(self.throughput_figure, y_si=True)
 
     def show_logs(self, transitions: str, text: str) -> None:
         _set(self.transitions, "value", fmt.pre(transitions, "140px", "gft-pre gft-transitions-text"))

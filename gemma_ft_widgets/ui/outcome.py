@@ -56,7 +56,8 @@ def banner_html(status: Any) -> str:
 
 class OutcomeView(w.VBox):
     """Public names: `banner`, `stderr_tail`, `resume_button`, `new_run_button`,
-    `playground_button`, `clean_button`."""
+    `playground_button`, `clean_button`, and `message`: what the last action on this run said
+    (e.g. why Resume was refused), kept under the buttons until the run or its state changes."""
 
     def __init__(self, **kwargs):
         self.banner = w.HTML()
@@ -78,13 +79,25 @@ class OutcomeView(w.VBox):
         self.clean_button.add_class("gft-clean")
         self.buttons = w.HBox([self.resume_button, self.new_run_button, self.playground_button,
                                self.clean_button])
-        super().__init__([self.banner, self.stderr_tail, self.buttons], **kwargs)
+        self.message = w.HTML()
+        self.message.add_class("gft-outcome-message")
+        super().__init__([self.banner, self.stderr_tail, self.buttons, self.message], **kwargs)
         self.add_class("gft-outcome-view")
         self.state = ""
+        self._shown: tuple = ()
+
+    def say(self, html: str) -> None:
+        """Show an action's answer under the buttons (it outlives the redraws of the banner)."""
+        self.message.value = html
 
     def show(self, status: Any, stderr_tail: str = "", busy: bool = False) -> None:
         state = fmt.state_value(status.state)
         self.state = state
+        shown = (status.run_dir, state, status.attempt)
+        if shown != self._shown:  # another run, or this one moved on: the old answer is stale
+            self._shown = shown
+            if self.message.value:
+                self.message.value = ""
         html = banner_html(status) if state in ENDED else ""
         if self.banner.value != html:
             self.banner.value = html

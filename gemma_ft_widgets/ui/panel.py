@@ -22,6 +22,7 @@ import traitlets as t
 
 from ..config import ConfigError, TrainingConfig, sample_dataset_path
 from ..runs import RunError, RunManager, State
+from ..runs.results import stderr_tail
 from . import fmt, plots
 from .dashboard import Dashboard
 from .form import ConfigForm
@@ -97,8 +98,13 @@ class ControlPanel(w.VBox):
         self.history = HistoryView(on_select=self._selected)
         self.playground = Playground(on_generate=self._generate)
 
+        # A long workspace path is cut with an ellipsis (the whole path in its tooltip), so
+        # the header stays one line in a narrow notebook.
         self.title = w.HTML(f'<b style="font-size:1.1em">Gemma fine-tuning</b> '
-                            f'<span style="color:#666">· workspace <code>{fmt.esc(self.workspace)}</code></span>')
+                            f'<span style="color:#666">· workspace <code title="{fmt.esc(self.workspace)}" '
+                            'style="display:inline-block;max-width:46ch;overflow:hidden;text-overflow:ellipsis;'
+                            f'white-space:nowrap;vertical-align:bottom;direction:rtl">'
+                            f'&lrm;{fmt.esc(self.workspace)}&lrm;</code></span>')
         self.active_label = w.HTML()
         self.active_label.add_class("gft-active-run")
         self.run_view = w.VBox([self.outcome, self.dashboard])
@@ -312,7 +318,8 @@ class ControlPanel(w.VBox):
         if state in ACTIVE or key != self._logs_key:
             transitions = self.manager.logs(st.run_dir, "status", 50)
             text = self.manager.logs(st.run_dir, stream, LOG_LINES)
-            self._stderr_tail = self.manager.logs(st.run_dir, "stderr", 40) if state == "FAILED" else ""
+            self._stderr_tail = ("\n".join(stderr_tail(st.run_dir, st.stderr_offset).splitlines()[-40:])
+                                 if state == "FAILED" else "")
             self.dashboard.show_logs(transitions, text)
             self._logs_key = key
         return self._stderr_tail
@@ -461,7 +468,7 @@ class ControlPanel(w.VBox):
                 run = self.manager.resume(run_dir or None)
             except RunError as e:
                 self.note(str(e), "error")
-                self.outcome.banner.value += fmt.note(f"Not resumed: {fmt.esc(e)}", "error")
+                self.outcome.say(fmt.note(f"Not resumed: {fmt.esc(e)}", "error"))
                 return
             with self._lock:
                 self._mode, self._pinned = "auto", ""
@@ -476,6 +483,7 @@ class ControlPanel(w.VBox):
                 self.note(self.manager.clean(), "ok")
             except RunError as e:
                 self.note(str(e), "error")
+                self.outcome.say(fmt.note(f"Not cleaned up: {fmt.esc(e)}", "error"))
 
         self.outcome.clean_button.disabled = True
         self._spawn("clean", work)

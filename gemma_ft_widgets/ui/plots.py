@@ -14,6 +14,8 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
+from . import ticks
+
 MAX_POINTS = 2000
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -160,9 +162,10 @@ def _figure(title: str, x_label: str, y_label: str, css: str, height: str = "260
             y_log: bool = False) -> tuple[bq.Figure, bq.LinearScale, bq.Scale]:
     xs = bq.LinearScale()
     ys = bq.LogScale() if y_log else bq.LinearScale()
-    ax = bq.Axis(scale=xs, label=x_label, side="bottom", grid_lines="dashed", num_ticks=6)
+    # Ticks are set from the kernel (fit_ticks); these formats only serve until the first data.
+    ax = bq.Axis(scale=xs, label=x_label, side="bottom", grid_lines="dashed", tick_format=",d")
     ay = bq.Axis(scale=ys, label=y_label, side="left", grid_lines="dashed",
-                 tick_format=".3g", label_offset="40px")
+                 tick_format=".3g", label_offset="45px")
     fig = bq.Figure(marks=[], axes=[ax, ay], title=title, animation_duration=0,
                     fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
                     legend_location="top-right", layout=w.Layout(width="100%", height=height,
@@ -200,6 +203,24 @@ def overlay_figure() -> bq.Figure:
     return fig
 
 
+def fit_ticks(fig: bq.Figure, x_integer: bool = True, y_si: bool = False, y_zero: bool = False) -> None:
+    """Round ticks, inside the drawn data's range, with a format that keeps them apart (see
+    ticks.py). Call after the marks' data changed; sends nothing when the ticks are the same."""
+    ax, ay = fig.axes[0], fig.axes[1]
+    marks = [m for m in fig.marks if len(m.x)]
+    xr = ticks.extent(m.x for m in marks)
+    yr = ticks.extent([m.y for m in marks] + ([[0.0]] if y_zero and marks else []))
+    for axis, r, integer, si in ((ax, xr, x_integer, False), (ay, yr, False, y_si)):
+        if r is None or isinstance(axis.scale, bq.LogScale):
+            continue
+        values = ticks.nice_ticks(r[0], r[1], 5, integer)
+        fmt = ticks.tick_format(values, si)
+        if list(axis.tick_values if axis.tick_values is not None else ()) != values or axis.tick_format != fmt:
+            with axis.hold_sync():
+                axis.tick_values = np.asarray(values, dtype=float)
+                axis.tick_format = fmt
+
+
 def set_line(line: bq.Lines, x, y, max_points: int = MAX_POINTS, decimator: Decimator | None = None,
              key=None) -> None:
     """Show (x, y) on `line`, decimated (by `decimator`, incrementally, when given: `key`
@@ -223,6 +244,7 @@ def set_overlay(fig: bq.Figure, series: list[tuple[str, Sequence[float], Sequenc
     with fig.hold_sync():
         fig.marks = lines
         fig.layout.display = None if len(series) >= 2 else "none"
+    fit_ticks(fig)
     for m in old:
         m.close()
     return lines

@@ -1,0 +1,70 @@
+"""Axis ticks chosen on the kernel side, from the data a figure draws.
+
+bqplot's own choice is poor for training curves: with `num_ticks` it spaces ticks evenly over
+the data (steps 0, 33, 66, 98…), and without it a fixed format either repeats labels over a
+small loss range (5.9, 5.9, 5.9) or crowds the axis title with long throughput numbers. So:
+round 1-2-5 steps, ticks only inside the data's range (d3 draws ticks outside the domain
+too), and a format with just enough digits to tell neighbours apart.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def extent(arrays: Iterable[Sequence[float]]) -> tuple[float, float] | None:
+    """(min, max) over the finite values of all `arrays`; None when there are none."""
+    lo, hi = math.inf, -math.inf
+    for a in arrays:
+        a = np.asarray(a, dtype=float)
+        a = a[np.isfinite(a)]
+        if len(a):
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    return None if lo > hi else (lo, hi)
+
+
+def nice_step(span: float, count: int = 5, integer: bool = False) -> float:
+    """A 1, 2 or 5 x 10^k step giving about `count` intervals over `span` (at least 1 when
+    `integer`: steps and counts have no fractional ticks)."""
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / max(count, 1)
+    base = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    return max(step, 1.0) if integer else step
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """Multiples of a nice step within [lo, hi]; a constant series gets one tick, its value."""
+    if hi <= lo:
+        return [round(lo) if integer else lo]
+    step = nice_step(hi - lo, count, integer)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    ticks = [k * step for k in range(first, last + 1)]
+    digits = max(0, -math.floor(math.log10(step))) + 1
+    return [round(t, digits) for t in ticks] or [lo]
+
+
+def tick_format(ticks: Sequence[float], si: bool = False) -> str:
+    """A d3 format that shows each tick with as few digits as keep them apart: ",d" for
+    integers, ".Nf" for small numbers, ".N~s" (11.5k) for large ones when `si`."""
+    if not ticks:
+        return ",d"
+    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=0.0)
+    big = max(abs(t) for t in ticks)
+    if si and big >= 1000:
+        # Significant digits: from the largest tick's leading digit down to the step's.
+        low = math.floor(math.log10(step)) if step > 0 else math.floor(math.log10(big)) - 2
+        digits = max(1, math.floor(math.log10(big)) - low + 1)
+        return f".{min(digits, 6)}~s"
+    if all(float(t).is_integer() for t in ticks) and (step >= 1 or len(ticks) == 1):
+        return ",d"
+    if step > 0:
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    else:
+        decimals = max(0, 3 - math.floor(math.log10(big)) - 1) if big else 1
+    return f",.{min(decimals, 8)}f"
