@@ -134,3 +134,27 @@ def signal_recorder(tmp_path):
     yield proc
     proc.kill()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def panels():
+    """ControlPanels a test made: closed, and their button threads joined, at teardown."""
+    made = []
+    yield made
+    for p in made:
+        p.close()
+        p.wait_actions(30)
+
+
+@pytest.fixture
+def make_panel(workspace, panels):
+    """make_panel(**kwargs): a ControlPanel on `workspace` (poll=False unless given)."""
+    from gemma_ft_widgets.ui import ControlPanel
+
+    def make(**kwargs):
+        kwargs.setdefault("poll", False)
+        p = ControlPanel(workspace, **kwargs)
+        panels.append(p)
+        return p
+
+    return make

@@ -21,10 +21,9 @@ import time
 import psutil
 import pytest
 
-from gemma_ft_widgets import cli, contract, datasets
+from gemma_ft_widgets import contract, datasets
 from gemma_ft_widgets.config import ConfigError
 from gemma_ft_widgets.runs import RunError, RunManager, State, identity, lockfile
-from gemma_ft_widgets.runs.status import check_lock
 from gemma_ft_widgets.ui import ControlPanel
 
 from .conftest import SIM_TRAINER, wait_for, wait_state, wait_step
@@ -116,26 +115,6 @@ def assert_whole_history(x, logged: int) -> None:
 def assert_never_signalled(proc) -> None:
     assert proc.poll() is None, "the foreign process was killed"
     assert not proc.signals_log.exists(), f"the foreign process got signals: {proc.signals_log.read_text()}"
-
-
-@pytest.fixture
-def panels():
-    made: list[ControlPanel] = []
-    yield made
-    for p in made:
-        p.close()
-        p.wait_actions(30)
-
-
-@pytest.fixture
-def make_panel(workspace, panels):
-    def make(**kwargs) -> ControlPanel:
-        kwargs.setdefault("poll", False)
-        p = ControlPanel(workspace, **kwargs)
-        panels.append(p)
-        return p
-
-    return make
 
 
 def refresh_until(panel: ControlPanel, predicate, timeout: float = 30.0, what: str = "condition"):

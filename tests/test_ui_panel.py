@@ -9,33 +9,12 @@ import signal
 import threading
 import time
 
-import pytest
 
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunManager
 from gemma_ft_widgets.ui import ControlPanel
 
 from .conftest import wait_for
-
-
-@pytest.fixture
-def panels():
-    made: list[ControlPanel] = []
-    yield made
-    for p in made:
-        p.close()
-        p.wait_actions(30)
-
-
-@pytest.fixture
-def make_panel(workspace, panels):
-    def make(**kwargs) -> ControlPanel:
-        kwargs.setdefault("poll", False)
-        p = ControlPanel(workspace, **kwargs)
-        panels.append(p)
-        return p
-
-    return make
 
 
 def configure(panel: ControlPanel, **values) -> None:

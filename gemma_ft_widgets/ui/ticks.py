@@ -27,13 +27,14 @@ def extent(arrays: Iterable[Sequence[float]]) -> tuple[float, float] | None:
 
 
 def nice_step(span: float, count: int = 5, integer: bool = False) -> float:
-    """A 1, 2 or 5 x 10^k step giving about `count` intervals over `span` (at least 1 when
-    `integer`: steps and counts have no fractional ticks)."""
+    """A 1, 2 or 5 x 10^k step giving about `count` intervals over `span`, rounded the way
+    d3's ticks round it (at least 1 when `integer`: steps and counts have no fractional ticks)."""
     if span <= 0 or not math.isfinite(span):
         return 1.0
     raw = span / max(count, 1)
     base = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    error = raw / base
+    step = base * (10 if error >= math.sqrt(50) else 5 if error >= math.sqrt(10) else 2 if error >= math.sqrt(2) else 1)
     return max(step, 1.0) if integer else step
 
 

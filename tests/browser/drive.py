@@ -276,3 +276,15 @@ def wait_loss_growth(page, before: str, timeout: float = 60) -> str:
     """Wait until the train-loss line differs from `before` and has more points; return it."""
     grown = lambda d: d if d != before and path_points(d) > path_points(before) else None  # noqa: E731
     return wait_for(lambda: grown(loss_path(page)), timeout, 0.5, "the loss line to grow")
+
+
+def assert_reattached(page, run_name: str, steps_before: int, since: str) -> None:
+    """The panel on `page` shows `run_name` RUNNING with the loss curve of the (at least)
+    `steps_before` steps logged `since` (e.g. "before the restart")."""
+    page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
+    wait_badge(page, "RUNNING", 30)
+    assert run_name in text_of(page, ".gft-dashboard .gft-run-name")
+    with explain_curves(page):
+        wait_loss_points(page, min(steps_before, 1000), 30,
+                         f"the loss line to show the {steps_before} steps {since}")
+        assert (dashboard_step(page) or 0) >= steps_before

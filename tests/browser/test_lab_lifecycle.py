@@ -85,13 +85,7 @@ def test_kernel_restart_reattaches_with_history(lab, page, workspaces, artifacts
     setup, panel = drive.quickstart_cells()
     assert drive.run_cell_and_wait(page, setup) == 1
     drive.run_cell_and_wait(page, panel)
-    page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
-    drive.wait_badge(page, "RUNNING", 30)
-    assert name in drive.text_of(page, ".gft-dashboard .gft-run-name")
-    with drive.explain_curves(page):
-        drive.wait_loss_points(page, min(steps_before, 1000), 30,
-                               f"the loss line to show the {steps_before} steps from before the restart")
-        assert (drive.dashboard_step(page) or 0) >= steps_before
+    drive.assert_reattached(page, name, steps_before, "from before the restart")
     assert not _visible(page, ".gft-form")
     drive.assert_no_widget_errors(page)
     drive.screenshot(page, artifacts, "lab_lifecycle-restart-reattached.png", page.locator(".gft-panel"))

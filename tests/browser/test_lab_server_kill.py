@@ -1,8 +1,6 @@
 """The Jupyter server dies (SIGKILL, its kernel with it) while a run trains with the real
 trainer; the run never stops, and a new server's notebook re-attaches to it."""
 
-import os
-
 import psutil
 import pytest
 
@@ -51,13 +49,7 @@ def test_server_killed_while_training_run_survives_and_reattaches(make_lab, tmp_
     page2 = new_page()
     drive.open_notebook(page2, second, drive.QUICKSTART)
     drive.show_panel(page2)
-    page2.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
-    drive.wait_badge(page2, "RUNNING", 30)
-    assert name in drive.text_of(page2, ".gft-dashboard .gft-run-name")
-    with drive.explain_curves(page2):
-        drive.wait_loss_points(page2, min(steps_before, 1000), 30,
-                               f"the loss line to show the {steps_before} steps logged before")
-        assert (drive.dashboard_step(page2) or 0) >= steps_before
+    drive.assert_reattached(page2, name, steps_before, "logged before")
     after = manager.status()
     assert after.state.value == "RUNNING" and after.trainer_pid == trainer_pid and after.attempt == status.attempt
     drive.assert_no_widget_errors(page2)
