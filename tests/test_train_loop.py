@@ -116,6 +116,28 @@ def test_greedy_sampling_reproduces_the_memorised_answer(full_run):
 
 
 @pytest.mark.slow
+def test_the_panels_playground_samples_the_picked_checkpoint(full_run):
+    """Through the widget, end to end: the playground's sampling subprocess loads the picked
+    checkpoint of a finished run and shows the memorised answer."""
+    from gemma_ft_widgets.ui import ControlPanel
+
+    run_dir, _ = full_run
+    p = ControlPanel(os.path.dirname(run_dir), poll=False)
+    try:
+        pg = p.playground
+        assert p.state == "FINISHED" and pg.run_dir == run_dir
+        assert pg.checkpoint.value == 200 and 100 in [v for _, v in pg.checkpoint.options]
+        pg.prompt.value = MEMORISED_PROMPT
+        pg.max_new_tokens.value = 24
+        pg.generate_button.click()
+        assert p.wait_actions(300)
+        assert pg.output.value == MEMORISED_ANSWER, pg.progress.value
+        assert "step_200" in pg.progress.value and not pg.busy
+    finally:
+        p.close()
+
+
+@pytest.mark.slow
 def test_metrics_events_follow_the_contract(full_run):
     run_dir, _ = full_run
     kinds = [e["event"] for e in events(run_dir)]

@@ -339,7 +339,7 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     calls = []
 
     def fake_sample(run, prompt, max_new_tokens=64, checkpoint=None, timeout=300):
-        calls.append((run, prompt, max_new_tokens, threading.current_thread() is threading.main_thread()))
+        calls.append((run, prompt, max_new_tokens, checkpoint, threading.current_thread() is threading.main_thread()))
         release.wait(10)
         return {"text": "Paris.", "checkpoint": "checkpoints/step_20", "seconds": 0.5}
 
@@ -352,7 +352,29 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     release.set()
     assert p.wait_actions(30)
     assert pg.output.value == "Paris." and not pg.busy and "step_20" in pg.progress.value
-    assert calls == [(run_dir, "What is the capital of France?", 64, False)]
+    assert calls == [(run_dir, "What is the capital of France?", 64, 20, False)]
+    pg.checkpoint.value = 10  # an older checkpoint, picked by the user
+    pg.generate_button.click()
+    assert p.wait_actions(30)
+    assert calls[-1][3] == 10
+
+
+def test_playground_checkpoint_picker_follows_the_newest_unless_another_is_picked(make_panel, sim_env):
+    p = make_panel()
+    run_dir = start(p, max_steps=100_000, checkpoint_every=5)
+    pg = p.playground
+    until(p, lambda: len(pg.checkpoint.options) >= 2)
+    assert [v for _, v in pg.checkpoint.options] == sorted([v for _, v in pg.checkpoint.options], reverse=True)
+    assert "(newest)" in pg.checkpoint.options[0][0] and pg.checkpoint.value == pg.checkpoint.options[0][1]
+    newest = pg.checkpoint.value
+    until(p, lambda: pg.checkpoint.options[0][1] > newest)
+    assert pg.checkpoint.value == pg.checkpoint.options[0][1], "a pick of the newest follows new checkpoints"
+    pg.checkpoint.value = older = pg.checkpoint.options[-1][1]
+    latest = pg.checkpoint.options[0][1]
+    until(p, lambda: pg.checkpoint.options[0][1] > latest)
+    assert pg.checkpoint.value == older or older not in [v for _, v in pg.checkpoint.options]
+    assert pg.run_dir == run_dir and not pg.checkpoint.disabled
+    p.manager.stop(force=True)
 
 
 def test_playground_shows_a_sampling_failure(make_panel, sim_env, monkeypatch):

@@ -522,7 +522,7 @@ class ControlPanel(w.VBox):
                 self._lock.release()
         self._request_refresh()
 
-    def _generate(self, run_dir: str, prompt: str, max_new_tokens: int) -> None:
+    def _generate(self, run_dir: str, prompt: str, max_new_tokens: int, checkpoint: int | None = None) -> None:
         pg = self.playground
         pg.busy = True
         pg.output.value = ""
@@ -532,7 +532,8 @@ class ControlPanel(w.VBox):
 
             def call():
                 try:
-                    result["out"] = self.manager.sample(run_dir, prompt, max_new_tokens=max_new_tokens)
+                    result["out"] = self.manager.sample(run_dir, prompt, max_new_tokens=max_new_tokens,
+                                                        checkpoint=checkpoint)
                 except Exception as e:  # noqa: BLE001
                     result["error"] = e
 
