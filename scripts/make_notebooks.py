@@ -5,6 +5,7 @@ Edit the cells here and run `python scripts/make_notebooks.py`; nbval executes t
 never the widget displays, whose text holds changing values.
 """
 
+import hashlib
 import os
 
 import nbformat
@@ -216,12 +217,14 @@ are on Colab and Kaggle.
     md('''
 ## Install
 
-On Colab (Python 3.12) or Kaggle:
+On Colab (Python 3.12) or Kaggle, from the repository this notebook came with: set `SOURCE`
+to its git URL, or to the folder you uploaded it to.
 '''),
     code('''
 # NBVAL_SKIP
 # (needs the network)
-%pip install -q "gemma_ft_widgets @ git+https://github.com/your-org/gemma_ft_widgets"
+SOURCE = "git+https://github.com/OWNER/gemma_ft_widgets"   # edit: the repository's URL, or a folder
+%pip install -q "gemma_ft_widgets @ {SOURCE}"
 '''),
     md('''
 ## Where runs live
@@ -264,8 +267,9 @@ The form shows this line too; it needs no jax and no weights.
 from gemma_ft_widgets import TrainingConfig, estimate
 from gemma_ft_widgets.config import sample_dataset_path
 
+DATASET = sample_dataset_path()   # edit: your JSONL or CSV file, e.g. "/content/drive/MyDrive/my_data.jsonl"
 config = TrainingConfig.from_dict({
-    "model": "gemma3-1b-it", "dataset": sample_dataset_path(), "method": "lora", "lora_rank": 8,
+    "model": "gemma3-1b-it", "dataset": DATASET, "method": "lora", "lora_rank": 8,
     "learning_rate": 1e-4, "batch_size": 8, "max_seq_len": 512, "max_steps": 300,
 })
 print(estimate(config).summary())
@@ -310,6 +314,8 @@ manager.export(run, "gemma3-1b-merged")    # LoRA merged into the base, readable
 
 
 def write(name, cells):
+    for i, cell in enumerate(cells):  # stable ids: regenerating changes only what changed
+        cell.id = hashlib.sha1(f"{name}:{i}".encode()).hexdigest()[:8]
     nb = new_notebook(cells=cells, metadata=KERNEL)
     path = os.path.join(OUT, name)
     nbformat.write(nb, path)

@@ -110,6 +110,17 @@ def test_workspace_from_environment(sim_env, workspace, config_file, capsys):
     assert json.loads(capsys.readouterr().out)["run_dir"] == run_dir
 
 
+def test_without_a_workspace_runs_go_to_gemma_ft_runs_in_the_current_folder(sim_env, tmp_path, config_file,
+                                                                            capsys):
+    sim_env.chdir(tmp_path)  # sim_env has removed GEMMA_FT_WORKSPACE
+    assert cli.main(["start", config_file(max_steps=3)]) == 0
+    run_dir = capsys.readouterr().out.strip()
+    assert os.path.dirname(run_dir) == str(tmp_path / "gemma_ft_runs")
+    wait_state(RunManager(str(tmp_path / "gemma_ft_runs")), State.FINISHED)
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_dir"] == run_dir
+
+
 def test_clean_and_delete(gft, config_file, workspace):
     code, out, _ = gft("start", config_file(max_steps=LONG, checkpoint_every=2))
     run_dir = out.strip()

@@ -133,3 +133,11 @@ def test_sample_dataset_is_shipped_and_fits_tiny(tok):
     assert os.path.isfile(path)
     ds = data.prepare(path, "auto", tok, 128, eval_fraction=0.1, seed=0)
     assert len(ds.train) + len(ds.eval) >= 300 and ds.truncated == 0 and ds.dropped == 0
+
+
+def test_the_trainers_data_line_reports_truncation():
+    from gemma_ft_widgets.train.loop import data_line
+
+    summary = {"format": "chat", "train_examples": 90, "eval_examples": 10, "truncated": 7, "dropped": 0}
+    assert data_line(summary, 64) == "data: chat format, 90 train / 10 eval examples; 7 of 100 truncated to max_seq_len 64"
+    assert "truncated" not in data_line({**summary, "truncated": 0}, 64)

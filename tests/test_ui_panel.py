@@ -113,6 +113,21 @@ def test_starting_shows_the_dashboard_before_the_first_step(make_panel, workspac
     RunManager(workspace).stop(force=True)
 
 
+def test_truncated_examples_stay_in_view_while_the_run_trains(make_panel, workspace, sim_env):
+    sim_env.setenv("GEMMA_FT_SIM_TRUNCATED", "7")
+    p = make_panel()
+    start(p, max_steps=100_000, max_seq_len=64)
+    until(p, lambda: p.state == "RUNNING", what="RUNNING")
+    assert "7 of 100 examples truncated to 64 tokens" in p.dashboard.phase.value
+    RunManager(workspace).stop(force=True)
+    sim_env.setenv("GEMMA_FT_SIM_TRUNCATED", "0")
+    q = make_panel()
+    start(q, max_steps=100_000)
+    until(q, lambda: q.state == "RUNNING", what="RUNNING")
+    assert "truncated" not in q.dashboard.phase.value
+    RunManager(workspace).stop(force=True)
+
+
 def test_reattach_shows_the_whole_history(make_panel, workspace, sim_env):
     manager = RunManager(workspace)
     first = make_panel()

@@ -13,6 +13,7 @@ Behaviour switches (environment, inherited through the supervisor):
   GEMMA_FT_SIM_SPAWN_CHILD=1     start a grandchild `sleep`; its pid goes to sim_child.pid
   GEMMA_FT_SIM_CONFIG_ERROR=1    report a config error and exit 2
   GEMMA_FT_SIM_LOAD_TIME=0       seconds to sleep before the `start` event (loading a model)
+  GEMMA_FT_SIM_TRUNCATED=N       report N examples truncated to max_seq_len in the `data` event
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     emit("start", attempt=attempt, resume_step=resume, max_steps=max_steps, pid=os.getpid())
     print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume
           else f"simulated trainer: attempt {attempt}, fresh start", flush=True)
-    emit("data", format="text", train_examples=90, eval_examples=10, truncated=0)
+    emit("data", format="text", train_examples=90, eval_examples=10, truncated=_env_int("TRUNCATED") or 0,
+         max_seq_len=cfg.get("max_seq_len"))
     emit("compile", seconds=0.0)
     if os.environ.get(ENV + "SPAWN_CHILD"):
         child = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)

@@ -67,6 +67,16 @@ class StopFlag:
         return self.signum == signal.SIGTERM
 
 
+def data_line(summary: dict, max_seq_len: int) -> str:
+    """What the data holds, for the trainer's stdout (the panel says the same from the event)."""
+    n = summary.get("train_examples", 0) + summary.get("eval_examples", 0)
+    line = (f"data: {summary.get('format')} format, {summary.get('train_examples')} train / "
+            f"{summary.get('eval_examples')} eval examples")
+    if summary.get("truncated"):
+        line += f"; {summary['truncated']} of {n} truncated to max_seq_len {max_seq_len}"
+    return line
+
+
 def _attempt(run_dir: str) -> int:
     env = os.environ.get("GEMMA_FT_ATTEMPT")
     if env and env.isdigit():
@@ -330,8 +340,10 @@ class Trainer:
         self.event("start", attempt=_attempt(self.run_dir), resume_step=resume,
                    max_steps=cfg.max_steps, pid=os.getpid())
         self.setup()
-        self.event("data", **self.data.summary(), max_seq_len=cfg.max_seq_len,
+        summary = self.data.summary()
+        self.event("data", **summary, max_seq_len=cfg.max_seq_len,
                    steps_per_epoch=round(len(self.data.train) / cfg.batch_size, 2))
+        self._log(data_line(summary, cfg.max_seq_len))
         return self.train()
 
     def train(self) -> TrainResult:

@@ -206,11 +206,23 @@ class Dashboard(w.VBox):
         return self._kpi_text[name]
 
     @staticmethod
+    def _truncation(series: RunSeries | None) -> str:
+        """A lasting warning when examples were cut to max_seq_len (their ends are not trained)."""
+        d = (series.last_data if series is not None else None) or {}
+        cut = d.get("truncated") or 0
+        if not cut:
+            return ""
+        n = (d.get("train_examples") or 0) + (d.get("eval_examples") or 0)
+        limit = d.get("max_seq_len")
+        return (f'<span style="color:#a15c00">{cut} of {n} examples truncated'
+                + (f" to {limit} tokens" if limit else "") + "</span>")
+
+    @staticmethod
     def _phase(state: str, status: Any, series: RunSeries | None) -> str:
         if status.foreign_host:
             return fmt.esc(status.reason or f"active on host {status.foreign_host}")
         if state != "STARTING":
-            return ""
+            return Dashboard._truncation(series)
         bits = ["starting: loading the model and data"]
         if series is not None and series.last_data:
             d = series.last_data
