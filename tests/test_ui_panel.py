@@ -285,6 +285,35 @@ def test_failed_run_shows_reason_exit_code_stderr_and_curves(make_panel, sim_env
     assert p.view == "failed" and p.run_dir == run_dir
 
 
+def test_finished_run_shows_its_summary_logs_and_playground_but_no_resume(make_panel, sim_env):
+    sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "0")
+    p = make_panel()
+    start(p, max_steps=30, checkpoint_every=10)
+    until(p, lambda: p.state == "FINISHED")
+    o, d = p.outcome, p.dashboard
+    assert p.view == "finished" and "Finished" in o.banner.value and "at step 30 / 30" in o.banner.value
+    assert "Final loss" in o.banner.value and "checkpoints/step_30" in o.banner.value
+    assert visible(o.playground_button) and visible(o.new_run_button)
+    assert not visible(o.resume_button) and not visible(o.clean_button) and not visible(o.stderr_tail)
+    assert not visible(d.controls)  # no Abort for an ended run
+    d.log_stream.value = "stdout"  # the log panel's stream switch; the observer refreshes
+    until(p, lambda: "simulated trainer: attempt 1, fresh start" in d.logs.value, what="stdout shown")
+    d.log_stream.value = "supervisor"
+    until(p, lambda: "simulated trainer" not in d.logs.value and d.logs.value, what="supervisor log shown")
+
+
+def test_a_run_killed_by_a_signal_shows_the_signal_and_the_likely_cause(make_panel, workspace, sim_env):
+    p = make_panel()
+    start(p, max_steps=100_000)
+    until(p, lambda: p.state == "RUNNING")
+    trainer = RunManager(workspace).status().trainer_pid
+    os.kill(trainer, signal.SIGKILL)  # as the OOM killer would
+    until(p, lambda: p.state == "FAILED", what="FAILED")
+    banner = p.outcome.banner.value
+    assert "signal SIGKILL" in banner and "out of memory" in banner, banner
+    assert visible(p.outcome.resume_button) == bool(RunManager(workspace).status().checkpoints)
+
+
 def test_orphaned_run_warns_and_offers_clean_up_and_resume(make_panel, workspace, sim_env):
     sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "0.03")
     p = make_panel()
