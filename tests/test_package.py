@@ -1,7 +1,11 @@
 """The package's promises about itself: light import, working console script, pinned stack."""
 
+import os
 import subprocess
 import sys
+from importlib import metadata
+
+import pytest
 
 
 def run_py(code):
@@ -21,6 +25,24 @@ def test_pip_check_is_clean():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    script = os.path.join(os.path.dirname(sys.executable), "gemma-ft")  # the entry point pip made
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "start" in out.stdout
+
+
+def test_binder_pins_the_front_end_the_tests_run_against():
+    """binder/requirements.txt and constraints.txt pin the same front end, and it is what is
+    installed here (so Binder users get the versions the browser tests passed with)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def pins(name):
+        lines = open(os.path.join(root, name), encoding="utf-8").read().splitlines()
+        return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+    binder = pins("binder/requirements.txt")
+    assert {"jupyterlab", "ipywidgets", "bqplot", "ipykernel"} <= set(binder)
+    assert all(pins("constraints.txt").get(name) == version for name, version in binder.items()), binder
+    if sys.version_info[:2] != (3, 12):
+        pytest.skip("Binder runs Python 3.12 (binder/runtime.txt)")
+    installed = {name: metadata.version(name) for name in binder}
+    assert installed == binder
