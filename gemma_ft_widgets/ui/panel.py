@@ -100,11 +100,11 @@ class ControlPanel(w.VBox):
 
         # A long workspace path is cut with an ellipsis (the whole path in its tooltip), so
         # the header stays one line in a narrow notebook.
-        self.title = w.HTML(f'<b style="font-size:1.1em">Gemma fine-tuning</b> '
+        self.title = w.HTML(f'<span style="white-space:nowrap"><b style="font-size:1.1em">Gemma fine-tuning</b> '
                             f'<span style="color:#666">· workspace <code title="{fmt.esc(self.workspace)}" '
                             'style="display:inline-block;max-width:46ch;overflow:hidden;text-overflow:ellipsis;'
                             f'white-space:nowrap;vertical-align:bottom;direction:rtl">'
-                            f'&lrm;{fmt.esc(self.workspace)}&lrm;</code></span>')
+                            f'&lrm;{fmt.esc(self.workspace)}&lrm;</code></span></span>')
         self.active_label = w.HTML()
         self.active_label.add_class("gft-active-run")
         self.run_view = w.VBox([self.outcome, self.dashboard])

@@ -59,13 +59,13 @@ def tick_format(ticks: Sequence[float], si: bool = False) -> str:
     big = max(abs(t) for t in ticks)
     if si and big >= 1000:
         # Significant digits: from the largest tick's leading digit down to the step's.
-        low = math.floor(math.log10(step)) if step > 0 else math.floor(math.log10(big)) - 2
+        low = math.floor(math.log10(step) + 1e-6) if step > 0 else math.floor(math.log10(big)) - 2
         digits = max(1, math.floor(math.log10(big)) - low + 1)
         return f".{min(digits, 6)}~s"
     if all(float(t).is_integer() for t in ticks) and (step >= 1 or len(ticks) == 1):
         return ",d"
     if step > 0:
-        decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+        decimals = max(0, -math.floor(math.log10(step) + 1e-6))  # 0.0999… is a step of 0.1
     else:
         decimals = max(0, 3 - math.floor(math.log10(big)) - 1) if big else 1
     return f",.{min(decimals, 8)}f"

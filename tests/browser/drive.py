@@ -288,3 +288,9 @@ def assert_reattached(page, run_name: str, steps_before: int, since: str) -> Non
         wait_loss_points(page, min(steps_before, 1000), 30,
                          f"the loss line to show the {steps_before} steps {since}")
         assert (dashboard_step(page) or 0) >= steps_before
+
+
+def tick_labels(page, figure: str, axis: int) -> list[str]:
+    """The tick labels a bqplot figure draws on its `axis` (0: x, 1: y), in order."""
+    texts = page.locator(f"{figure} g.axis").nth(axis).locator("g.tick text").all_text_contents()
+    return [t.strip() for t in texts if t and t.strip()]

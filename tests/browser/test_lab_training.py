@@ -65,6 +65,12 @@ def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, a
         drive.wait_loss_points(page, 150, 30)
         assert RunManager(ws).status().state.value == "RUNNING"
     drive.screenshot(page, artifacts, "lab_training-2-panel.png", page.locator(".gft-panel"))
+    # Axis labels as drawn: round integer steps, and no label repeated on any axis.
+    for figure in (".gft-loss-figure", ".gft-throughput-figure"):
+        x_labels, y_labels = (drive.tick_labels(page, figure, i) for i in (0, 1))
+        assert x_labels and all(s.replace(",", "").isdigit() and int(s.replace(",", "")) % 10 == 0
+                                for s in x_labels), (figure, x_labels)
+        assert y_labels and len(set(y_labels)) == len(y_labels), (figure, y_labels)
     shot = drive.screenshot_span(page, artifacts, "lab_training-3-dashboard.png", ".gft-dashboard",
                                  ".gft-dashboard .gft-loss-figure")
     if os.environ.get("GEMMA_FT_UPDATE_DOCS") == "1":
