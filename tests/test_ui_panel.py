@@ -360,12 +360,13 @@ def test_history_lists_runs_selects_one_and_overlays_two(make_panel, workspace, 
     assert p.run_dir == first and p.view == "finished"
     assert len(p.dashboard.loss_line.x) == 30
     p.history.select.value = (first, second)
-    assert p.history.overlay_figure.layout.display is None
+    assert p.history.overlay_figure.layout.display is None and p.history.overlay_figure in p.history.children
     assert sorted(len(m.x) for m in p.history.overlay_figure.marks) == [30, 45]
     assert sorted(m.labels[0] for m in p.history.overlay_figure.marks) == sorted(
         os.path.basename(d) for d in (first, second))
     p.history.show_current_button.click()
     assert p.history.selected == () and p.history.overlay_figure.layout.display == "none"
+    assert p.history.overlay_figure not in p.history.children  # not rendered at size 0
     assert p.run_dir == second
 
 

@@ -37,7 +37,10 @@ class HistoryView(w.VBox):
         self.overlay_lines: list = []
         self._labels: tuple = ()
         self._quiet = 0
-        super().__init__([self.hint, self.select, self.show_current_button, self.overlay_figure], **kwargs)
+        # The overlay joins the children only while it has lines to show: a hidden bqplot figure
+        # still renders, at size 0, and the browser logs negative-size errors for it.
+        self._base = (self.hint, self.select, self.show_current_button)
+        super().__init__(self._base, **kwargs)
         self.add_class("gft-history-view")
 
     @property
@@ -73,3 +76,6 @@ class HistoryView(w.VBox):
     def show_overlay(self, series: list[tuple[str, Sequence[float], Sequence[float]]],
                      max_points: int = plots.MAX_POINTS) -> None:
         self.overlay_lines = plots.set_overlay(self.overlay_figure, series, max_points)
+        children = self._base + ((self.overlay_figure,) if len(series) >= 2 else ())
+        if self.children != children:
+            self.children = children
