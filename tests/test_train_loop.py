@@ -205,6 +205,24 @@ def test_export_writes_a_checkpoint_gemma_loads(full_run, lora_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_gemma_ft_export_from_the_terminal(lora_run, tmp_path):
+    """`gemma-ft export RUN --out DIR` (the installed command) on a finished LoRA run: the
+    folder it writes loads with gm.ckpts and starts a new run as a local model."""
+    from gemma import gm
+
+    run_dir, _ = lora_run
+    out = tmp_path / "exported"
+    gemma_ft = os.path.join(os.path.dirname(sys.executable), "gemma-ft")
+    proc = subprocess.run([gemma_ft, "export", os.path.basename(run_dir), "--out", str(out),
+                           "--workspace", os.path.dirname(run_dir)],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(out) in proc.stdout
+    assert jax.tree.leaves(gm.ckpts.load_params(str(out)))
+    assert models.load_model(str(out)).spec.name == "tiny"
+
+
+@pytest.mark.slow
 def test_resume_gives_the_same_loss_trajectory(tmp_path):
     opts = dict(method="full", max_steps=30, checkpoint_every=10, eval_every=1000, learning_rate=3e-3)
     straight = train(make_run(tmp_path, "straight", **opts))
