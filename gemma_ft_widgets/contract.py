@@ -96,6 +96,26 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
         os.close(fd)
 
 
+class JsonlAppender:
+    """`append_jsonl` on a descriptor kept open: one write(2) per line, on O_APPEND, so lines
+    from several threads never interleave and readers see the same file (the trainer appends
+    an event every step, and an open/close per line was a measurable part of a fast step)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+
+    def append(self, obj: dict) -> None:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: appender is closed")
+        os.write(self._fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def append_status(run_dir: str | os.PathLike, state: str, message: str = "") -> None:
     """One human-readable line per state transition in status.log."""
     line = f"{utc_now()} {state}" + (f" {message}" if message else "") + "\n"

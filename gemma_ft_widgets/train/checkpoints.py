@@ -78,8 +78,10 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: dict, keep: int) -> str:
-    """Write checkpoint `step` atomically, prune to the newest `keep`. Returns its path."""
+def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: dict, keep: int,
+         checkpointer=None) -> str:
+    """Write checkpoint `step` atomically, prune to the newest `keep`. Returns its path.
+    `checkpointer`: an orbax Checkpointer to reuse (a fresh one is made and closed otherwise)."""
     root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
     os.makedirs(root, exist_ok=True)
     final = contract.checkpoint_path(run_dir, step)
@@ -88,9 +90,10 @@ def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: d
     os.makedirs(tmp)
     tree = {"params": params, "opt_state": opt_state, "step": np.int64(step),
             "data_position": np.int64(data_position)}
-    ckpt = _checkpointer()
+    ckpt = checkpointer or _checkpointer()
     ckpt.save(os.path.join(tmp, STATE_DIR), tree)  # complete when it returns
-    ckpt.close()
+    if checkpointer is None:
+        ckpt.close()
     contract.atomic_write_json(os.path.join(tmp, META_NAME),
                                {"step": step, "data_position": data_position, **meta})
     _fsync_dir(tmp)
@@ -128,6 +131,7 @@ class BackgroundSaver:
     def __init__(self):
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._checkpointer = None  # one orbax Checkpointer for all saves (~5 ms less each)
 
     def submit(self, run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
                keep: int, on_done=None) -> str:
@@ -135,9 +139,13 @@ class BackgroundSaver:
         t0 = time.time()
         params, opt_state = host_copy((params, opt_state))
 
+        if self._checkpointer is None:
+            self._checkpointer = _checkpointer()
+        checkpointer = self._checkpointer
+
         def work():
             try:
-                path = save(run_dir, step, params, opt_state, data_position, meta, keep)
+                path = save(run_dir, step, params, opt_state, data_position, meta, keep, checkpointer)
                 if on_done is not None:
                     on_done(path, time.time() - t0)
             except BaseException as e:  # noqa: BLE001 - re-raised in the loop's thread
@@ -165,6 +173,12 @@ class BackgroundSaver:
             thread.join()
             self._thread = None
         self.check()
+
+    def close(self) -> None:
+        """Release the orbax Checkpointer (after `wait()`; a later submit makes a new one)."""
+        if self._checkpointer is not None and not self.in_flight:
+            self._checkpointer.close()
+            self._checkpointer = None
 
 
 def prune(run_dir: str, keep: int) -> list[int]:

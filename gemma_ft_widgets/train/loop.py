@@ -94,7 +94,12 @@ def _attempt(run_dir: str) -> int:
 
 
 class _HostMemory:
-    def __init__(self):
+    """This process's RSS, read at most once per `every` seconds: a step event carries it, and
+    on a fast step (a few ms) a psutil read every step would be a measurable share of the loop."""
+
+    def __init__(self, every: float = 1.0):
+        self.every = every
+        self._at, self._value = -1e9, None
         try:
             import psutil
 
@@ -105,10 +110,14 @@ class _HostMemory:
     def rss(self) -> int | None:
         if self._proc is None:
             return None
-        try:
-            return int(self._proc.memory_info().rss)
-        except Exception:  # noqa: BLE001
-            return None
+        now = time.monotonic()
+        if now - self._at >= self.every:
+            self._at = now
+            try:
+                self._value = int(self._proc.memory_info().rss)
+            except Exception:  # noqa: BLE001
+                self._value = None
+        return self._value
 
 
 def device_memory(devices) -> tuple[int | None, int | None]:
@@ -156,6 +165,7 @@ class Trainer:
         self._log = log or (lambda msg: print(msg, flush=True))
         self._mem = _HostMemory()
         self._saver = None
+        self._metrics = None  # contract.JsonlAppender, opened by the first event
 
     @property
     def saver(self):
@@ -176,11 +186,18 @@ class Trainer:
         if getattr(self, "tb", None) is not None:
             self.tb.close()
             self.tb = None
+        if self._saver is not None:
+            self._saver.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
 
     # -- events ---------------------------------------------------------------------------
     def event(self, name: str, **fields) -> dict:
         ev = {"event": name, "time": time.time(), **fields}
-        contract.append_jsonl(self.metrics_path, ev)
+        if self._metrics is None:
+            self._metrics = contract.JsonlAppender(self.metrics_path)
+        self._metrics.append(ev)
         return ev
 
     # -- setup ----------------------------------------------------------------------------
@@ -399,6 +416,7 @@ class Trainer:
         devices = self.devices
         announced: list[int] = []
         saver = self.saver
+        device_mem = [-1e9, None]  # (when read, bytes in use): read at most once a second
 
         def emit(entry):
             nonlocal t_last, last_loss
@@ -411,7 +429,9 @@ class Trainer:
             last_loss = loss
             losses[step_n] = loss
             lr = float(lrs[step_n - 1])
-            used, _ = device_memory(devices)
+            if time.monotonic() - device_mem[0] >= 1.0:
+                device_mem[:] = [time.monotonic(), device_memory(devices)[0]]
+            used = device_mem[1]
             self.event("step", step=step_n, loss=loss, lr=lr, tokens_per_s=round(tokens / dt, 1),
                        step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
                        device_mem_bytes=used, host_rss_bytes=self._mem.rss())
@@ -450,7 +470,7 @@ class Trainer:
                     if ev is not None:
                         evals[self.step] = ev
                         self.event("eval", step=self.step, eval_loss=ev)
-                        tb.scalars(self.step, {"eval_loss": ev})
+                        tb.scalars(self.step, {"eval_loss": ev}, force=True)
                     t_last = time.time()  # eval time is not step time
                 if (self.step % ckpt_every == 0 or at_end) and not self.stop.requested:
                     flush()
