@@ -282,24 +282,9 @@ def test_interrupted_checkpoint_never_replaces_the_good_one(tmp_path, monkeypatc
 
 def tensorboard_scalars(run_dir):
     """[(step, {tag, ...})] of the run's TensorBoard event files, read as TFRecords (no TF)."""
-    import struct
+    from .test_train_tb import read_points
 
-    from tensorboard.compat.proto import event_pb2
-
-    out = []
-    for name in sorted(os.listdir(run_dir)):
-        if not name.startswith("events.out.tfevents"):
-            continue
-        with open(os.path.join(run_dir, name), "rb") as f:
-            data = f.read()
-        pos = 0
-        while pos + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[pos:pos + 8])
-            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
-            pos += 12 + n + 4
-            if ev.HasField("summary"):
-                out.append((ev.step, {v.tag for v in ev.summary.value}))
-    return out
+    return [(step, set(values)) for step, values in read_points(run_dir)]
 
 
 def _wait_for(path, pred, timeout=240, proc=None):

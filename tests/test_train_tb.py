@@ -18,6 +18,8 @@ def read_points(logdir: str) -> list[tuple[int, dict[str, float]]]:
 
     out = []
     for name in sorted(os.listdir(logdir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
         data = open(os.path.join(logdir, name), "rb").read()
         pos = 0
         while pos + 12 <= len(data):
