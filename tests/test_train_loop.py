@@ -129,8 +129,11 @@ def test_the_panels_playground_samples_the_picked_checkpoint(full_run):
         assert pg.checkpoint.value == 200 and 100 in [v for _, v in pg.checkpoint.options]
         pg.prompt.value = MEMORISED_PROMPT
         pg.max_new_tokens.value = 24
+        shown = []
+        pg.progress.observe(lambda ch: shown.append(ch["new"]), "value")
         pg.generate_button.click()
         assert p.wait_actions(300)
+        assert any("loading the model and step_200" in s for s in shown), shown  # the subprocess's phases
         assert pg.output.value == MEMORISED_ANSWER, pg.progress.value
         assert "step_200" in pg.progress.value and not pg.busy
     finally:

@@ -383,8 +383,9 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     release = threading.Event()
     calls = []
 
-    def fake_sample(run, prompt, max_new_tokens=64, checkpoint=None, timeout=300):
+    def fake_sample(run, prompt, max_new_tokens=64, checkpoint=None, timeout=300, on_progress=None):
         calls.append((run, prompt, max_new_tokens, checkpoint, threading.current_thread() is threading.main_thread()))
+        on_progress("loading the model and step_20")  # what the sampling subprocess reports
         release.wait(10)
         return {"text": "Paris.", "checkpoint": "checkpoints/step_20", "seconds": 0.5}
 
@@ -392,7 +393,7 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     p.outcome.playground_button.click()
     assert p.sections.selected_index == 1
     pg.generate_button.click()
-    wait_for(lambda: "loading" in pg.progress.value, 10, what="progress")
+    wait_for(lambda: "loading the model and step_20" in pg.progress.value, 10, what="progress")
     assert pg.busy and pg.generate_button.disabled
     release.set()
     assert p.wait_actions(30)

@@ -327,8 +327,11 @@ class RunManager:
 
     # -- sampling and export (subprocesses; jax never loads in this process) ---------------
     def sample(self, run: Any, prompt: str, max_new_tokens: int = 64, checkpoint: Any = None,
-               timeout: float = 300) -> dict:
-        return sampling.sample(self._resolve_or_default(run), prompt, max_new_tokens, checkpoint, timeout)
+               timeout: float = 300, on_progress=None) -> dict:
+        """Greedy sampling from a checkpoint, in a subprocess (jax never loads here);
+        `on_progress(phase)` hears its phases."""
+        return sampling.sample(self._resolve_or_default(run), prompt, max_new_tokens, checkpoint, timeout,
+                               on_progress=on_progress)
 
     def export(self, run: Any, out_dir: str, timeout: float | None = None) -> str:
         return sampling.export(self._resolve_or_default(run), out_dir, timeout)

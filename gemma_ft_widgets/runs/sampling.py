@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 from .errors import RunError
 
@@ -28,33 +29,64 @@ def _tail(text: str, n: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def sample(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint=None, timeout: float = 300) -> dict:
-    """{"text", "checkpoint", "seconds"} from the run's newest (or the given) checkpoint."""
-    fd, prompt_file = tempfile.mkstemp(prefix="gemma-ft-prompt-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+PROGRESS_PREFIX = "progress: "  # train/sample.py --progress; the runs layer does not import it
+
+
+def sample(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint=None, timeout: float = 300,
+           on_progress=None) -> dict:
+    """{"text", "checkpoint", "seconds"} from the run's newest (or the given) checkpoint.
+    `on_progress(phase)` hears each phase the sampler reports ("loading…", "generating…")."""
+    with tempfile.TemporaryDirectory(prefix="gemma-ft-sample-") as tmp:
+        prompt_file, out_file, err_file = (os.path.join(tmp, n) for n in ("prompt.txt", "out", "err"))
+        with open(prompt_file, "w", encoding="utf-8") as f:
             f.write(prompt)
         cmd = [sys.executable, "-m", SAMPLE_MODULE, run_dir, "--prompt-file", prompt_file,
-               "--max-new-tokens", str(int(max_new_tokens)), "--json"]
+               "--max-new-tokens", str(int(max_new_tokens)), "--json", "--progress"]
         if checkpoint is not None:
             cmd += ["--checkpoint", str(checkpoint)]
-        try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout, env=_env())
-        except subprocess.TimeoutExpired:
-            raise RunError(f"sampling took longer than {timeout} s and was stopped") from None
-    finally:
-        os.unlink(prompt_file)
+        # Output to files, not pipes: nothing to drain while we watch the progress lines.
+        with open(out_file, "wb") as out, open(err_file, "wb") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env())
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                done = True
+            except subprocess.TimeoutExpired:
+                done = False
+            seen = _report(err_file, seen, on_progress)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()  # our own child, by its Popen handle
+                proc.wait()
+                raise RunError(f"sampling took longer than {timeout} s and was stopped")
+        stdout = open(out_file, encoding="utf-8", errors="replace").read()
+        stderr = "".join(line for line in open(err_file, encoding="utf-8", errors="replace")
+                         if not line.startswith(PROGRESS_PREFIX))
     if proc.returncode != 0:
-        raise RunError(f"sampling failed (exit {proc.returncode}):\n{_tail(proc.stderr) or '(no output)'}")
-    for line in reversed(proc.stdout.strip().splitlines()):  # the JSON is the last line
+        raise RunError(f"sampling failed (exit {proc.returncode}):\n{_tail(stderr) or '(no output)'}")
+    for line in reversed(stdout.strip().splitlines()):  # the JSON is the last line
         try:
             out = json.loads(line)
         except ValueError:
             continue
         if isinstance(out, dict) and "text" in out:
             return out
-    raise RunError(f"sampling printed no JSON result:\n{_tail(proc.stdout + proc.stderr)}")
+    raise RunError(f"sampling printed no JSON result:\n{_tail(stdout + stderr)}")
+
+
+def _report(err_file: str, seen: int, on_progress) -> int:
+    """Call on_progress for each complete progress line past byte `seen`; the new offset."""
+    with open(err_file, "rb") as f:
+        f.seek(seen)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].decode("utf-8", errors="replace").splitlines():
+        if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
+            on_progress(line[len(PROGRESS_PREFIX):])
+    return seen + end
 
 
 def export(run_dir: str, out_dir: str, timeout: float | None = None) -> str:

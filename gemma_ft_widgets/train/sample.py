@@ -22,6 +22,7 @@ import time
 
 from .. import contract
 
+PROGRESS_PREFIX = "progress: "
 _CACHE: dict = {}
 _CACHE_MAX = 2
 
@@ -125,7 +126,10 @@ def sample(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint: str 
     return sample_detailed(run_dir, prompt, max_new_tokens, checkpoint)["text"]
 
 
-def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint: str | None = None) -> dict:
+def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint: str | None = None,
+                    progress=None) -> dict:
+    """{"text", "checkpoint", "seconds"}; `progress(phase)` is told each phase as it begins."""
+    say = progress or (lambda phase: None)
     t0 = time.time()
     run_dir = os.path.abspath(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
@@ -133,6 +137,7 @@ def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpo
     key = (run_dir, path, stamp)
     loaded = _CACHE.get(key)
     if loaded is None:
+        say(f"loading the model and {os.path.basename(path) if path else 'its base weights'}")
         loaded, path = load_params(run_dir, path)
         while len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
@@ -144,7 +149,9 @@ def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpo
     samplers = loaded.__dict__.setdefault("_samplers", {})
     sampler = samplers.get((cache_length, max_out))
     if sampler is None:
+        say("building the sampler")
         sampler = samplers[(cache_length, max_out)] = _sampler(loaded, cache_length, max_out)
+    say(f"generating up to {max_new_tokens} tokens")
     out = sampler.sample(text, max_new_tokens=max_new_tokens)
     return {"text": clean_output(out), "checkpoint": path, "seconds": round(time.time() - t0, 3)}
 
@@ -158,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--checkpoint", default=None, help="path, step_N or N; default: newest")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--progress", action="store_true",
+                        help=f"print each phase to stderr as '{PROGRESS_PREFIX}PHASE' (for the playground)")
     args = parser.parse_args(argv)
     if args.prompt is not None:
         prompt = args.prompt
@@ -167,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("give --prompt-file or --prompt")
     try:
-        result = sample_detailed(args.run_dir, prompt, args.max_new_tokens, args.checkpoint)
+        report = (lambda phase: print(PROGRESS_PREFIX + phase, file=sys.stderr, flush=True)) if args.progress else None
+        result = sample_detailed(args.run_dir, prompt, args.max_new_tokens, args.checkpoint, progress=report)
     except (FileNotFoundError, ValueError) as e:
         msg = str(e)
         if args.json:

@@ -529,11 +529,13 @@ class ControlPanel(w.VBox):
 
         def work():
             result: dict[str, Any] = {}
+            phase = ["starting the sampler in a separate process"]
 
             def call():
                 try:
                     result["out"] = self.manager.sample(run_dir, prompt, max_new_tokens=max_new_tokens,
-                                                        checkpoint=checkpoint)
+                                                        checkpoint=checkpoint,
+                                                        on_progress=lambda p: phase.__setitem__(0, p))
                 except Exception as e:  # noqa: BLE001
                     result["error"] = e
 
@@ -542,8 +544,8 @@ class ControlPanel(w.VBox):
             sampler.start()
             try:
                 while sampler.is_alive():
-                    pg.progress.value = (f'<i class="fa fa-spinner fa-spin"></i> loading the checkpoint and '
-                                         f"generating in a separate process… {time.monotonic() - t0:.0f} s")
+                    pg.progress.value = (f'<i class="fa fa-spinner fa-spin"></i> {fmt.esc(phase[0])}… '
+                                         f"{time.monotonic() - t0:.0f} s")
                     sampler.join(0.5)
                 if "error" in result:
                     pg.progress.value = fmt.note(f"Sampling failed: {fmt.esc(result['error'])}", "error")
