@@ -376,7 +376,8 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     run_dir = start(p, max_steps=20, checkpoint_every=10)
     until(p, lambda: p.state == "FINISHED")
     pg = p.playground
-    assert pg.run_dir == run_dir and "checkpoints/step_20" in pg.run_label.value
+    assert pg.run_dir == run_dir and os.path.basename(run_dir) in pg.run_label.value
+    assert pg.checkpoint.options[0] == ("step 20 (newest)", 20) and pg.checkpoint.value == 20
     assert pg.generate_button.disabled  # no prompt yet
     pg.prompt.value = "What is the capital of France?"
     assert not pg.generate_button.disabled
@@ -387,7 +388,7 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
         calls.append((run, prompt, max_new_tokens, checkpoint, threading.current_thread() is threading.main_thread()))
         on_progress("loading the model and step_20")  # what the sampling subprocess reports
         release.wait(10)
-        return {"text": "Paris.", "checkpoint": "checkpoints/step_20", "seconds": 0.5}
+        return {"text": "Paris.", "checkpoint": os.path.join(run, "checkpoints", "step_20"), "seconds": 0.5}
 
     monkeypatch.setattr(p.manager, "sample", fake_sample)
     p.outcome.playground_button.click()
@@ -397,7 +398,8 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     assert pg.busy and pg.generate_button.disabled
     release.set()
     assert p.wait_actions(30)
-    assert pg.output.value == "Paris." and not pg.busy and "step_20" in pg.progress.value
+    assert pg.output.value == "Paris." and not pg.busy and "checkpoints/step_20 · 0.5" in pg.progress.value
+    assert run_dir not in pg.progress.value  # the checkpoint is named inside its run
     assert calls == [(run_dir, "What is the capital of France?", 64, 20, False)]
     pg.checkpoint.value = 10  # an older checkpoint, picked by the user
     pg.generate_button.click()

@@ -552,7 +552,10 @@ class ControlPanel(w.VBox):
                     return
                 out = result["out"]
                 pg.output.value = str(out.get("text", ""))
-                pg.progress.value = (f'<span style="color:#555">{fmt.esc(out.get("checkpoint", ""))} · '
+                ckpt = str(out.get("checkpoint") or "")
+                if ckpt.startswith(run_dir.rstrip(os.sep) + os.sep):
+                    ckpt = os.path.relpath(ckpt, run_dir)  # checkpoints/step_N
+                pg.progress.value = (f'<span style="color:#555">{fmt.esc(ckpt)} · '
                                      f'{fmt.number(out.get("seconds"), 3)} s</span>')
             finally:
                 pg.busy = False

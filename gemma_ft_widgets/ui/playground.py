@@ -37,7 +37,7 @@ class Playground(w.VBox):
                                         style={"description_width": "110px"}, layout=w.Layout(width="200px"))
         self.max_new_tokens.add_class("gft-max-new-tokens")
         self.generate_button = w.Button(description="Generate", icon="play", button_style="primary",
-                                        disabled=True, layout=w.Layout(width="130px"))
+                                        disabled=True, layout=w.Layout(width="150px"))
         self.generate_button.add_class("gft-generate")
         self.generate_button.on_click(self._clicked)
         self.progress = w.HTML()
@@ -61,9 +61,8 @@ class Playground(w.VBox):
                     + (f" in <b>{fmt.esc(status.run_name)}</b>" if status else "") + ".</span>")
         else:
             run_dir, self._can = status.run_dir, True
-            live = " (training is still running; sampling happens in a separate process)" if status.active else ""
-            text = (f"Run <b>{fmt.esc(status.run_name)}</b>, checkpoint "
-                    f"<code>{fmt.esc(status.last_checkpoint)}</code>{fmt.esc(live)}")
+            live = " · training is still running; sampling happens in a separate process" if status.active else ""
+            text = f"Run <b>{fmt.esc(status.run_name)}</b>{fmt.esc(live)}"
         if self.run_label.value != text:
             self.run_label.value = text
         self._set_checkpoints(run_dir, list(getattr(status, "checkpoints", None) or []) if self._can else [])

@@ -75,3 +75,27 @@ def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, a
                                  ".gft-dashboard .gft-loss-figure")
     if os.environ.get("GEMMA_FT_UPDATE_DOCS") == "1":
         shutil.copyfile(shot, DOCS_PNG)
+
+
+def test_playground_samples_a_finished_run(lab, page, workspaces, artifacts):
+    """A short real run to FINISHED, then Playground: the checkpoint picker, the sampler's phases
+    while it loads, and the answer's checkpoint and time, all drawn in the browser."""
+    rel, folder = lab.folder("playground")
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}")
+    drive.show_panel(page)
+    drive.start_run(page, 40)
+    drive.wait_badge(page, "FINISHED", 300)
+    assert RunManager(ws).status().checkpoints == [40]
+    page.locator(".gft-panel .gft-open-playground").click()
+    picker = page.locator(".gft-playground .gft-checkpoint select")
+    picker.wait_for(state="visible", timeout=30_000)
+    assert "step 40 (newest)" in picker.inner_text().replace("\xa0", " ")
+    page.locator(".gft-playground .gft-prompt textarea").fill("What is the secret word?")
+    page.locator(".gft-playground .gft-generate").click()
+    progress = ".gft-playground .gft-sample-progress"
+    drive.wait_for(lambda: "loading the model and step_40" in drive.text_of(page, progress), 60,
+                   0.2, "the sampler's loading phase")
+    drive.wait_for(lambda: "step_40 ·" in drive.text_of(page, progress), 300, 0.5, "the sample")
+    drive.assert_no_widget_errors(page)
+    drive.screenshot(page, artifacts, "lab_training-4-playground.png", page.locator(".gft-playground"))
