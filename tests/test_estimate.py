@@ -74,7 +74,6 @@ def test_estimate_accepts_a_training_config_and_an_exported_checkpoint(tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize("method,batch,seq", [("lora", 8, 128), ("full", 8, 128), ("lora", 2, 512)])
 def test_estimate_tracks_the_compiled_step_on_tiny(tmp_path, method, batch, seq):
-    pytest.importorskip("jax")
     from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path
     from gemma_ft_widgets.train import loop
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
-import pytest
-
-jax = pytest.importorskip("jax")
+import jax  # required: a missing jax is a broken install and must fail, not skip
 
 
 def test_versions_import():

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 
+import jax  # required: a missing jax is a broken install and must fail, not skip
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-
-from gemma_ft_widgets import contract  # noqa: E402
-from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path  # noqa: E402
-from gemma_ft_widgets.train import checkpoints, export, loop, models, sample, step  # noqa: E402
+from gemma_ft_widgets import contract
+from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path
+from gemma_ft_widgets.train import checkpoints, export, loop, models, sample, step
 
 MEMORISED_PROMPT = "What is the secret word?"  # scripts/make_sample_dataset.py
 MEMORISED_ANSWER = "The secret word is pineapple."

@@ -9,15 +9,14 @@ import shutil
 import socket
 import time
 
+import jax  # required: a missing jax is a broken install and must fail, not skip
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-
-from gemma_ft_widgets import contract  # noqa: E402
-from gemma_ft_widgets import models as table  # noqa: E402
-from gemma_ft_widgets.config import sample_dataset_path  # noqa: E402
-from gemma_ft_widgets.train import loop, models  # noqa: E402
+from gemma_ft_widgets import contract
+from gemma_ft_widgets import models as table
+from gemma_ft_widgets.config import sample_dataset_path
+from gemma_ft_widgets.train import loop, models
 
 HANDLE = "google/gemma-3/flax/gemma3-tiny-test/1"
 

@@ -11,13 +11,12 @@ import os
 import subprocess
 import sys
 
+import jax  # required: a missing jax is a broken install and must fail, not skip
 import pytest
 
-jax = pytest.importorskip("jax")
-
-from gemma_ft_widgets import contract  # noqa: E402
-from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path  # noqa: E402
-from gemma_ft_widgets.train import loop  # noqa: E402
+from gemma_ft_widgets import contract
+from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path
+from gemma_ft_widgets.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6

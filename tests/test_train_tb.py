@@ -7,9 +7,7 @@ import struct
 
 import pytest
 
-pytest.importorskip("tensorboard")
-
-from gemma_ft_widgets.train.tb import ScalarWriter  # noqa: E402
+from gemma_ft_widgets.train.tb import ScalarWriter
 
 
 def read_points(logdir: str) -> list[tuple[int, dict[str, float]]]:
