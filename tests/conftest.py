@@ -158,3 +158,11 @@ def make_panel(workspace, panels):
         return p
 
     return make
+
+
+def needs_mount(reason: str):
+    """Skip a test that needs root's tmpfs mounts where they are impossible, unless
+    GEMMA_FT_REQUIRE_MOUNTS=1 (CI, which runs as root): there the same reason fails the test."""
+    if os.environ.get("GEMMA_FT_REQUIRE_MOUNTS") == "1":
+        pytest.fail(f"GEMMA_FT_REQUIRE_MOUNTS=1, but {reason}")
+    pytest.skip(reason)

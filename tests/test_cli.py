@@ -13,7 +13,7 @@ import pytest
 from gemma_ft_widgets import cli, contract
 from gemma_ft_widgets.runs import RunManager, State, lockfile
 
-from .conftest import wait_for, wait_state, wait_step
+from .conftest import needs_mount, wait_for, wait_state, wait_step
 
 LONG = 100_000
 
@@ -202,7 +202,7 @@ def read_only_workspace(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ws)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"root can write anywhere and cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
+        needs_mount(f"root can write anywhere and cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
     try:
         yield ws
     finally:
@@ -250,8 +250,7 @@ def test_console_script_help():
 def test_demo_follows_a_run_to_the_end(workspace):
     from gemma_ft_widgets.config import sample_dataset_path
 
-    if not os.path.exists(sample_dataset_path()):
-        pytest.skip("the packaged sample dataset is not there yet")
+    assert os.path.exists(sample_dataset_path()), "the packaged sample dataset is missing"
     out = gemma_ft_subprocess("demo", "--steps", "20", "--workspace", workspace, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[FINISHED]" in out.stdout

@@ -26,7 +26,7 @@ from gemma_ft_widgets.config import ConfigError
 from gemma_ft_widgets.runs import RunError, RunManager, State, identity, lockfile
 from gemma_ft_widgets.ui import ControlPanel
 
-from .conftest import SIM_TRAINER, wait_for, wait_state, wait_step
+from .conftest import SIM_TRAINER, needs_mount, wait_for, wait_state, wait_step
 
 LONG = 100_000  # max_steps of a run that only ends when stopped
 PACKAGE = os.path.dirname(os.path.abspath(contract.__file__))
@@ -520,12 +520,12 @@ def test_panel_shows_corrupt_lock_result_and_metrics_without_failing(make_panel,
 def small_mount(tmp_path):
     """Mount a small tmpfs (root only; CI runs as root). Yields (path, remount(options))."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        needs_mount("mounting a tmpfs needs root (CI runs as root)")
     path = tmp_path / "mnt"
     path.mkdir()
     out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], capture_output=True, text=True)
     if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+        needs_mount(f"cannot mount a tmpfs here: {out.stderr.strip()}")
 
     def remount(options: str) -> None:
         subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)

@@ -4,7 +4,6 @@ orbax writes the next checkpoint. Root only (CI runs as root): mounting needs it
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 
@@ -16,12 +15,10 @@ from gemma_ft_widgets.runs import RunManager, State, lockfile
 from gemma_ft_widgets.runs.status import check_lock
 from gemma_ft_widgets.ui import ControlPanel
 
-from .conftest import wait_for, wait_state
+from .conftest import needs_mount, wait_for, wait_state
 from .test_reliability import assert_all_gone, lock_pids
 
 pytestmark = pytest.mark.slow
-if importlib.util.find_spec("jax") is None:  # the trainer's stack (not imported here)
-    pytest.skip("the real trainer needs jax", allow_module_level=True)
 REAL_TRAINER = contract.DEFAULT_TRAINER
 
 
@@ -29,14 +26,14 @@ REAL_TRAINER = contract.DEFAULT_TRAINER
 def mounts():
     """mount(path, size) a tmpfs; every mount is lazily unmounted at the end."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        needs_mount("mounting a tmpfs needs root (CI runs as root)")
     done = []
 
     def mount(path: str, size: str) -> None:
         out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
                              capture_output=True, text=True)
         if out.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+            needs_mount(f"cannot mount a tmpfs here: {out.stderr.strip()}")
         done.append(path)
 
     yield mount
