@@ -259,7 +259,7 @@ class Dashboard(w.VBox):
         if changed & {id(self.loss_line), id(self.eval_line)}:
             plots.fit_ticks(self.loss_figure)
         if id(self.throughput_line) in changed:
-            plots.fit_ticks(self.throughput_figure, y_si=True)
+            plots.fit_ticks(self.throughput_figure)
 
     def show_logs(self, transitions: str, text: str) -> None:
         _set(self.transitions, "value", fmt.pre(transitions, "140px", "gft-pre gft-transitions-text"))

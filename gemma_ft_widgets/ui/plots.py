@@ -159,13 +159,13 @@ class Decimator:
 
 
 def _figure(title: str, x_label: str, y_label: str, css: str, height: str = "260px",
-            y_log: bool = False) -> tuple[bq.Figure, bq.LinearScale, bq.Scale]:
+            y_format: str = "decimal") -> tuple[bq.Figure, bq.LinearScale, bq.LinearScale]:
     xs = bq.LinearScale()
-    ys = bq.LogScale() if y_log else bq.LinearScale()
-    # Ticks are set from the kernel (fit_ticks); these formats only serve until the first data.
-    ax = bq.Axis(scale=xs, label=x_label, side="bottom", grid_lines="dashed", tick_format=",d")
+    ys = bq.LinearScale()
+    # Tick values come from the kernel (fit_ticks); the formats are fixed here (see ticks.py).
+    ax = bq.Axis(scale=xs, label=x_label, side="bottom", grid_lines="dashed", tick_format=ticks.FORMATS["integer"])
     ay = bq.Axis(scale=ys, label=y_label, side="left", grid_lines="dashed",
-                 tick_format=".3g", label_offset="45px")
+                 tick_format=ticks.FORMATS[y_format], label_offset="45px")
     fig = bq.Figure(marks=[], axes=[ax, ay], title=title, animation_duration=0,
                     fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
                     legend_location="top-right", layout=w.Layout(width="100%", height=height,
@@ -190,7 +190,8 @@ def loss_figure() -> tuple[bq.Figure, bq.Lines, bq.Lines]:
 
 
 def throughput_figure() -> tuple[bq.Figure, bq.Lines]:
-    fig, xs, ys = _figure("Throughput", "step", "tokens / s", "gft-throughput-figure", height="220px")
+    fig, xs, ys = _figure("Throughput", "step", "tokens / s", "gft-throughput-figure", height="220px",
+                          y_format="si")
     line = _line(xs, ys, "tokens/s", COLOURS[2])
     fig.marks = [line]
     return fig, line
@@ -203,22 +204,18 @@ def overlay_figure() -> bq.Figure:
     return fig
 
 
-def fit_ticks(fig: bq.Figure, x_integer: bool = True, y_si: bool = False, y_zero: bool = False) -> None:
-    """Round ticks, inside the drawn data's range, with a format that keeps them apart (see
-    ticks.py). Call after the marks' data changed; sends nothing when the ticks are the same."""
-    ax, ay = fig.axes[0], fig.axes[1]
+def fit_ticks(fig: bq.Figure, y_integer: bool = False, y_zero: bool = False) -> None:
+    """Round tick values inside the drawn data's range (see ticks.py); x is integer (steps,
+    tokens). Call after the marks' data changed; sends nothing when the ticks are the same."""
     marks = [m for m in fig.marks if len(m.x)]
     xr = ticks.extent(m.x for m in marks)
     yr = ticks.extent([m.y for m in marks] + ([[0.0]] if y_zero and marks else []))
-    for axis, r, integer, si in ((ax, xr, x_integer, False), (ay, yr, False, y_si)):
-        if r is None or isinstance(axis.scale, bq.LogScale):
+    for axis, r, integer in ((fig.axes[0], xr, True), (fig.axes[1], yr, y_integer)):
+        if r is None:
             continue
         values = ticks.nice_ticks(r[0], r[1], 5, integer)
-        fmt = ticks.tick_format(values, si)
-        if list(axis.tick_values if axis.tick_values is not None else ()) != values or axis.tick_format != fmt:
-            with axis.hold_sync():
-                axis.tick_values = np.asarray(values, dtype=float)
-                axis.tick_format = fmt
+        if list(axis.tick_values if axis.tick_values is not None else ()) != values:
+            axis.tick_values = np.asarray(values, dtype=float)
 
 
 def set_line(line: bq.Lines, x, y, max_points: int = MAX_POINTS, decimator: Decimator | None = None,
@@ -253,7 +250,7 @@ def set_overlay(fig: bq.Figure, series: list[tuple[str, Sequence[float], Sequenc
 def histogram_figure() -> tuple[bq.Figure, bq.Bars, bq.Lines]:
     """(figure, bars of token lengths, vertical line at max_seq_len)."""
     fig, xs, ys = _figure("Tokens per example", "tokens", "examples", "gft-token-histogram",
-                          height="220px")
+                          height="220px", y_format="integer")
     bars = bq.Bars(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=[COLOURS[0]],
                    padding=0.05, align="center")
     cut = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=["#d62728"],

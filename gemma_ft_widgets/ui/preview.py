@@ -135,7 +135,7 @@ class DatasetPreview(w.VBox):
         lengths, label, measured = _lengths(info, model)
         self.lengths, self.tokenizer_label = list(lengths), label
         plots.set_histogram(self.bars, self.cut_line, self.lengths, max_seq_len)
-        plots.fit_ticks(self.histogram, y_zero=True)
+        plots.fit_ticks(self.histogram, y_integer=True, y_zero=True)
         share = truncated_share(self.lengths, max_seq_len)
         n_long = int(round(share * measured))
         of = f"{measured} measured" if measured < len(info.records) else f"{measured}"

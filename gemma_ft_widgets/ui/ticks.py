@@ -1,16 +1,23 @@
 """Axis ticks chosen on the kernel side, from the data a figure draws.
 
 bqplot's own choice is poor for training curves: with `num_ticks` it spaces ticks evenly over
-the data (steps 0, 33, 66, 98…), and without it a fixed format either repeats labels over a
-small loss range (5.9, 5.9, 5.9) or crowds the axis title with long throughput numbers. So:
+the data (steps 0, 33, 66, 98…), and without it a fixed precision either repeats labels over
+a small loss range (5.9, 5.9, 5.9) or crowds the axis title with long throughput numbers. So:
 round 1-2-5 steps, ticks only inside the data's range (d3 draws ticks outside the domain
-too), and a format with just enough digits to tell neighbours apart.
+too), and per-axis formats that trim zeros (FORMATS): a round tick then prints as few digits
+as it has (6.2, 5.9015, 11.5k). The formats are fixed when a figure is built; only the tick
+values change later (bqplot's front end sometimes misses a tick_format change that arrives
+while it redraws the axis after a data change, and the default format then stays).
 """
 
 from __future__ import annotations
 
 import math
 from typing import Iterable, Sequence
+
+# d3 formats: integers with thousands separators; decimals trimmed of trailing zeros (up to 6
+# places); SI prefixes trimmed (5.12k, 40k, 1.5M).
+FORMATS = {"integer": ",d", "decimal": ",~f", "si": "~s"}
 
 import numpy as np
 
@@ -48,24 +55,3 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     ticks = [k * step for k in range(first, last + 1)]
     digits = max(0, -math.floor(math.log10(step))) + 1
     return [round(t, digits) for t in ticks] or [lo]
-
-
-def tick_format(ticks: Sequence[float], si: bool = False) -> str:
-    """A d3 format that shows each tick with as few digits as keep them apart: ",d" for
-    integers, ".Nf" for small numbers, ".N~s" (11.5k) for large ones when `si`."""
-    if not ticks:
-        return ",d"
-    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=0.0)
-    big = max(abs(t) for t in ticks)
-    if si and big >= 1000:
-        # Significant digits: from the largest tick's leading digit down to the step's.
-        low = math.floor(math.log10(step) + 1e-6) if step > 0 else math.floor(math.log10(big)) - 2
-        digits = max(1, math.floor(math.log10(big)) - low + 1)
-        return f".{min(digits, 6)}~s"
-    if all(float(t).is_integer() for t in ticks) and (step >= 1 or len(ticks) == 1):
-        return ",d"
-    if step > 0:
-        decimals = max(0, -math.floor(math.log10(step) + 1e-6))  # 0.0999… is a step of 0.1
-    else:
-        decimals = max(0, 3 - math.floor(math.log10(big)) - 1) if big else 1
-    return f",.{min(decimals, 8)}f"

@@ -9,8 +9,10 @@ import time
 ERROR_TEXT = "Error displaying widget"
 
 
-def open_notebook(page, server, name: str, timeout: float = 120) -> None:
-    page.goto(server.lab_url(name), timeout=timeout * 1000)
+def open_notebook(page, server, name: str, timeout: float = 120, via=None) -> None:
+    """Open `name` in JupyterLab (through `via`, a netcut.CuttableLink, when given)."""
+    url = server.lab_url(name)
+    page.goto(url.replace(server.url, via.url, 1) if via is not None else url, timeout=timeout * 1000)
     page.wait_for_selector(".jp-Notebook", timeout=timeout * 1000)
     accept_kernel_dialog(page)
     wait_kernel_idle(page, timeout)

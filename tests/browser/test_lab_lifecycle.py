@@ -3,6 +3,7 @@ JupyterLab. The simulated trainer (no jax) keeps these quick; the real one is ex
 test_lab_training and test_lab_server_kill."""
 
 import os
+import time
 
 import pytest
 
@@ -89,3 +90,44 @@ def test_kernel_restart_reattaches_with_history(lab, page, workspaces, artifacts
     assert not _visible(page, ".gft-form")
     drive.assert_no_widget_errors(page)
     drive.screenshot(page, artifacts, "lab_lifecycle-restart-reattached.png", page.locator(".gft-panel"))
+
+
+def test_a_network_drop_between_browser_and_server_leaves_training_alone(lab, page, workspaces, artifacts):
+    """Scenario 10: every connection between the page and the server is cut for ~10 s (and new
+    ones refused). Training goes on meanwhile; after the link is back, JupyterLab reconnects
+    the kernel and the panel's dashboard catches up with the run, in the same page."""
+    from .netcut import CuttableLink
+
+    rel, folder = lab.folder("network_drop")
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    link = CuttableLink(lab.server.port).start()
+    try:
+        drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}", via=link)
+        drive.show_panel(page)
+        drive.start_run(page, 5000)
+        drive.wait_badge(page, "RUNNING", 60)
+        manager = RunManager(ws)
+        before = manager.status()
+        drive.wait_for(lambda: (drive.dashboard_step(page) or 0) >= 3, 60, what="a few steps on the page")
+        link.cut()
+        cut_at = manager.status().step
+        time.sleep(10)
+        during = manager.status()
+        assert during.state.value == "RUNNING" and during.trainer_pid == before.trainer_pid
+        assert during.step >= cut_at + 20, "training slowed down while the browser was cut off"
+        shown_before = drive.dashboard_step(page) or 0
+        link.restore()
+        drive.wait_for(lambda: (drive.dashboard_step(page) or 0) > during.step, 120, 0.5,
+                       "the dashboard to catch up after the link came back")
+        assert (drive.dashboard_step(page) or 0) > shown_before and link.connections > 1
+        after = manager.status()
+        assert after.state.value == "RUNNING" and after.trainer_pid == before.trainer_pid
+        # The simulated trainer's throughput is constant: one tick, in the axis's own format.
+        assert drive.tick_labels(page, ".gft-throughput-figure", 1) == ["5.12k"]
+        drive.assert_no_widget_errors(page)
+        close = page.locator(".jp-Dialog button", has_text="Close")  # JupyterLab's "Server Connection Error"
+        if close.count():
+            close.first.click()
+        drive.screenshot(page, artifacts, "lab_lifecycle-network-drop-caught-up.png", page.locator(".gft-panel"))
+    finally:
+        link.close()
