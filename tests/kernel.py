@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import sys
+import time
 
 from jupyter_client.manager import KernelManager
 
@@ -27,12 +28,26 @@ class Kernel:
         self._connect()
         return self
 
-    def _connect(self) -> None:
+    def _connect(self, timeout: float = 120) -> None:
+        """A new client on the kernel. Not jupyter_client's wait_for_ready: it waits for IOPub
+        to fall quiet, which a panel updating several times a second delays for long. A
+        kernel_info reply proves the shell channel, and any IOPub message (its status ones
+        included) proves the subscription."""
         if self.kc is not None:
             self.kc.stop_channels()
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=120)
+        kc = self.km.client()
+        kc.start_channels()
+        kc.kernel_info(reply=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            kc.kernel_info()
+            try:
+                kc.get_iopub_msg(timeout=1)
+                break
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the kernel's IOPub channel never answered") from None
+        self.kc = kc
 
     @property
     def pid(self) -> int:

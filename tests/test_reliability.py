@@ -724,13 +724,14 @@ SIGNAL_SITES = {
     ("runs/identity.py", "proc.send_signal"),  # signal_verified: psutil re-checks the create time
     ("runs/identity.py", "os.killpg"),  # group_alive (signal 0) / kill_group: a verified member leads it
     ("runs/supervisor.py", "trainer.send_signal"),  # its own unreaped child: the pid cannot be reused
+    ("runs/sampling.py", "proc.kill"),  # a sampler past its timeout: its own unreaped child too
 }
 
 
 def test_signals_go_only_through_identity_checks():
     """Security: a process is signalled only after its identity was verified. The only calls
-    that send signals are in runs/identity.py (verified by pid + create time + cmdline) and
-    the supervisor's forwarding to its own child."""
+    that send signals are in runs/identity.py (verified by pid + create time + cmdline), the
+    supervisor's forwarding to its own child, and the sampler's timeout kill of its own child."""
     found = set()
     for rel, tree in package_sources().items():
         for node, func in calls(tree):

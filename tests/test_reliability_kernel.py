@@ -90,24 +90,6 @@ def kernels(tmp_path, sim_env):
             pass
 
 
-def reconnect(kernel: Kernel, timeout: float = 60) -> None:
-    """A new client on the running kernel. (jupyter_client's wait_for_ready waits for IOPub to
-    fall quiet, which a panel updating every 0.1 s can delay for long: any IOPub message,
-    the panel's own included, proves the subscription here.)"""
-    kc = kernel.km.client()
-    kc.start_channels()
-    kc.kernel_info(reply=True, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        kc.kernel_info()  # its status messages reach IOPub too
-        try:
-            kc.get_iopub_msg(timeout=1)
-            break
-        except queue.Empty:
-            assert time.monotonic() < deadline, "IOPub never answered"
-    kernel.kc = kc
-
-
 def assert_alive(pids: dict[int, float]) -> None:
     dead = [pid for pid, t in pids.items() if gone(pid, t)]
     assert not dead, f"processes of the run died: {dead}"
@@ -222,7 +204,7 @@ def test_losing_every_client_connection_does_not_stop_the_poller_or_the_run(kern
     k.kc.stop_channels()  # the connection is gone (the kernel cannot even tell)
     time.sleep(3)
     logged = m.status().step
-    reconnect(k)  # a client is back (the page reconnects)
+    k._connect(60)  # a client is back (the page reconnects)
     k.execute(f"until(lambda: len(panel.dashboard.loss_line.x) and panel.dashboard.loss_line.x[-1] >= {logged}, 15)")
     after = report(k)
     assert after["polling"] and after["errors"] == 0 and after["state"] == "RUNNING"

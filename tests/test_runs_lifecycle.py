@@ -540,11 +540,23 @@ def test_sample_and_export_failures_carry_stderr(manager, workspace):
     with pytest.raises(RunError, match="sampling failed") as e:
         manager.sample("broken-run", "Hello", max_new_tokens=4, timeout=120)
     assert "max_steps" in str(e.value)
-    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("gemma-ft-prompt-")}
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("gemma-ft-sample-")}
     with pytest.raises(RunError, match="export failed"):
         manager.export("broken-run", os.path.join(workspace, "out"), timeout=120)
     with pytest.raises(RunError, match="unknown run"):
         manager.sample("nope", "Hello")
+
+
+def test_a_sampler_past_its_timeout_is_stopped_and_leaves_nothing(manager, make_config):
+    run = manager.start(make_config(max_steps=6, checkpoint_every=3))
+    wait_state(manager, State.FINISHED)
+    before = set(os.listdir(tempfile.gettempdir()))
+    phases = []
+    with pytest.raises(RunError, match="longer than 0.5 s"):  # loading jax alone takes longer
+        manager.sample(run, "Hello", timeout=0.5, on_progress=phases.append)
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "gemma_ft_widgets.train.sample" in " ".join(p.cmdline())]
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("gemma-ft-sample-")}
 
 
 def test_lock_whose_starter_died_before_launching_is_orphaned(manager, make_config, workspace):
