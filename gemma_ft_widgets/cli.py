@@ -10,6 +10,7 @@
     gemma-ft clean [--force]           clear an orphaned run's lock (keeps every file)
     gemma-ft delete RUN --yes          delete a run folder
     gemma-ft export RUN --out DIR      export a run's weights
+    gemma-ft sample [RUN] PROMPT       greedy answer from a checkpoint (--checkpoint N)
 
 Every command takes --workspace (default $GEMMA_FT_WORKSPACE, else ./gemma_ft_runs).
 Exit status: 0 done, 1 refused or failed (the message says why), 2 bad usage.
@@ -181,6 +182,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise RunError("the prompt is empty")
+    # Phases on stderr (loading jax and the checkpoint takes a while); the answer alone on stdout.
+    out = _manager(args).sample(args.run, prompt, max_new_tokens=args.max_new_tokens,
+                                checkpoint=args.checkpoint, timeout=args.timeout,
+                                on_progress=lambda phase: print(f"{phase}…", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(out.get("text", ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .config import TrainingConfig, demo_config
 
@@ -276,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_export, "export a run's trained weights")
     sp.add_argument("run")
     sp.add_argument("--out", required=True)
+    sp = add("sample", cmd_sample, "greedy answer to a prompt from a run's checkpoint (newest by default)")
+    sp.add_argument("run", nargs="?", help="run name (default: the active or newest run)")
+    sp.add_argument("prompt", help="the prompt; - reads it from stdin")
+    sp.add_argument("--checkpoint", default=None, help="step N, step_N or a path (default: the newest)")
+    sp.add_argument("--max-new-tokens", type=int, default=64)
+    sp.add_argument("--timeout", type=float, default=600.0, help="seconds before the sampler is stopped")
+    sp.add_argument("--json", action="store_true", help='print {"text", "checkpoint", "seconds"}')
     return p
 
 

@@ -168,7 +168,7 @@ def test_start_while_a_run_is_active(gft, config_file):
 
 @pytest.mark.parametrize("args", [["status", "nope"], ["logs", "nope"], ["resume", "nope"],
                                   ["delete", "nope", "--yes"], ["export", "nope", "--out", "x"],
-                                  ["logs", "../ws"], ["delete", "/etc", "--yes"]])
+                                  ["sample", "nope", "hello"], ["logs", "../ws"], ["delete", "/etc", "--yes"]])
 def test_unknown_run(gft, config_file, args):
     assert gft("start", config_file(max_steps=2))[0] == 0
     code, _, err = gft(*args)
@@ -176,7 +176,8 @@ def test_unknown_run(gft, config_file, args):
 
 
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["list"], ["logs"], ["stop"], ["resume"],
-                                  ["clean"], ["delete", "x", "--yes"], ["export", "x", "--out", "y"]])
+                                  ["clean"], ["delete", "x", "--yes"], ["export", "x", "--out", "y"],
+                                  ["sample", "hello"]])
 def test_workspace_that_does_not_exist(gft, tmp_path, args):
     missing = tmp_path / "no-such-workspace"
     code, _, err = gft(*args, ws=missing)
@@ -243,8 +244,15 @@ def test_usage_errors_exit_2(capsys):
 def test_console_script_help():
     out = gemma_ft_subprocess("--help")
     assert out.returncode == 0
-    for command in ("start", "status", "list", "logs", "stop", "resume", "clean", "delete", "demo", "export"):
+    for command in ("start", "status", "list", "logs", "stop", "resume", "clean", "delete", "demo", "export",
+                    "sample"):
         assert command in out.stdout
+
+
+def test_sample_refuses_an_empty_prompt_before_starting_anything(gft, config_file):
+    assert gft("start", config_file(max_steps=2))[0] == 0
+    code, out, err = gft("sample", "   ")
+    assert code == 1 and "the prompt is empty" in err and out == ""
 
 
 def test_demo_follows_a_run_to_the_end(workspace):

@@ -225,6 +225,25 @@ def test_gemma_ft_export_from_the_terminal(lora_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_gemma_ft_sample_from_the_terminal(full_run, tmp_path):
+    """`gemma-ft sample RUN PROMPT`: the answer alone on stdout, the sampler's phases on stderr;
+    the prompt can come from stdin."""
+    run_dir, _ = full_run
+    gemma_ft = os.path.join(os.path.dirname(sys.executable), "gemma-ft")
+    common = ["--workspace", os.path.dirname(run_dir), "--max-new-tokens", "24"]
+    proc = subprocess.run([gemma_ft, "sample", os.path.basename(run_dir), MEMORISED_PROMPT, "--checkpoint", "200",
+                           *common], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == MEMORISED_ANSWER + "\n"
+    assert "loading the model and step_200…" in proc.stderr and "generating up to 24 tokens…" in proc.stderr
+    proc = subprocess.run([gemma_ft, "sample", "-", "--json", *common], input=MEMORISED_PROMPT,
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["text"] == MEMORISED_ANSWER and out["checkpoint"].endswith("step_200")
+
+
+@pytest.mark.slow
 def test_resume_gives_the_same_loss_trajectory(tmp_path):
     opts = dict(method="full", max_steps=30, checkpoint_every=10, eval_every=1000, learning_rate=3e-3)
     straight = train(make_run(tmp_path, "straight", **opts))
