@@ -218,18 +218,25 @@ def _watch(m: RunManager, run_dir: str) -> RunStatus:
     """Print state transitions and a one-line progress bar until the run ends."""
     last_state, stopping = None, False
     tty = sys.stdout.isatty()
-    last_line = 0.0
+    last_line, shown = 0.0, ""
     while True:
         try:
             st = m.status(run_dir)  # its numbers come from metrics.jsonl, read incrementally
+            if st.state not in ACTIVE_STATES and st.step is not None:  # where it ended
+                final = _progress(st)
+                if final != shown:
+                    print(("\r" if tty else "") + final, flush=True)
+                elif tty and shown:
+                    print(flush=True)  # end the progress line
             if st.state != last_state:
-                print(("\n" if tty and last_state else "") + f"[{st.state.value}]" + (f" {st.reason}" if st.reason else ""),
+                newline = tty and last_state and st.state in ACTIVE_STATES  # an ended run's line ended above
+                print(("\n" if newline else "") + f"[{st.state.value}]" + (f" {st.reason}" if st.reason else ""),
                       flush=True)
                 last_state = st.state
             if st.state not in ACTIVE_STATES:
                 return st
             if st.step is not None and (tty or time.monotonic() - last_line > 5):
-                line = _progress(st)
+                line = shown = _progress(st)
                 print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
                 last_line = time.monotonic()
             time.sleep(0.5)
