@@ -356,16 +356,21 @@ def test_sigint_checkpoints_and_aborts_then_resume_and_sigterm(tmp_path):
     assert contract.checkpoint_steps(run_dir)[-1] == final["step"]
 
 
+def run_in_process(run_dir: str) -> int:
+    """`loop.run` (the trainer's entry point) in this process; its signal handlers undone after."""
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        return loop.run(run_dir)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_bad_dataset_line_exits_2_naming_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{oops\n', encoding="utf-8")
     run_dir = make_run(tmp_path, "bad", dataset=str(bad))
-    old = signal.getsignal(signal.SIGINT)
-    try:
-        assert loop.run(run_dir) == contract.EXIT_CONFIG_ERROR
-    finally:
-        signal.signal(signal.SIGINT, old)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert run_in_process(run_dir) == contract.EXIT_CONFIG_ERROR
     assert "bad.jsonl line 2" in capsys.readouterr().err
     assert events(run_dir) == []  # nothing started
 
@@ -485,12 +490,7 @@ def test_a_failed_background_save_fails_the_run_with_its_error(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device", partial)
 
     monkeypatch.setattr(checkpoints, "save", failing_save)
-    old = signal.getsignal(signal.SIGINT)
-    try:
-        assert loop.run(run_dir) == contract.EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGINT, old)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert run_in_process(run_dir) == contract.EXIT_FAILED
     err = capsys.readouterr().err
     assert "OSError: [Errno 28] No space left on device" in err and "Traceback" in err
     assert [e["step"] for e in events(run_dir, "checkpoint")] == [5]

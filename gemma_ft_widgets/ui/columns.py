@@ -120,6 +120,16 @@ class Rows:
         return Rows(self.kind, self.line + lines, self.columns) if lines else self
 
 
+def _sort_event(line: int, e: dict, rows: dict[str, tuple[list[int], list[dict]]], others: list) -> None:
+    """File event `e` of line `line`: a step or eval into rows[kind], anything else into others."""
+    kind = kind_of(e)
+    if kind is None:
+        others.append((line, e))
+    else:
+        rows[kind][0].append(line)
+        rows[kind][1].append(e)
+
+
 class MetricsBatch:
     """Events read from metrics.jsonl, the curves' events as columns.
 
@@ -174,12 +184,7 @@ class MetricsBatch:
         n = 0
         for i, e in enumerate(events):
             n += 1
-            kind = kind_of(e)
-            if kind is None:
-                others.append((i, e))
-            else:
-                rows[kind][0].append(i)
-                rows[kind][1].append(e)
+            _sort_event(i, e, rows, others)
         steps = Rows.of_events("step", *rows["step"])
         kept = _rows_to_keep(steps.line, others)
         return cls(steps, Rows.of_events("eval", *rows["eval"]), others, n, 0,
@@ -293,12 +298,7 @@ class BlockParser:
             if e is None:
                 corrupt += raw.strip() != b""
                 continue
-            kind = kind_of(e)
-            if kind is None:
-                others.append((i, e))
-            else:
-                slow_rows[kind][0].append(i)
-                slow_rows[kind][1].append(e)
+            _sort_event(i, e, slow_rows, others)
         # A kind read one line at a time here: learn its layout for the next (big) blocks.
         for kind, (lines, _) in slow_rows.items():
             if len(lines) >= 2 and len(self.layouts) < MAX_LAYOUTS and \
