@@ -11,6 +11,7 @@
     gemma-ft delete RUN --yes          delete a run folder
     gemma-ft export RUN --out DIR      export a run's weights
     gemma-ft sample [RUN] PROMPT       greedy answer from a checkpoint (--checkpoint N)
+    gemma-ft doctor [--json]           can this environment train, and on which devices?
 
 Every command takes --workspace (default $GEMMA_FT_WORKSPACE, else ./gemma_ft_runs).
 Exit status: 0 done, 1 refused or failed (the message says why), 2 bad usage.
@@ -28,6 +29,7 @@ from typing import Any
 from . import contract
 from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State
 from .runs.manager import LOG_STREAMS
+from .runs.status import fmt_devices
 
 PROG = "gemma-ft"
 
@@ -56,6 +58,8 @@ def _describe(st: RunStatus) -> str:
         lines.append(f"started:    {_fmt(st.started_at)}   ended {_fmt(st.ended_at)}   "
                      f"elapsed {_fmt(st.elapsed_s, '.1f')} s")
         lines.append(f"checkpoint: {_fmt(st.last_checkpoint)}")
+        if st.devices:
+            lines.append(f"devices:    {fmt_devices(st.devices)}")
         if st.exit_code is not None or st.signal_name:
             lines.append(f"exit:       code {_fmt(st.exit_code)}   signal {_fmt(st.signal_name)}")
         if st.foreign_host:
@@ -197,6 +201,15 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    ws = getattr(args, "workspace", None)
+    r = doctor.report(ws, probe=not args.no_probe)
+    print(json.dumps(r, indent=2) if args.json else doctor.format_report(r))
+    return 0 if r["ok"] else 1
+
+
 def cmd_demo(args) -> int:
     from .config import TrainingConfig, demo_config
 
@@ -299,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_export, "export a run's trained weights")
     sp.add_argument("run")
     sp.add_argument("--out", required=True)
+    sp = add("doctor", cmd_doctor, "check the Python, jax and accelerator, and the workspace's disk")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--no-probe", action="store_true", help="do not start jax to ask which devices it sees")
     sp = add("sample", cmd_sample, "greedy answer to a prompt from a run's checkpoint (newest by default)")
     sp.add_argument("run", nargs="?", help="run name (default: the active or newest run)")
     sp.add_argument("prompt", help="the prompt; - reads it from stdin")

@@ -62,6 +62,7 @@ class TrainingConfig:
     seed: int = 0
     fsdp: bool = False
     dtype: str = "auto"
+    allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
 
     # -- construction ----------------------------------------------------------------------
     @classmethod

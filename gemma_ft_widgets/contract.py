@@ -37,6 +37,7 @@ CHECKPOINT_PREFIX = "step_"
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_ABORTED = 3  # stopped gracefully on SIGINT/SIGTERM after saving a checkpoint
+EXIT_NO_ACCELERATOR = 4  # the machine has a GPU/TPU that jax does not see (and allow_cpu is off)
 
 
 def utc_now() -> str:

@@ -139,6 +139,7 @@ class MetricsSummary:
         self.last_start: dict[str, Any] | None = None
         self.last_checkpoint: dict[str, Any] | None = None
         self.last_final: dict[str, Any] | None = None
+        self.last_devices: dict[str, Any] | None = None  # of the latest attempt only
         self.first_time: float | None = None
         self.stepped = False  # a step after the latest start
         self.events = 0
@@ -172,6 +173,7 @@ class MetricsSummary:
         self.last_start, self.last_step = found["start"], found["step"]
         self.last_eval, self.last_checkpoint = found["eval"], found["checkpoint"]
         self.last_final, self.first_time = found["final"], found["first_time"]
+        self.last_devices = found["devices"]
         self.stepped = found["stepped"]
         self.events = found["events"]
         self.reader.skip_to(found["offset"], found["corrupt_lines"])
@@ -183,7 +185,9 @@ class MetricsSummary:
         if self.first_time is None and isinstance(t, (int, float)):
             self.first_time = float(t)
         if kind == "start":
-            self.last_start, self.stepped, self.last_final = e, False, None
+            self.last_start, self.stepped, self.last_final, self.last_devices = e, False, None, None
+        elif kind == "devices":
+            self.last_devices = e
         elif kind == "step" and isinstance(e.get("step"), int):
             self.last_step, self.stepped = e, True
         elif kind == "eval":
@@ -198,7 +202,8 @@ class MetricsSummary:
         return None if e is None else e.get(key)
 
 
-_KINDS = ("start", "step", "eval", "checkpoint", "final")
+_KINDS = ("start", "step", "eval", "checkpoint", "final", "devices")
+_OF_LAST_ATTEMPT = ("final", "devices")  # count only when they follow the last start
 _TOKENS = {kind: b'"' + kind.encode() + b'"' for kind in _KINDS}
 
 
@@ -247,8 +252,8 @@ def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict
         hi = end
         while hi > 0:
             want = [k for k in _KINDS if found[k] is None]
-            if found["start"] is not None and "final" in want:
-                want.remove("final")  # a final before the last start does not count
+            if found["start"] is not None:  # a final or devices before the last start does not count
+                want = [k for k in want if k not in _OF_LAST_ATTEMPT]
             if not want:
                 break
             lo = max(0, hi - block_size)
@@ -274,8 +279,8 @@ def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict
                     if kind in want and (kind != "step" or is_step(e)):
                         found[kind] = (lo + a, e)
                         want.remove(kind)
-                        if kind == "start" and "final" in want:
-                            want.remove("final")
+                        if kind == "start":
+                            want = [k for k in want if k not in _OF_LAST_ATTEMPT]
                 stop = a
             hi = lo
 
@@ -304,12 +309,15 @@ def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict
         return None if found[kind] is None else found[kind][1]
 
     start, step = found["start"], found["step"]
-    final = found["final"]
+    final, devices = found["final"], found["devices"]
     if final is not None and start is not None and final[0] < start[0]:
         final = None
+    if devices is not None and start is not None and devices[0] < start[0]:
+        devices = None
     return {
         "start": event("start"), "step": event("step"), "eval": event("eval"),
         "checkpoint": event("checkpoint"), "final": None if final is None else final[1],
+        "devices": None if devices is None else devices[1],
         "stepped": step is not None and (start is None or step[0] > start[0]),
         "first_time": first_time, "offset": end, **counts,
     }

@@ -58,6 +58,8 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
         if returncode == contract.EXIT_CONFIG_ERROR:
             detail = stderr_tail.strip()[-2000:]
             return {**out, "state": "FAILED", "reason": "invalid config or data" + (f": {detail}" if detail else "")}
+        if returncode == contract.EXIT_NO_ACCELERATOR:
+            return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "jax sees no accelerator"}
         cause = known_cause(stderr_tail)
         return {**out, "state": "FAILED", "reason": (f"{cause}; " if cause else "")
                 + f"trainer exited with code {returncode}" + (f": {last}" if last else "")}

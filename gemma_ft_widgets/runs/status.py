@@ -50,6 +50,7 @@ class RunStatus:
     metrics_offset: int = 0
     corrupt_metric_lines: int = 0
     stderr_offset: int = 0  # where the ended attempt's lines start in trainer_stderr.log
+    devices: dict[str, Any] | None = None  # the attempt's `devices` event: platform, device_kind, count
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -159,6 +160,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.tokens_per_s = summary.value("step", "tokens_per_s")
     st.eval_loss = summary.value("eval", "eval_loss")
     st.max_steps = summary.value("start", "max_steps") or (config or {}).get("max_steps")
+    if summary.last_devices is not None:
+        st.devices = {k: summary.last_devices.get(k) for k in ("platform", "device_kind", "count", "processes")}
     st.model = (config or {}).get("model")
     st.checkpoints = checkpoints
     st.last_checkpoint = _checkpoint_name(checkpoints[-1]) if checkpoints else None
@@ -190,6 +193,15 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
+
+
+def fmt_devices(devices: dict[str, Any] | None) -> str:
+    """"1 × gpu (NVIDIA H200)": what the trainer's jax trains on."""
+    if not devices:
+        return "-"
+    kind = devices.get("device_kind")
+    platform = str(devices.get("platform") or "?")
+    return f"{devices.get('count') or '?'} × {platform}" + (f" ({kind})" if kind and kind != platform else "")
 
 
 def _stepped_in(summary: MetricsSummary, lock: dict[str, Any] | None) -> bool:

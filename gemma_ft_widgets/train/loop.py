@@ -36,6 +36,22 @@ class SetupError(Exception):
     """A problem of the config, data or model found before training: exit 2."""
 
 
+class NoAcceleratorError(Exception):
+    """The machine has a GPU or TPU that jax does not see: exit 4, before any weights load."""
+
+
+def check_devices(devices, allow_cpu: bool) -> None:
+    """Refuse to train on the CPU by accident: jax falls back to it silently when its GPU/TPU
+    plugin is missing or does not match jaxlib (a pip install that replaced a runtime's jax)."""
+    from .. import accelerator
+
+    if allow_cpu or any(d.platform != "cpu" for d in devices):
+        return
+    accel = accelerator.detect()
+    if accel.present:
+        raise NoAcceleratorError(accelerator.no_accelerator_message(accel, accelerator.jax_stack()))
+
+
 class StopFlag:
     """SIGINT/SIGTERM -> a flag the loop polls between steps."""
 
@@ -211,7 +227,10 @@ class Trainer:
 
         cfg = self.config
         self.devices = jax.devices()
+        check_devices(self.devices, cfg.allow_cpu)
         n_dev = len(self.devices)
+        self.event("devices", platform=self.devices[0].platform, device_kind=self.devices[0].device_kind,
+                   count=n_dev, processes=jax.process_count())
         if cfg.batch_size % n_dev:
             raise SetupError(f"batch_size {cfg.batch_size} must be a multiple of the {n_dev} devices "
                              f"jax sees ({self.devices[0].platform}); use {n_dev * max(1, cfg.batch_size // n_dev)}")
@@ -535,6 +554,9 @@ def run(run_dir: str) -> int:
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
+    except NoAcceleratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return contract.EXIT_NO_ACCELERATOR
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         return contract.EXIT_FAILED

@@ -8,6 +8,7 @@ Start hands a TrainingConfig to `on_start` (the panel starts the run in a worker
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import threading
@@ -46,6 +47,7 @@ ADVANCED_FIELDS = [
     ("log_every", "Log every (steps)", "int"),
     ("dtype", "dtype", "dtype"),
     ("fsdp", "FSDP (shard params)", "bool"),
+    ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
 ]
 FIELD_NAMES = [f for f, _, _ in MAIN_FIELDS + ADVANCED_FIELDS]
 MAX_SHOWN_ERRORS = 5
@@ -106,6 +108,17 @@ def save_upload(folder: str, name: str, content: bytes) -> str:
         return path
 
 
+def _environment_html() -> str:
+    """The form's environment line: jax versions and the machine, read without importing jax.
+    A GPU/TPU that jax will not see is shown as a warning (the run would refuse to start)."""
+    from .. import doctor
+
+    text, warn = doctor.summary_line()
+    line = html.escape(text)
+    style = "color:#b45309" if warn else "color:#666"
+    return f'<span style="{style};font-size:0.9em">Environment: {line}</span>'
+
+
 class ConfigForm(w.VBox):
     """Public names: `fields[name]`, `errors[name]`, `start_button`, `upload`, `estimate_line`,
     `message`, `blocked_note`, `general_errors`, `preview`, `back_button`, `detected`; traits
@@ -148,6 +161,8 @@ class ConfigForm(w.VBox):
         self.preview = DatasetPreview()
         self.estimate_line = w.HTML()
         self.estimate_line.add_class("gft-estimate")
+        self.environment_line = w.HTML(_environment_html())
+        self.environment_line.add_class("gft-environment")
         self.general_errors = w.HTML()
         self.general_errors.add_class("gft-general-errors")
         self.message = w.HTML()
@@ -170,7 +185,7 @@ class ConfigForm(w.VBox):
         children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], dataset_row,
                     w.HBox([rows["dataset_format"], self.detected]), self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
-        children += [advanced, self.general_errors, self.estimate_line,
+        children += [advanced, self.general_errors, self.estimate_line, self.environment_line,
                      w.HBox([self.start_button, self.back_button]), self.blocked_note, self.message]
         super().__init__(children, **kwargs)
         self.add_class("gft-form")
