@@ -114,6 +114,11 @@ def test_allow_cpu_trains_and_status_shows_the_devices(real_workspace, monkeypat
     assert "devices:    1 × cpu" in out.stdout
     as_json = json.loads(gemma_ft("status", "--json", "--workspace", real_workspace).stdout)
     assert as_json["devices"]["platform"] == "cpu"
+    from gemma_ft_widgets.ui.dashboard import Dashboard
+
+    dashboard = Dashboard()
+    dashboard.show_status(st, None)
+    assert '<span class="gft-devices" style="color:#666">1 × cpu</span>' in dashboard.run_label.value
 
 
 def test_allow_cpu_is_a_validated_config_field():

@@ -13,6 +13,7 @@ import ipywidgets as w
 import traitlets as t
 
 from . import fmt, plots
+from ..runs.status import fmt_devices
 from .series import RunSeries
 
 ACTIVE = ("STARTING", "RUNNING", "STOPPING")
@@ -167,7 +168,10 @@ class Dashboard(w.VBox):
         name = fmt.esc(status.run_name or "")
         model = f' · <span style="color:#666">{fmt.esc(status.model)}</span>' if status.model else ""
         attempt = f' · attempt {status.attempt}' if status.attempt and status.attempt > 1 else ""
-        _set(self.run_label, "value", f"<b>{name}</b>{model}{attempt}")
+        devices = getattr(status, "devices", None)
+        on = f' · <span class="gft-devices" style="color:#666">{fmt.esc(fmt_devices(devices))}</span>' \
+            if devices else ""
+        _set(self.run_label, "value", f"<b>{name}</b>{model}{attempt}{on}")
         _set(self.phase, "value", self._phase(state, status, series))
 
         step = status.step if status.step is not None else (series.latest("step") if series else None)
@@ -195,7 +199,8 @@ class Dashboard(w.VBox):
             "host_mem": fmt.nbytes(series.latest("host_rss_bytes")) if series else fmt.DASH,
         }
         if values["device_mem"] == fmt.DASH and series is not None and series.last_step is not None:
-            values["device_mem"] = "n/a"  # the trainer's device does not report it (e.g. CPU)
+            # The trainer's device does not report it; on a CPU it is the host memory.
+            values["device_mem"] = "CPU: host" if (devices or {}).get("platform") == "cpu" else "n/a"
         for name, text in values.items():
             if self._kpi_text[name] != text:
                 self._kpi_text[name] = text
