@@ -32,8 +32,12 @@ def free_port() -> int:
 class LabServer:
     """`jupyter lab` in its own process group; `stop()` / `kill()` end it and its kernels."""
 
-    def __init__(self, root_dir: str, home: str, env: dict | None = None):
+    def __init__(self, root_dir: str, home: str, env: dict | None = None, args: list | None = None,
+                 xsrf: bool = False, app: str = "lab"):
+        """`args`: more command-line options; `xsrf`: keep Jupyter's XSRF check (off by default,
+        so tests may POST with the token alone); `app`: "lab", or "server" (no front end)."""
         self.root_dir, self.home = root_dir, home
+        self.args, self.xsrf, self.app = list(args or []), xsrf, app
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,13 +47,16 @@ class LabServer:
 
     def start(self, timeout: float = 90) -> "LabServer":
         jupyter = [sys.executable, "-m", "jupyter"]
-        subprocess.run(jupyter + ["labextension", "disable",
-                                  "@jupyterlab/apputils-extension:announcements"],
-                       env=self.env, capture_output=True, check=False, timeout=120)
-        cmd = jupyter + ["lab", "--no-browser", "--ip", "127.0.0.1", f"--port={self.port}",
+        if self.app == "lab":
+            subprocess.run(jupyter + ["labextension", "disable",
+                                      "@jupyterlab/apputils-extension:announcements"],
+                           env=self.env, capture_output=True, check=False, timeout=120)
+        cmd = jupyter + [self.app, "--no-browser", "--ip", "127.0.0.1", f"--port={self.port}",
                          f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root_dir}",
-                         "--ServerApp.password=", "--LabApp.news_url=",
-                         "--ServerApp.disable_check_xsrf=True", "--allow-root"]
+                         "--ServerApp.password=", "--allow-root"]
+        cmd += ["--LabApp.news_url="] if self.app == "lab" else []
+        cmd += [] if self.xsrf else ["--ServerApp.disable_check_xsrf=True"]
+        cmd += self.args
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
