@@ -154,12 +154,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async () => {
         watcher.clearTitle();
         const contents = app.serviceManager.contents;
-        let exists = true;
-        try {
-          await contents.get(PANEL_NOTEBOOK, { content: false });
-        } catch {
-          exists = false;
-        }
+        // A listing, not a GET of the file: a 404 would be logged as a console error.
+        const root = await contents.get('', { content: true });
+        const exists = (root.content as { name: string }[]).some(m => m.name === PANEL_NOTEBOOK);
         if (!exists) {
           await contents.save(PANEL_NOTEBOOK, {
             type: 'notebook',
@@ -173,7 +170,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette?.addItem({ command: OPEN_PANEL, category: 'Gemma fine-tuning' });
     launcher?.add({ command: OPEN_PANEL, category: 'Notebook', rank: 50 });
     if (item && statusBar) {
-      statusBar.registerStatusItem('gemma-ft-widgets:status', { item, align: 'left', rank: 50 });
+      statusBar.registerStatusItem('gemma-ft-widgets:status', {
+        item,
+        align: 'left',
+        rank: 50,
+        isActive: () => item.hasRun,
+        activeStateChanged: item.activeStateChanged
+      });
     }
     void watcher.poll.start();
   }

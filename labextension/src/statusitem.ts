@@ -1,4 +1,5 @@
 // The status-bar item: state badge, step/total, loss, ETA of the run that matters most.
+import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { IRunSummary, IWorkspace } from './api';
@@ -35,13 +36,26 @@ export class RunStatusItem extends Widget {
     this._text = document.createElement('span');
     this._text.className = 'gft-lab-text';
     this.node.append(this._badge, this._text);
-    this.hide();
+  }
+
+  /** The status bar shows the item only while there is a run to show (see index.ts). */
+  get hasRun(): boolean {
+    return this._hasRun;
+  }
+
+  readonly activeStateChanged = new Signal<this, void>(this);
+
+  private _setHasRun(value: boolean): void {
+    if (value !== this._hasRun) {
+      this._hasRun = value;
+      this.activeStateChanged.emit();
+    }
   }
 
   render(spaces: IWorkspace[], offline: boolean): void {
     const found = pick(spaces);
     if (!found) {
-      this.hide();
+      this._setHasRun(false);
       return;
     }
     const { space, run } = found;
@@ -65,9 +79,10 @@ export class RunStatusItem extends Widget {
       (run.reason ? ` (${run.reason})` : '') +
       `\nworkspace ${space.path}\nclick to open the panel`;
     this.toggleClass('gft-lab-offline', offline);
-    this.show();
+    this._setHasRun(true);
   }
 
   private _badge: HTMLElement;
   private _text: HTMLElement;
+  private _hasRun = false;
 }

@@ -299,3 +299,15 @@ def tick_labels(page, figure: str, axis: int) -> list[str]:
     """The tick labels a bqplot figure draws on its `axis` (0: x, 1: y), in order."""
     texts = page.locator(f"{figure} g.axis").nth(axis).locator("g.tick text").all_text_contents()
     return [t.strip() for t in texts if t and t.strip()]
+
+
+def code_cell_index_in_page(page, needle: str, timeout: float = 30) -> int:
+    """Index (among all cells on the page) of the first cell whose source contains `needle`."""
+    def find():
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        for i in range(cells.count()):
+            if needle in cells.nth(i).locator(".jp-InputArea-editor").inner_text(timeout=5000):
+                return i + 1  # +1: 0 is falsy for wait_for
+        return None
+
+    return wait_for(find, timeout, 0.5, f"a cell containing {needle!r}") - 1
