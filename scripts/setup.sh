@@ -24,4 +24,23 @@ echo "setup: using $("$py" --version) at $py -> $venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e ".[dev]" -c constraints.txt
 "$venv/bin/python" -m pip check
+
+# The Jupyter extension. Built from labextension/ (TypeScript) when node >= 20.19 is here;
+# otherwise the build committed in gemma_ft_widgets/labextension is used (a pip user needs no
+# node). A wheel installs both parts as data files, an editable install does not: so the
+# server extension's switch is copied and the built labextension linked into the venv here.
+venv_abs=$(cd "$venv" && pwd)
+if command -v node >/dev/null 2>&1 && node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "setup: building the JupyterLab extension with node $(node --version)"
+  (cd labextension && npm ci --no-audit --no-fund --loglevel=error \
+     && PATH="$venv_abs/bin:$PATH" npm run --silent build)
+else
+  echo "setup: no node >= 20.19; using the committed build of the JupyterLab extension"
+fi
+mkdir -p "$venv_abs/etc/jupyter/jupyter_server_config.d" "$venv_abs/share/jupyter/labextensions"
+cp jupyter-config/server-config/gemma_ft_widgets.json "$venv_abs/etc/jupyter/jupyter_server_config.d/"
+ln -sfn "$PWD/gemma_ft_widgets/labextension" "$venv_abs/share/jupyter/labextensions/gemma-ft-widgets"
+"$venv/bin/jupyter" server extension list 2>&1 | grep "gemma_ft_widgets.server"
+"$venv/bin/jupyter" labextension list 2>&1 | grep "gemma-ft-widgets"
 echo "setup: done. Try: $venv/bin/gemma-ft demo"
