@@ -8,6 +8,8 @@ answers exactly as before. See handlers.py for the routes, settings.py for `c.Ge
 
 from __future__ import annotations
 
+from .. import __version__  # noqa: F401 (`jupyter server extension list` shows it)
+
 LABEXTENSION_NAME = "gemma-ft-widgets"
 
 
