@@ -36,6 +36,9 @@ panel.dashboard (Dashboard) [gft-dashboard]
     confirm_button [gft-confirm], cancel_button [gft-cancel], stopping_label
     [gft-stopping], force_button [gft-force], message [gft-dashboard-message];
     trait confirming.
+panel.toast (ToastBanner) [gft-toast]
+    the JupyterLab extension's toasts inside the panel (Colab, Kaggle, VS Code): text
+    [gft-toast-text], close_button [gft-toast-close], notice (dict or None).
 panel.outcome (OutcomeView) [gft-outcome-view]
     banner [gft-outcome], stderr_tail [gft-stderr-tail], resume_button [gft-resume],
     new_run_button [gft-new-run], playground_button [gft-open-playground], clean_button

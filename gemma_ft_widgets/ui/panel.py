@@ -31,6 +31,7 @@ from .outcome import OutcomeView
 from .playground import Playground
 from .poller import Poller
 from .series import RunSeries
+from .toast import ToastBanner
 
 VIEW_BY_STATE = {"STARTING": "dashboard", "RUNNING": "dashboard", "STOPPING": "dashboard",
                  "FINISHED": "finished", "ABORTED": "finished", "FAILED": "failed", "ORPHANED": "orphaned"}
@@ -116,6 +117,7 @@ class ControlPanel(w.VBox):
         self.sections = w.Accordion(children=[self.history, self.playground],
                                     titles=("Run history", "Playground"), selected_index=None)
         self.sections.add_class("gft-sections")
+        self.toast = ToastBanner()  # the extension's toasts, where there is no extension
         self.message_log = w.HTML(layout=w.Layout(display="none"))
         self.message_log.add_class("gft-panel-log")
 
@@ -128,7 +130,7 @@ class ControlPanel(w.VBox):
 
         super().__init__([w.HBox([self.title, self.active_label], layout=w.Layout(grid_gap="16px",
                                                                                    align_items="center")),
-                          self.body, self.sections, self.message_log], **kwargs)
+                          self.toast, self.body, self.sections, self.message_log], **kwargs)
         self.add_class("gft-panel")
         self.poll_interval = poll_interval
         self.view = "loading"
@@ -228,6 +230,7 @@ class ControlPanel(w.VBox):
 
     def _refresh(self) -> None:
         ws = self._workspace_status()
+        self.toast.watch(ws)
         active = ws.run_dir if (ws.active and ws.run_dir) else ""
         if active and active != self._last_active:  # a run started, here or elsewhere: follow it
             self._mode, self._pinned = "auto", ""
