@@ -8,6 +8,7 @@
     gemma-ft stop [--force]            graceful stop (checkpoint), escalating after --timeout
     gemma-ft resume [RUN]              continue an orphaned or aborted run from its checkpoint
     gemma-ft clean [--force]           clear an orphaned run's lock (keeps every file)
+    gemma-ft restore-lock [RUN]        write the lock again for a live run whose lock was deleted
     gemma-ft delete RUN --yes          delete a run folder
     gemma-ft export RUN --out DIR      export a run's weights
     gemma-ft sample [RUN] PROMPT       greedy answer from a checkpoint (--checkpoint N)
@@ -66,6 +67,8 @@ def _describe(st: RunStatus) -> str:
             lines.append(f"host:       {st.foreign_host} (not this machine)")
         if st.can_resume:
             lines.append(f"hint:       resume with `{PROG} resume {st.run_name}`")
+        if st.lock_missing:
+            lines.append(f"hint:       restore its lock with `{PROG} restore-lock {st.run_name}`")
     return "\n".join(lines)
 
 
@@ -83,14 +86,14 @@ def cmd_start(args) -> int:
 
 def cmd_status(args) -> int:
     st = _manager(args).status(args.run)
-    print(json.dumps(st.to_dict(), indent=2) if args.json else _describe(st))
+    print(contract.dumps(st.to_dict(), indent=2) if args.json else _describe(st))
     return 0
 
 
 def cmd_list(args) -> int:
     runs = _manager(args).runs()
     if args.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        print(contract.dumps([r.to_dict() for r in runs], indent=2))
         return 0
     if not runs:
         print("no runs in this workspace")
@@ -162,6 +165,11 @@ def cmd_resume(args) -> int:
 
 def cmd_clean(args) -> int:
     print(_manager(args).clean(force=args.force))
+    return 0
+
+
+def cmd_restore_lock(args) -> int:
+    print(_manager(args).restore_lock(args.run))
     return 0
 
 
@@ -304,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", nargs="?")
     sp = add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
     sp.add_argument("--force", action="store_true", help="also clear a lock held by another host")
+    sp = add("restore-lock", cmd_restore_lock, "write the workspace lock again for a live run whose lock was deleted")
+    sp.add_argument("run", nargs="?")
     sp = add("delete", cmd_delete, "delete a run folder with its checkpoints and logs")
     sp.add_argument("run")
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -339,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gemma-ft status | head -3`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not raise again
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import re
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from . import datasets, models
 
 METHODS = ("lora", "full")
+MAX_STEPS = 10**9
+MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -78,6 +81,9 @@ class TrainingConfig:
                 errors.append(FieldError(key, "unknown field" + (f"; did you mean {hint[0]!r}?" if hint else "")))
         kwargs, type_errors = _coerce({k: v for k, v in data.items() if k in names})
         errors += type_errors
+        if "warmup_steps" not in data and isinstance(kwargs.get("max_steps"), int):
+            # The default warmup (10) would refuse a short run: at most a tenth of it instead.
+            kwargs["warmup_steps"] = max(0, min(cls.warmup_steps, kwargs["max_steps"] // 10))
         config = cls(**kwargs)
         errors += config.problems(check_files=check_files, skip={e.field for e in type_errors})
         if errors:
@@ -126,10 +132,14 @@ class TrainingConfig:
             value = getattr(self, field)
             if value <= 0:
                 bad(field, f"must be a positive integer, got {value}")
+        if self.max_steps > MAX_STEPS:
+            bad("max_steps", f"must be at most {MAX_STEPS:,} (the optimizer counts steps in int32), got {self.max_steps:,}")
         if self.warmup_steps < 0:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         elif self.warmup_steps > self.max_steps > 0:
-            bad("warmup_steps", f"must not exceed max_steps ({self.max_steps})")
+            bad("warmup_steps", f"must not exceed max_steps ({self.max_steps}): the learning rate would still be "
+                                f"rising when training ends; use at most {self.max_steps}, or leave it out "
+                                "(a tenth of max_steps, at most 10)")
         if not 0 <= self.eval_fraction < 1:
             bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.method not in METHODS:
@@ -191,6 +201,9 @@ def _coerce(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         if not ok:
             errors.append(FieldError(f.name, f"expected {_KIND_NAMES[kind]}, got {value!r} ({type(value).__name__})"))
             continue
+        if kind == "float" and not math.isfinite(value):  # JSON's NaN / Infinity extensions
+            errors.append(FieldError(f.name, f"must be a finite number, got {value!r}"))
+            continue
         out[f.name] = float(value) if kind == "float" else value
     return out, errors
 
@@ -232,8 +245,10 @@ def _dataset_problems(config: TrainingConfig, check_files: bool) -> list[FieldEr
         return [FieldError("dataset", problem)]
     try:
         records, _ = datasets.load_records(path, config.dataset_format)
-    except datasets.DatasetError as e:
-        return [FieldError("dataset", p) for p in e.problems]
+    except datasets.DatasetError as e:  # 200,000 bad lines must not print 17 MB: the first ones
+        shown = [FieldError("dataset", p) for p in e.problems[:MAX_LISTED_PROBLEMS]]
+        more = len(e.problems) - len(shown)
+        return shown + ([FieldError("dataset", f"... and {more:,} more problem(s) in the file")] if more else [])
     if config.batch_size > len(records):
         return [FieldError("batch_size", f"is larger than the dataset ({len(records)} examples)")]
     return []

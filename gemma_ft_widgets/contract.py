@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import tempfile
 from typing import Any, Iterator
@@ -32,17 +33,50 @@ RESULT_NAME = "result.json"
 STOP_REQUEST_NAME = "stop_request.json"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step_"
+RUN_FLOCK_NAME = ".run.flock"  # flock()ed by the supervisor and trainer of a live attempt (runs/liveness.py)
 
 # Trainer exit codes (besides 0 = finished).
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_ABORTED = 3  # stopped gracefully on SIGINT/SIGTERM after saving a checkpoint
 EXIT_NO_ACCELERATOR = 4  # the machine has a GPU/TPU that jax does not see (and allow_cpu is off)
+EXIT_DIVERGED = 5  # loss or gradient norm became NaN/Infinity; the last finite checkpoint is kept
+NONFINITE_KEY = "nonfinite"  # {field: "NaN" | "Infinity" | "-Infinity"} next to the fields set to null
 
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp with seconds, as written in every file."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def strict(obj: Any) -> Any:
+    """`obj` with every NaN/Infinity float replaced by None, so that it is strict JSON (bare NaN
+    is not JSON: JavaScript's JSON.parse fails on it). A dict that had one says which field
+    and what it was under NONFINITE_KEY."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        out, flags = {}, {}
+        for k, v in obj.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                flags[k] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+                out[k] = None
+            else:
+                out[k] = strict(v)
+        if flags:
+            out[NONFINITE_KEY] = {**(out.get(NONFINITE_KEY) or {}), **flags}
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs) -> str:
+    """json.dumps that never writes NaN or Infinity (see `strict`)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:  # the rare line with a non-finite value pays for the walk
+        return json.dumps(strict(obj), allow_nan=False, **kwargs)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
@@ -71,7 +105,7 @@ def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = Non
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode=mode)
+    atomic_write_text(path, dumps(obj, indent=2, sort_keys=True) + "\n", mode=mode)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -89,7 +123,7 @@ def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
 
     A reader never sees half a line as complete: it only trusts text up to the last newline.
     """
-    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    data = (dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
     fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, data)
@@ -109,7 +143,7 @@ class JsonlAppender:
     def append(self, obj: dict) -> None:
         if self._fd is None:
             raise ValueError(f"{self.path}: appender is closed")
-        os.write(self._fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8"))
+        os.write(self._fd, (dumps(obj, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def close(self) -> None:
         if self._fd is not None:

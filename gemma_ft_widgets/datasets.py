@@ -106,7 +106,9 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, object | None, str | None]]:
 
 
 def _iter_csv(path: str) -> Iterator[tuple[int, object | None, str | None]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: spreadsheet programs' "CSV UTF-8" starts with a byte-order mark, which would
+    # otherwise become part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             return
@@ -173,6 +175,24 @@ def load_records(path: str, fmt: str = "auto", limit: int | None = None) -> tupl
     if problems:
         raise DatasetError(problems)
     return records, fmt
+
+
+def cut_note(summary: dict) -> str:
+    """What max_seq_len did to the examples, from the trainer's `data` event ("" when nothing):
+    how many were truncated of how many read, and how many were dropped (no response token
+    left to learn from) and from which split."""
+    cut, dropped = summary.get("truncated") or 0, summary.get("dropped") or 0
+    if not cut and not dropped:
+        return ""
+    n = (summary.get("train_examples") or 0) + (summary.get("eval_examples") or 0) + dropped
+    limit = summary.get("max_seq_len")
+    note = f"{cut} of {n} examples truncated" + (f" to max_seq_len {limit}" if limit else "")
+    if dropped:
+        where = ", ".join(f"{k} from {split}" for split, k in
+                          (("train", summary.get("dropped_train")), ("eval", summary.get("dropped_eval"))) if k)
+        note += (f"; {dropped} dropped" + (f" ({where})" if where else "")
+                 + ": the prompt fills max_seq_len, no response token is left to learn")
+    return note
 
 
 def _normalise(record: dict, fmt: str) -> dict:

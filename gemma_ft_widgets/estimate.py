@@ -211,3 +211,66 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
                     gradients_bytes=grads, optimizer_bytes=grads + adam, activations_bytes=acts,
                     total_bytes=total, flops_per_step=flops, step_time_s=step_time, device=device,
                     tokens_per_step=tokens)
+
+
+# -- does it fit this machine? ------------------------------------------------------------------
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def _nvidia_memory() -> list[int]:
+    """Total memory of each NVIDIA GPU (nvidia-smi), [] when there is none."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(x) * 2**20 for x in out.stdout.split() if x.isdigit()] if out.returncode == 0 else []
+
+
+def machine_memory() -> tuple[int, list[int]]:
+    """(host RAM this process may use: the machine's, or its container's limit; each GPU's)."""
+    import psutil
+
+    ram = psutil.virtual_memory().total
+    limit = _cgroup_limit()
+    return (min(ram, limit) if limit else ram), _nvidia_memory()
+
+
+def fit_problem(config: Any, memory: tuple[int, list[int]] | None = None) -> tuple[str, str] | None:
+    """(field, why) when the config cannot fit this machine at all, else None.
+
+    Lenient on purpose: the estimate for the device the run would use must fit the host RAM
+    plus every GPU's memory together; what fails that cannot train here whatever is placed
+    where. The field named is the one behind the largest part (for the form)."""
+    ram, gpus = memory or machine_memory()
+    try:
+        est = estimate(config, device="gpu" if gpus else "cpu", num_devices=max(1, len(gpus)))
+    except (ValueError, OSError):
+        return None  # an architecture the table does not know: the trainer will say
+    per_device = est.total_bytes
+    total = per_device * max(1, len(gpus))
+    have = ram + sum(gpus)
+    if total <= have:
+        return None
+    parts = {"max_seq_len": est.activations_bytes, "lora_rank": est.lora_bytes + (est.optimizer_bytes if est.method == "lora" else 0),
+             "model": est.weights_bytes + (est.optimizer_bytes if est.method == "full" else 0)}
+    field = max(parts, key=parts.get)
+    where = f"{format_bytes(ram)} of RAM" + (f" and {len(gpus)} GPU(s) with {format_bytes(sum(gpus))}" if gpus else "")
+    hint = {"max_seq_len": "lower max_seq_len or batch_size", "lora_rank": "lower lora_rank",
+            "model": "use a smaller model or LoRA"}[field]
+    return field, f"cannot fit this machine: the estimate is {est.summary()}, and it has {where}; {hint}"

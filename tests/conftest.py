@@ -102,6 +102,11 @@ def _cleanup(workspace: str) -> None:
         lock = lockfile.read_lock(workspace)
         if lock.data and check_lock(lock.data).procs:
             RunManager(workspace).stop(force=True, kill_timeout=10)
+        for _ in range(5):  # runs whose lock a test deleted: stop() restores it from their folder
+            if not lockfile.read_lock(workspace).present and not RunManager(workspace).stop(
+                    force=True, kill_timeout=10).nothing_to_stop:
+                continue
+            break
     for child in psutil.Process().children(recursive=True):  # verified: our own descendants
         try:
             child.send_signal(signal.SIGKILL)

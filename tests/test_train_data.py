@@ -60,7 +60,34 @@ def test_truncation_is_counted_and_empty_examples_dropped(tmp_path, tok):
     ds = data.prepare(path, "auto", tok, 32, eval_fraction=0.0, seed=0)
     assert ds.truncated == 2 and ds.dropped == 1 and len(ds.train) == 5
     assert ds.summary() == {"format": "prompt_response", "train_examples": 5, "eval_examples": 0,
-                            "truncated": 2, "dropped": 1}
+                            "truncated": 2, "dropped": 1, "dropped_train": 1, "dropped_eval": 0}
+
+
+def test_dropped_examples_are_named_and_an_emptied_eval_split_is_refused(tmp_path, tok):
+    """Issue 11, defect 7: half the prompts exceed max_seq_len. Before, they were dropped in
+    silence (the panel said "20 of 20 examples truncated") and the eval split became empty."""
+    from gemma_ft_widgets.datasets import DatasetError, cut_note
+    from gemma_ft_widgets.train.loop import data_line
+
+    rows = [{"prompt": "word " * 200, "response": "x"}] * 10 + [{"prompt": "a", "response": "b"}] * 10
+    path = write_jsonl(tmp_path / "half.jsonl", rows)
+    ds = data.prepare(path, "auto", tok, 32, eval_fraction=0.0, seed=0)
+    summary = {**ds.summary(), "max_seq_len": 32}
+    assert cut_note(summary) == ("10 of 20 examples truncated to max_seq_len 32; 10 dropped (10 from train): "
+                                 "the prompt fills max_seq_len, no response token is left to learn")
+    assert "10 dropped" in data_line(ds.summary(), 32)
+    long_only = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 200, "response": "x"}] * 4
+                            + [{"prompt": "a", "response": "b"}] * 16)
+    # the eval split (seeded) holds only long prompts for some seed: find one, then expect a refusal
+    for seed in range(200):
+        _, eval_idx = data.split_indices(20, 0.1, seed)
+        if all(i < 4 for i in eval_idx):
+            break
+    with pytest.raises(DatasetError, match="all 2 eval examples were dropped"):
+        data.prepare(long_only, "auto", tok, 32, eval_fraction=0.1, seed=seed)
+    with pytest.raises(DatasetError, match=r"no training example keeps a response token .* \(all 4 dropped\)"):
+        data.prepare(write_jsonl(tmp_path / "none.jsonl", [{"prompt": "word " * 200, "response": "x"}] * 4),
+                     "auto", tok, 32, eval_fraction=0.0, seed=0)
 
 
 @pytest.mark.parametrize("fmt,row", [
@@ -137,5 +164,5 @@ def test_the_trainers_data_line_reports_truncation():
     from gemma_ft_widgets.train.loop import data_line
 
     summary = {"format": "chat", "train_examples": 90, "eval_examples": 10, "truncated": 7, "dropped": 0}
-    assert data_line(summary, 64) == "data: chat format, 90 train / 10 eval examples; 7 of 100 truncated to max_seq_len 64"
+    assert data_line(summary, 64) == "data: chat format, 90 train / 10 eval examples; 7 of 100 examples truncated to max_seq_len 64"
     assert "truncated" not in data_line({**summary, "truncated": 0}, 64)

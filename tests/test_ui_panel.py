@@ -118,7 +118,7 @@ def test_truncated_examples_stay_in_view_while_the_run_trains(make_panel, worksp
     p = make_panel()
     start(p, max_steps=100_000, max_seq_len=64)
     until(p, lambda: p.state == "RUNNING", what="RUNNING")
-    assert "7 of 100 examples truncated to 64 tokens" in p.dashboard.phase.value
+    assert "7 of 100 examples truncated to max_seq_len 64" in p.dashboard.phase.value
     RunManager(workspace).stop(force=True)
     sim_env.setenv("GEMMA_FT_SIM_TRUNCATED", "0")
     q = make_panel()

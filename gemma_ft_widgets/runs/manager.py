@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from .. import contract
-from . import identity, lockfile, sampling
+from . import identity, liveness, lockfile, sampling
 from .errors import RunError
 from .lockfile import LockRead
 from .metrics import MetricsSummary
@@ -183,12 +183,15 @@ class RunManager:
         from ..config import TrainingConfig
 
         cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
+        _refuse_what_cannot_fit(cfg)
         self._make_workspace()
         prefix = cfg.run_name_prefix()
         with self._write_mutex:
             self._wait_for_ending_run()
             with lockfile.guard(self.workspace):
-                self._clear_stale_or_raise(lockfile.read_lock(self.workspace, locked=True), "a new start")
+                lock = lockfile.read_lock(self.workspace, locked=True)
+                self._clear_stale_or_raise(lock, "a new start")
+                self._refuse_unlocked_live_runs(lock)
                 run_dir = self._new_run_dir(prefix)
                 # The folder first: a poller that reads the lock must find the folder it names.
                 # Empty, it is not listed as a run until the lock names it.
@@ -224,6 +227,7 @@ class RunManager:
                 st = self._status_of(run_dir, lock)
                 if not st.can_resume:
                     raise RunError(self._why_not_resumable(st))
+                self._refuse_if_in_use(run_dir, "resume")
                 if lock.present:
                     self._clear_stale_or_raise(lock, "resume")
                 attempt = self._set_aside_result(run_dir, st.attempt)
@@ -251,6 +255,14 @@ class RunManager:
 
     def _stop(self, force: bool, timeout: float, term_timeout: float, kill_timeout: float) -> StopReport:
         lock = lockfile.read_lock(self.workspace)
+        if not lock.present:  # a live run whose lock was deleted is stopped through a restored one
+            for run_dir in self._unlocked_live_runs(lock):
+                try:
+                    self.restore_lock(run_dir)
+                except RunError:
+                    continue
+                lock = lockfile.read_lock(self.workspace)
+                break
         if lock.data is None:
             msg = "nothing to stop: no active run" if not lock.present else \
                 f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
@@ -281,6 +293,74 @@ class RunManager:
                           f"now {st.state.value}" + (f": {st.reason}" if st.reason else "")
                           + ("" if report.group_gone else "; WARNING: some processes of the group remain"))
         return report
+
+    def restore_lock(self, run: Any = None) -> str:
+        """Write the workspace lock again for a live run whose lock was deleted, from the
+        processes found by identity (runs/liveness.py). None: the first such run."""
+        self._need_workspace(writable=True)
+        with self._write_mutex, lockfile.guard(self.workspace):
+            lock = lockfile.read_lock(self.workspace, locked=True)
+            if run is None:
+                live = self._unlocked_live_runs(lock)
+                if not live:
+                    raise RunError(f"nothing to restore: no run in {self.workspace} is alive without its lock")
+                run_dir = live[0]
+            else:
+                run_dir = self._resolve(run)
+            name = os.path.basename(run_dir)
+            if lock.data and lockfile.names(lock.data, run_dir):
+                raise RunError(f"nothing to restore: the lock of {name} is in place")
+            if lock.present:
+                self._clear_stale_or_raise(lock, "restore-lock")
+            procs = liveness.processes(run_dir)
+            if not procs:
+                raise RunError(f"nothing to restore: no process of {name} is alive")
+            data = self._lock_data(run_dir, 1)
+            data["launcher"] = None
+            sup, trainer = procs.get("supervisor"), procs.get("trainer")
+            try:
+                for role, p in (("supervisor", sup), ("trainer", trainer)):
+                    if p is None:
+                        continue
+                    who = identity.describe(p.pid)
+                    data[f"{role}_pid"] = p.pid
+                    data["cmdline" if role == "supervisor" else "trainer_cmdline"] = who["cmdline"]
+                    data["create_times"][str(p.pid)] = who["create_time"]
+                data["pgid"] = os.getpgid((sup or trainer).pid)
+                data["started_at"] = _iso_time((sup or trainer).create_time())
+            except (psutil.Error, ProcessLookupError) as e:
+                raise RunError(f"cannot restore the lock of {name}: its processes ended meanwhile ({e})") from e
+            summary = MetricsSummary(run_dir).refresh()
+            data["attempt"] = ((liveness.attempt_of(sup) if sup else None)
+                               or (summary.last_start or {}).get("attempt") or 1)
+            if trainer is not None:
+                cmd = data["trainer_cmdline"]
+                data["trainer_module"] = cmd[2] if len(cmd) > 2 else self.trainer
+            lockfile.create_lock(self.workspace, data)
+            contract.append_status(run_dir, "RUNNING", "workspace lock restored (it had been deleted while "
+                                   "the run went on)")
+        pids = ", ".join(f"{r} pid {p.pid}" for r, p in procs.items())
+        return f"restored the lock of {name} ({pids})"
+
+    def _unlocked_live_runs(self, lock: LockRead) -> list[str]:
+        """Run folders whose processes live although the lock does not name them."""
+        return [d for d in self._run_dirs()
+                if not (lock.data and lockfile.names(lock.data, d)) and liveness.held(d)]
+
+    def _refuse_unlocked_live_runs(self, lock: LockRead) -> None:
+        for run_dir in self._unlocked_live_runs(lock):
+            name = os.path.basename(run_dir)
+            raise RunError(f"a run is already active: {name} (its workspace lock is missing, but its processes "
+                           f"are alive). Stop it with `gemma-ft stop --workspace {self.workspace}`, or restore "
+                           f"its lock with `gemma-ft restore-lock {name}`")
+
+    def _refuse_if_in_use(self, run_dir: str, what: str) -> None:
+        """Refuse to `what` a folder any process of the run still uses (the lock may be gone)."""
+        procs = liveness.processes(run_dir)
+        if procs or liveness.held(run_dir):
+            pids = ", ".join(f"{r} pid {p.pid}" for r, p in procs.items()) or "a process holds its flock"
+            raise RunError(f"cannot {what} {os.path.basename(run_dir)}: its processes are alive ({pids}); "
+                           f"stop it first with `gemma-ft stop --workspace {self.workspace}`")
 
     def clean(self, force: bool = False) -> str:
         """Clear the lock of an ORPHANED run, keeping every file. `force` also clears a lock
@@ -319,6 +399,7 @@ class RunManager:
                 if check.foreign or not check.stale:
                     raise RunError(f"run {os.path.basename(run_dir)} is active; stop it before deleting it")
                 lockfile.remove_lock(self.workspace)
+            self._refuse_if_in_use(run_dir, "delete")
             shutil.rmtree(run_dir)
         with self._read_mutex:
             self._summaries.pop(run_dir, None)
@@ -526,12 +607,29 @@ class RunManager:
         if st.foreign_host:
             return f"cannot resume {name}: it is active on host {st.foreign_host}"
         if st.active:
-            return f"cannot resume {name}: it is {st.state.value} (still active)"
+            return (f"cannot resume {name}: it is {st.state.value} (still active)"
+                    + ("; its workspace lock is missing: `gemma-ft restore-lock` puts it back" if st.lock_missing else ""))
         if st.state == State.FINISHED:
             return f"nothing to resume: {name} FINISHED"
         if st.state == State.FAILED:
             return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
         return f"cannot resume {name}: it is {st.state.value}"
+
+
+def _refuse_what_cannot_fit(cfg) -> None:
+    """Before anything is created: a config whose memory estimate exceeds this machine."""
+    from ..config import ConfigError, FieldError
+    from ..estimate import fit_problem
+
+    problem = fit_problem(cfg)
+    if problem is not None:
+        raise ConfigError([FieldError(*problem)])
+
+
+def _iso_time(t: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _remove_empty(path: str) -> None:

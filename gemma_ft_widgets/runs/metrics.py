@@ -143,6 +143,9 @@ class MetricsSummary:
         self.first_time: float | None = None
         self.stepped = False  # a step after the latest start
         self.events = 0
+        self.last_time: float | None = None  # of the latest event of any kind
+        self.max_gap = 0.0  # longest pause between events since the latest start's first step
+        self.last_data: dict[str, Any] | None = None
 
     def refresh(self) -> "MetricsSummary":
         try:
@@ -176,18 +179,28 @@ class MetricsSummary:
         self.last_devices = found["devices"]
         self.stepped = found["stepped"]
         self.events = found["events"]
+        self.last_time = max((float(e["time"]) for e in (found["start"], found["step"], found["eval"],
+                                                         found["checkpoint"], found["final"])
+                              if e and isinstance(e.get("time"), (int, float))), default=None)
         self.reader.skip_to(found["offset"], found["corrupt_lines"])
 
     def _feed(self, e: dict[str, Any]) -> None:
         self.events += 1
         kind = e.get("event")
         t = e.get("time")
-        if self.first_time is None and isinstance(t, (int, float)):
-            self.first_time = float(t)
+        if isinstance(t, (int, float)):
+            if self.first_time is None:
+                self.first_time = float(t)
+            if self.stepped and self.last_time is not None:  # pauses once stepping (not loading)
+                self.max_gap = max(self.max_gap, float(t) - self.last_time)
+            self.last_time = float(t)
         if kind == "start":
             self.last_start, self.stepped, self.last_final, self.last_devices = e, False, None, None
+            self.max_gap = 0.0
         elif kind == "devices":
             self.last_devices = e
+        elif kind == "data":
+            self.last_data = e
         elif kind == "step" and isinstance(e.get("step"), int):
             self.last_step, self.stepped = e, True
         elif kind == "eval":

@@ -60,6 +60,10 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
             return {**out, "state": "FAILED", "reason": "invalid config or data" + (f": {detail}" if detail else "")}
         if returncode == contract.EXIT_NO_ACCELERATOR:
             return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "jax sees no accelerator"}
+        if stop_requested and last.startswith("KeyboardInterrupt"):  # SIGINT before its handler was set
+            return {**out, "state": "ABORTED", "reason": "stopped on request while starting"}
+        if returncode == contract.EXIT_DIVERGED:  # "error: loss became NaN at step N; ..."
+            return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "training diverged"}
         cause = known_cause(stderr_tail)
         return {**out, "state": "FAILED", "reason": (f"{cause}; " if cause else "")
                 + f"trainer exited with code {returncode}" + (f": {last}" if last else "")}
@@ -91,6 +95,18 @@ def stderr_tail(run_dir: str, since: int = 0, max_bytes: int = 64 * 1024) -> str
     return text
 
 
+def _aborted_reason(summary: MetricsSummary, steps: list[int]) -> str:
+    """A stop says what was saved: nothing when it came before the first step or checkpoint."""
+    final = summary.last_final or {}
+    last = f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{steps[-1]}" if steps else None
+    if not summary.stepped:
+        return ("stopped on request while starting, before any step; "
+                + (f"the last checkpoint is {last}" if last else "no checkpoint was saved"))
+    if not final.get("checkpoint") and not last:
+        return "stopped on request before any checkpoint was saved"
+    return "stopped on request after saving a checkpoint"
+
+
 def write_result(run_dir: str, attempt: int, returncode: int | None, started_at: str | None,
                  stopped: bool, trainer_pid: int | None = None,
                  override: dict[str, Any] | None = None, stderr_offset: int = 0) -> dict[str, Any]:
@@ -104,6 +120,9 @@ def write_result(run_dir: str, attempt: int, returncode: int | None, started_at:
     outcome.update(override or {})
     summary = MetricsSummary(run_dir).refresh()
     steps = contract.checkpoint_steps(run_dir)
+    if outcome["state"] == "ABORTED" and returncode in (contract.EXIT_ABORTED, contract.EXIT_FAILED,
+                                                                 -signal.SIGINT) and not override:
+        outcome["reason"] = _aborted_reason(summary, steps)
     result = {
         **outcome,
         "final_step": summary.value("step", "step") if summary.last_step else None,

@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     step = resume or 0
     saved = resume
+    if stop["signal"] is not None:  # stopped while loading: like the real trainer, nothing to save
+        emit("final", state="ABORTED", step=step, checkpoint=(
+            os.path.relpath(contract.checkpoint_path(run_dir, resume), run_dir) if resume else None))
+        return contract.EXIT_ABORTED
     while step < max_steps:
         step += 1
         if crash_at == step:

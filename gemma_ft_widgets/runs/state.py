@@ -26,6 +26,8 @@ class State(str, Enum):
         return self.value
 
 
+LOCK_MISSING = ("its workspace lock is missing (deleted while the run goes on); `gemma-ft restore-lock` "
+                "puts it back, and stop, start, resume and delete see the run anyway")
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 ENDED_STATES = frozenset({State.FINISHED, State.FAILED, State.ABORTED})
 
@@ -57,6 +59,7 @@ class Facts:
     result: dict[str, Any] | None = None  # parsed and valid result.json
     result_error: str | None = None  # result.json exists but is unreadable / invalid
     final: dict[str, Any] | None = None  # the trainer's `final` event after its latest `start`
+    lock_missing: bool = False  # no lock names this run, yet its processes hold the run's flock
 
 
 def derive_state(f: Facts) -> tuple[State, str]:
@@ -67,6 +70,9 @@ def derive_state(f: Facts) -> tuple[State, str]:
         return State.ORPHANED, f"lock file unreadable ({f.lock_error})"
     if f.lock is not None:
         return _with_lock(f)
+    if f.lock_missing:
+        state = State.STOPPING if f.stop_requested else (State.RUNNING if f.stepped else State.STARTING)
+        return state, LOCK_MISSING
     if f.result is not None:
         return _from_result(f.result)
     if f.result_error is not None:

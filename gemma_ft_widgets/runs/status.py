@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from .. import contract
-from . import identity
+from . import identity, liveness, stall
 from .lockfile import LockRead
 from .metrics import MetricsSummary
 from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
@@ -51,6 +51,9 @@ class RunStatus:
     corrupt_metric_lines: int = 0
     stderr_offset: int = 0  # where the ended attempt's lines start in trainer_stderr.log
     devices: dict[str, Any] | None = None  # the attempt's `devices` event: platform, device_kind, count
+    lock_missing: bool = False  # alive (its folder's flock is held) but no workspace lock names it
+    last_step_at: str | None = None  # when the latest step event was written
+    stalled_s: float | None = None  # RUNNING, but nothing written for this long (past runs/stall.py's limit)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,6 +136,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     data = lock.data if lock.data and _same(lock.data.get("run_dir"), run_dir) else None
     if data is not None and lock_check is None:
         lock_check = check_lock(data)
+    # Without a lock naming it, a run may still be alive: its folder says so (runs/liveness.py).
+    lock_missing = data is None and result is None and liveness.held(run_dir)
     facts = Facts(
         lock=data,
         lock_error=lock_error,
@@ -142,7 +147,11 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         result=result,
         result_error=result_error,
         final=_final_of(summary, data),
+        lock_missing=lock_missing,
     )
+    if lock_missing:
+        last_attempt = (summary.last_start or {}).get("attempt")
+        facts = dataclasses.replace(facts, stop_requested=stop_requested(run_dir, last_attempt))
     if data is not None and lock_check is not None:
         facts = dataclasses.replace(
             facts,
@@ -175,6 +184,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         if lock_check is not None and lock_check.foreign:
             st.foreign_host = str(data.get("hostname"))
         st.active = lock_check is not None and not lock_check.stale
+    if lock_missing:
+        st.active = st.lock_missing = True
     if result is not None and (data is None or state not in ACTIVE_STATES):
         st.attempt = result.get("attempt", st.attempt)
         st.started_at = result.get("started_at") or st.started_at
@@ -190,6 +201,13 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     if st.started_at is None and summary.first_time is not None:
         st.started_at = _iso(summary.first_time)
     st.elapsed_s = _elapsed(st.started_at, st.ended_at if not st.active else None)
+    step_time = (summary.last_step or {}).get("time")
+    st.last_step_at = _iso(step_time) if isinstance(step_time, (int, float)) else None
+    if state == State.RUNNING and st.foreign_host is None:
+        quiet = stall.stalled_for(summary, config, time.time())
+        if quiet is not None:
+            st.stalled_s = round(quiet[0], 1)
+            st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st

@@ -18,7 +18,7 @@ import sys
 import psutil
 
 from .. import contract
-from . import identity, lockfile
+from . import identity, liveness, lockfile
 from .results import write_result
 from .status import stop_requested
 
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         _log("the lock no longer names this run and attempt; not starting the trainer")
         contract.append_status(run_dir, "ORPHANED", "supervisor found no lock for this attempt; trainer not started")
         return 1
+    # Held until the trainer exits, by both of us: the run is found alive from its folder even
+    # if the workspace lock is deleted (runs/liveness.py).
+    run_flock = liveness.hold(run_dir)
     lock = lockfile.read_lock(ws).data or {}
     started_at = lock.get("started_at") or contract.utc_now()
 
@@ -77,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with open(os.path.join(run_dir, contract.STDOUT_NAME), "ab") as out, \
                     open(os.path.join(run_dir, contract.STDERR_NAME), "ab") as err:
-                trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+                trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                           pass_fds=(run_flock,))
         except OSError as e:
+            os.close(run_flock)
             _log(f"cannot start the trainer: {e}")
             write_result(run_dir, attempt, None, started_at, stopped=False, override={
                 "state": "FAILED", "reason": f"cannot start the trainer: {e}"})
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {trainer.pid} started")
         returncode = trainer.wait()
         _log(f"trainer exited with status {returncode}")
+    os.close(run_flock)  # released once the trainer (and any child it passed it to) is gone too
 
     write_result(run_dir, attempt, returncode, started_at,
                  stopped=term["requested"] or stop_requested(run_dir, attempt),

@@ -54,6 +54,17 @@ def _checkpointer():
     return ocp.Checkpointer(ocp.StandardCheckpointHandler())
 
 
+@jax.jit
+def _nonfinite(tree):
+    leaves = [x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)]
+    return sum((jax.numpy.size(x) - jax.numpy.isfinite(x).sum() for x in leaves), jax.numpy.int32(0))
+
+
+def nonfinite_count(tree) -> int:
+    """How many NaN/Infinity values the float arrays of `tree` hold (one reduction on device)."""
+    return int(_nonfinite(tree))
+
+
 def clean_partials(run_dir: str) -> list[str]:
     root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
     removed = []

@@ -52,11 +52,13 @@ class Dataset:
     truncated: int  # examples cut at max_seq_len (train + eval)
     dropped: int  # examples with no response token left after truncation
     max_seq_len: int
+    dropped_train: int = 0
+    dropped_eval: int = 0
 
     def summary(self) -> dict:
         return {"format": self.format, "train_examples": len(self.train),
                 "eval_examples": len(self.eval), "truncated": self.truncated,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "dropped_train": self.dropped_train, "dropped_eval": self.dropped_eval}
 
 
 def encode_example(tokenizer, prompt: str, response: str, max_seq_len: int, add_eos: bool = False):
@@ -114,8 +116,12 @@ def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: flo
     if len(train) == 0:
         raise datasets.DatasetError([
             f"{path}: no training example keeps a response token within max_seq_len="
-            f"{max_seq_len}; raise max_seq_len"])
-    return Dataset(train, evals, fmt, t1 + t2, d1 + d2, max_seq_len)
+            f"{max_seq_len} (all {len(train_idx)} dropped); raise max_seq_len"])
+    if len(eval_idx) and len(evals) == 0:  # eval_fraction asked for an eval split: never a silent none
+        raise datasets.DatasetError([
+            f"{path}: all {len(eval_idx)} eval examples were dropped: their prompt fills max_seq_len="
+            f"{max_seq_len}, leaving no response token; raise max_seq_len, or set eval_fraction to 0"])
+    return Dataset(train, evals, fmt, t1 + t2, d1 + d2, max_seq_len, d1, d2)
 
 
 class Batches:

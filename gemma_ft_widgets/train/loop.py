@@ -20,6 +20,7 @@ A failed background save fails the run (its exception is raised in the loop).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -50,6 +51,29 @@ def check_devices(devices, allow_cpu: bool) -> None:
     accel = accelerator.detect()
     if accel.present:
         raise NoAcceleratorError(accelerator.no_accelerator_message(accel, accelerator.jax_stack()))
+
+
+class Diverged(Exception):
+    """The loss or gradient norm became NaN/Infinity: the run fails (exit 5), and nothing
+    from that step on is saved."""
+
+    def __init__(self, what: str, value: float, step: int):
+        self.what, self.value, self.step = what, value, step
+        super().__init__(f"{what} became {_name(value)} at step {step}")
+
+
+def _name(value: float) -> str:
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+def first_nonfinite(first_step: int, losses, grad_norms) -> Diverged | None:
+    """The first step of a window whose loss or gradient norm is not finite."""
+    for i, (loss, norm) in enumerate(zip(losses, grad_norms)):
+        if not math.isfinite(loss):
+            return Diverged("loss", loss, first_step + i)
+        if not math.isfinite(norm):
+            return Diverged("gradient norm", norm, first_step + i)
+    return None
 
 
 class StopFlag:
@@ -85,12 +109,12 @@ class StopFlag:
 
 def data_line(summary: dict, max_seq_len: int) -> str:
     """What the data holds, for the trainer's stdout (the panel says the same from the event)."""
-    n = summary.get("train_examples", 0) + summary.get("eval_examples", 0)
+    from ..datasets import cut_note
+
     line = (f"data: {summary.get('format')} format, {summary.get('train_examples')} train / "
             f"{summary.get('eval_examples')} eval examples")
-    if summary.get("truncated"):
-        line += f"; {summary['truncated']} of {n} truncated to max_seq_len {max_seq_len}"
-    return line
+    note = cut_note({"max_seq_len": max_seq_len, **summary})
+    return line + (f"; {note}" if note else "")
 
 
 def _attempt(run_dir: str) -> int:
@@ -151,6 +175,27 @@ def device_memory(devices) -> tuple[int | None, int | None]:
             used += int(stats.get("bytes_in_use", 0))
             peak += int(stats.get("peak_bytes_in_use", 0))
     return (used, peak) if any_stats else (None, None)
+
+
+class LrTable:
+    """`table[k]`: the learning rate of update k, computed `BLOCK` steps at a time."""
+
+    BLOCK = 4096
+
+    def __init__(self, schedule):
+        import jax
+
+        self._fn = jax.jit(jax.vmap(schedule))
+        self._start, self._values = -1, None
+
+    def __getitem__(self, k: int) -> float:
+        import numpy as np
+
+        start = k - k % self.BLOCK
+        if start != self._start:
+            self._values = np.asarray(self._fn(np.arange(start, start + self.BLOCK, dtype=np.int32)))
+            self._start = start
+        return float(self._values[k - start])
 
 
 @dataclasses.dataclass
@@ -292,8 +337,9 @@ class Trainer:
         self.loss_chunks = (step.loss_chunks(cfg.batch_size, cfg.max_seq_len,
                                              loaded.params["embedder"]["input_embedding"].shape[0])
                             if self.chunked else None)
-        # The lr of update k is schedule(k): one vectorised call, not one per log line.
-        self.lrs = np.asarray(jax.jit(jax.vmap(self.schedule))(np.arange(cfg.max_steps)))
+        # The lr of update k is schedule(k): vectorised over a block of steps at a time, never
+        # an array of max_steps values (10^9 steps would be gigabytes).
+        self.lrs = LrTable(self.schedule)
         self.tb = ScalarWriter(self.run_dir)
         self.train_step, self.eval_step = step.make_steps(
             self.model, self.tx, self.is_lora, self.chunked, softcap,
@@ -353,6 +399,9 @@ class Trainer:
 
         cfg = self.config
         step_n = self.step
+        bad = checkpoints.nonfinite_count((self.trainable, self.opt_state))
+        if bad:  # a finite loss can still leave overflowed weights behind: never save those
+            raise Diverged("the weights", float("nan"), step_n)
         meta = {"epoch": self.batches.epoch(step_n), "method": cfg.method, "model": cfg.model,
                 "config_hash": checkpoints.config_hash(cfg.to_dict()), "saved_at": contract.utc_now(),
                 "loss": last_loss, "trainable_params": self.trainable_count}
@@ -426,6 +475,7 @@ class Trainer:
             self._log(f"compiled the train step in {seconds:.1f}s")
 
         lrs = self.lrs
+        window_norms: list = []  # gradient norms (device scalars) of the same steps
         log_every, eval_every, ckpt_every = cfg.log_every, cfg.eval_every, cfg.checkpoint_every
         window_losses: list = []  # device scalars since the last step event
         window_tokens = 0
@@ -439,8 +489,10 @@ class Trainer:
 
         def emit(entry):
             nonlocal t_last, last_loss
-            step_n, loss_arrays, tokens = entry
-            vals = [float(x) for x in jax.device_get(loss_arrays)]
+            step_n, loss_arrays, norm_arrays, tokens = entry
+            vals, norms = jax.device_get((loss_arrays, norm_arrays))
+            vals, norms = [float(x) for x in vals], [float(x) for x in norms]
+            diverged = first_nonfinite(step_n - len(vals) + 1, vals, norms)
             now = time.time()
             dt = max(now - t_last, 1e-9)
             t_last = now
@@ -458,6 +510,17 @@ class Trainer:
             if not announced:  # status.log gets one RUNNING line per attempt, at its first step
                 announced.append(step_n)
                 contract.append_status(self.run_dir, "RUNNING", f"first step {step_n} logged")
+            if diverged is not None:
+                raise diverged
+
+        def check_window():
+            """Before a save: the steps not logged yet must be finite too."""
+            if window_losses:
+                vals, norms = jax.device_get((window_losses, window_norms))
+                diverged = first_nonfinite(self.step - len(vals) + 1, [float(x) for x in vals],
+                                           [float(x) for x in norms])
+                if diverged is not None:
+                    raise diverged
 
         def flush():
             nonlocal pending
@@ -475,17 +538,21 @@ class Trainer:
                     self.trainable, self.opt_state, self.frozen, batch)
                 self.step += 1
                 window_losses.append(metrics["loss"])
+                window_norms.append(metrics["grad_norm"])
                 window_tokens += data.real_tokens(host_batch)
                 if pending is not None:  # step n-1's metrics, read while step n runs
                     emit(pending)
                     pending = None
                 at_end = self.step == cfg.max_steps
-                if self.step % log_every == 0 or at_end or self.stop.requested:
-                    pending = (self.step, window_losses, window_tokens)
-                    window_losses, window_tokens = [], 0
+                first = not announced and pending is None and not losses  # RUNNING shows at once
+                if self.step % log_every == 0 or at_end or self.stop.requested or first:
+                    pending = (self.step, window_losses, window_norms, window_tokens)
+                    window_losses, window_norms, window_tokens = [], [], 0
                 if self.step % eval_every == 0 or at_end:
                     flush()
                     ev = self.evaluate()
+                    if ev is not None and not math.isfinite(ev):
+                        raise Diverged("eval loss", ev, self.step)
                     if ev is not None:
                         evals[self.step] = ev
                         self.event("eval", step=self.step, eval_loss=ev)
@@ -493,11 +560,12 @@ class Trainer:
                     t_last = time.time()  # eval time is not step time
                 if (self.step % ckpt_every == 0 or at_end) and not self.stop.requested:
                     flush()
+                    check_window()
                     last_ckpt = self.save(last_loss)
                     tb.flush()
                     t_last = time.time()
             if window_losses:
-                pending = pending or (self.step, window_losses, window_tokens)
+                pending = pending or (self.step, window_losses, window_norms, window_tokens)
             flush()
 
         if self.stop.requested and self.step < cfg.max_steps:
@@ -517,6 +585,24 @@ class Trainer:
         self.event("final", state=state, step=self.step, checkpoint=ckpt)
         self._log(f"{state} at step {self.step}" + (f", checkpoint {ckpt}" if ckpt else ""))
         return TrainResult(state, self.step, ckpt, losses, evals)
+
+
+def _diverged(trainer: Trainer, e: Diverged) -> int:
+    """Say where the run diverged and which checkpoint is the last good one; exit 5."""
+    from . import checkpoints
+
+    try:
+        trainer.close()  # a save of an earlier, finite step may be in flight: let it complete
+    except Exception:  # noqa: BLE001
+        pass
+    last = checkpoints.latest(trainer.run_dir)
+    kept = (f"the last finite checkpoint is {contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{last}"
+            if last is not None else "no checkpoint was saved before it")
+    lr = trainer.config.learning_rate
+    trainer.event("diverged", step=e.step, what=e.what, value=_name(e.value), checkpoint=last)
+    print(f"error: {e}; training stopped, nothing from that step on is saved; {kept}. "
+          f"Try a lower learning_rate (now {lr:g}).", file=sys.stderr, flush=True)
+    return contract.EXIT_DIVERGED
 
 
 def _memory_analysis(compiled) -> dict:
@@ -557,6 +643,8 @@ def run(run_dir: str) -> int:
     except NoAcceleratorError as e:
         print(f"error: {e}", file=sys.stderr)
         return contract.EXIT_NO_ACCELERATOR
+    except Diverged as e:
+        return _diverged(trainer, e)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         return contract.EXIT_FAILED

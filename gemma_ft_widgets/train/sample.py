@@ -74,6 +74,10 @@ def load_params(run_dir: str, checkpoint: str | int | None = None):
         loaded.params = lora.merge_into_base(lora_model, loaded.params, adapters)
     else:
         loaded.params = checkpoints.restore_params(path, loaded.params)
+    bad = checkpoints.nonfinite_count(loaded.params)
+    if bad:  # its answer would be empty or garbage: say why instead
+        raise ValueError(f"{os.path.basename(path)} holds {bad:,} non-finite weights (NaN or Infinity): the run "
+                         "diverged before it was saved; sample an earlier checkpoint (--checkpoint N)")
     return loaded, path
 
 

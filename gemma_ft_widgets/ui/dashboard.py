@@ -193,7 +193,8 @@ class Dashboard(w.VBox):
             "eval_loss": fmt.number(status.eval_loss),
             "lr": fmt.number(pick("lr"), 3),
             "tokens_per_s": fmt.rate(pick("tokens_per_s")),
-            "eta": fmt.duration(eta) if state in ACTIVE else fmt.DASH,
+            "eta": ("stalled" if getattr(status, "stalled_s", None) else fmt.duration(eta)) if state in ACTIVE
+                   else fmt.DASH,
             "elapsed": fmt.duration(status.elapsed_s),
             "device_mem": fmt.nbytes(series.latest("device_mem_bytes")) if series else fmt.DASH,
             "host_mem": fmt.nbytes(series.latest("host_rss_bytes")) if series else fmt.DASH,
@@ -213,19 +214,17 @@ class Dashboard(w.VBox):
     @staticmethod
     def _truncation(series: RunSeries | None) -> str:
         """A lasting warning when examples were cut to max_seq_len (their ends are not trained)."""
-        d = (series.last_data if series is not None else None) or {}
-        cut = d.get("truncated") or 0
-        if not cut:
-            return ""
-        n = (d.get("train_examples") or 0) + (d.get("eval_examples") or 0)
-        limit = d.get("max_seq_len")
-        return (f'<span style="color:#a15c00">{cut} of {n} examples truncated'
-                + (f" to {limit} tokens" if limit else "") + "</span>")
+        from ..datasets import cut_note
+
+        note = cut_note((series.last_data if series is not None else None) or {})
+        return f'<span style="color:#a15c00">{fmt.esc(note)}</span>' if note else ""
 
     @staticmethod
     def _phase(state: str, status: Any, series: RunSeries | None) -> str:
         if status.foreign_host:
             return fmt.esc(status.reason or f"active on host {status.foreign_host}")
+        if getattr(status, "stalled_s", None) or getattr(status, "lock_missing", False):
+            return f'<span style="color:#b00020">{fmt.esc(status.reason)}</span>'
         if state != "STARTING":
             return Dashboard._truncation(series)
         bits = ["starting: loading the model and data"]
