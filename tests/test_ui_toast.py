@@ -58,3 +58,18 @@ def until_step(manager, step):
     from .conftest import wait_step
 
     return wait_step(manager, step)
+
+
+def test_every_ending_has_its_notice_and_a_live_run_none(tmp_path):
+    from gemma_ft_widgets.runs import RunStatus, State
+
+    def status(state, **kw):
+        return RunStatus(state, run_dir=str(tmp_path), run_name="tiny-1", attempt=2, step=7, max_steps=10, **kw)
+
+    levels = {s: notices.notice(status(s, reason="why")) for s in State}
+    assert {s.value: (n and n["level"]) for s, n in levels.items()} == {
+        "IDLE": None, "STARTING": None, "RUNNING": None, "STOPPING": None, "FINISHED": "success",
+        "FAILED": "error", "ABORTED": "info", "ORPHANED": "warning"}
+    assert levels[State.ORPHANED]["key"] == "tiny-1#2:ORPHANED" and "Resume" in levels[State.ORPHANED]["text"]
+    assert "step 7/10" in levels[State.FAILED]["text"] and "why" in levels[State.FAILED]["text"]
+    assert notices.progress(status(State.FINISHED)).eta_s is None  # no metrics, nothing ended: no ETA

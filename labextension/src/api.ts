@@ -54,10 +54,3 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
 export async function workspaces(): Promise<IWorkspace[]> {
   return (await request<{ workspaces: IWorkspace[] }>('workspaces')).workspaces;
 }
-
-export async function stop(index: number, name: string, force = false): Promise<unknown> {
-  return request(`workspaces/${index}/runs/${encodeURIComponent(name)}/stop`, {
-    method: 'POST',
-    body: JSON.stringify({ force })
-  });
-}
