@@ -13,6 +13,9 @@
     gemma-ft export RUN --out DIR      export a run's weights
     gemma-ft sample [RUN] PROMPT       greedy answer from a checkpoint (--checkpoint N)
     gemma-ft doctor [--json]           can this environment train, and on which devices?
+    gemma-ft queue add CONFIG [--name N]   queue a run: it starts when the active one ends
+    gemma-ft queue list|remove ID|clear|pause|resume|policy pause|continue
+    gemma-ft sweep CONFIG --grid learning_rate=1e-4,3e-4 lora_rank=4,8   queue a grid as a group
 
 Every command takes --workspace (default $GEMMA_FT_WORKSPACE, else ./gemma_ft_runs).
 Exit status: 0 done, 1 refused or failed (the message says why), 2 bad usage.
@@ -218,6 +221,87 @@ def cmd_doctor(args) -> int:
     return 0 if r["ok"] else 1
 
 
+def _describe_queue(q) -> str:
+    lines = []
+    head = "paused" + (f": {q.pause_reason}" if q.pause_reason else "") if q.paused else \
+        (q.blocked or ("empty" if not q.entries else "starting the next run"))
+    lines.append(f"queue: {len(q.entries)} waiting; {head}; on failure: {q.on_failure}")
+    for i, e in enumerate(q.entries, 1):
+        group = f"  [{e.group}]" if e.group else ""
+        cfg = e.config
+        lines.append(f"  {i:>2}. {e.id}  {e.label():28} {cfg.get('model')} {cfg.get('method')} "
+                     f"lr {cfg.get('learning_rate')} steps {cfg.get('max_steps')}{group}")
+    if q.started:
+        lines.append("started from the queue: " + ", ".join(s["run"] for s in q.started[-5:]))
+    return "\n".join(lines)
+
+
+def _redacted(queue: dict) -> dict:
+    """The queue as JSON, each webhook URL cut to its scheme and host (the rest is a secret)."""
+    from .webhook_url import redact
+
+    for e in queue["entries"]:
+        if e["config"].get("notify"):
+            e["config"]["notify"] = redact(e["config"]["notify"])
+    return queue
+
+
+def cmd_queue(args) -> int:
+    from .config import TrainingConfig
+
+    q = _manager(args).queue
+    action = args.action
+    if action == "add":
+        entry = q.add(TrainingConfig.from_json_file(args.config), name=args.name)
+        started = {s["id"]: s["run"] for s in q.list().started}
+        print(f"queued {entry.id} ({entry.label()})"
+              + (f"; the slot was free, so it started as {started[entry.id]}" if entry.id in started else ""))
+    elif action == "remove":
+        entry = q.remove(args.id)
+        print(f"removed {entry.id} ({entry.label()})")
+        return 0
+    elif action == "clear":
+        if not args.yes and q.list().entries:
+            print(f"{PROG}: clearing removes {len(q.list().entries)} queued runs; add --yes", file=sys.stderr)
+            return 1
+        print(f"removed {q.clear()} queued runs")
+        return 0
+    elif action == "pause":
+        q.pause()
+        print("queue paused; running runs go on, no new one starts")
+    elif action == "resume":
+        run = q.resume()
+        print("queue resumed" + (f"; started {run.name}" if run is not None else ""))
+    elif action == "policy":
+        q.set_policy(args.on_failure)
+        print(f"on failure the queue will {args.on_failure}")
+    state = q.list()
+    print(json.dumps(_redacted(state.to_dict()) | {"blocked": state.blocked}, indent=2)
+          if getattr(args, "json", False) else _describe_queue(state))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from . import sweep
+    from .config import TrainingConfig
+
+    base = TrainingConfig.from_json_file(args.config).to_dict()  # relative paths resolved
+    grid = sweep.parse_grid(args.grid)
+    n = sweep.size(grid)
+    if n > sweep.MAX_POINTS and not args.yes:
+        print(f"{PROG}: the grid has {n} points (more than {sweep.MAX_POINTS}); add --yes to queue them all",
+              file=sys.stderr)
+        return 1
+    points = sweep.points(base, grid)  # every point validated before any is queued
+    group = args.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    names = [sweep.point_name(group, p) for p, _ in points]
+    entries = _manager(args).queue.add_many([c for _, c in points], names, group=group)
+    print(f"queued {len(entries)} runs as group {group}:")
+    for e in entries:
+        print(f"  {e.id}  {e.name}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .config import TrainingConfig, demo_config
 
@@ -325,6 +409,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("doctor", cmd_doctor, "check the Python, jax and accelerator, and the workspace's disk")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--no-probe", action="store_true", help="do not start jax to ask which devices it sees")
+    sp = add("queue", cmd_queue, "the workspace's run queue: the next run starts when the active one ends")
+    qsub = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    qp = qsub.add_parser("add", help="validate a config and queue it", parents=[common])
+    qp.add_argument("config")
+    qp.add_argument("--name", default=None, help="the run's name (its folder's prefix)")
+    qp = qsub.add_parser("list", help="the queued runs and what the queue waits for", parents=[common])
+    qp.add_argument("--json", action="store_true")
+    qp = qsub.add_parser("remove", help="remove a queued run (an id or a unique prefix)", parents=[common])
+    qp.add_argument("id")
+    qp = qsub.add_parser("clear", help="remove every queued run", parents=[common])
+    qp.add_argument("--yes", "-y", action="store_true")
+    qsub.add_parser("pause", help="start no new run until resumed", parents=[common])
+    qsub.add_parser("resume", help="go on, starting the next run if none is active", parents=[common])
+    qp = qsub.add_parser("policy", help="after a FAILED or ABORTED run: pause (default) or continue",
+                         parents=[common])
+    qp.add_argument("on_failure", choices=["pause", "continue"])
+    sp = add("sweep", cmd_sweep, "queue one run per point of a grid over config fields, as a group")
+    sp.add_argument("config")
+    sp.add_argument("--grid", nargs="+", required=True, metavar="FIELD=V1,V2",
+                    help="e.g. learning_rate=1e-4,3e-4 lora_rank=4,8")
+    sp.add_argument("--name", default=None, help="the group's name (default sweep-DATE)")
+    sp.add_argument("--yes", "-y", action="store_true", help="allow more than 64 points")
     sp = add("sample", cmd_sample, "greedy answer to a prompt from a run's checkpoint (newest by default)")
     sp.add_argument("run", nargs="?", help="run name (default: the active or newest run)")
     sp.add_argument("prompt", help="the prompt; - reads it from stdin")

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any
 
-from . import datasets, models
+from . import datasets, models, webhook_url
 
 METHODS = ("lora", "full")
 MAX_STEPS = 10**9
@@ -66,6 +66,7 @@ class TrainingConfig:
     fsdp: bool = False
     dtype: str = "auto"
     allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
+    notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -144,6 +145,8 @@ class TrainingConfig:
             bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.method not in METHODS:
             bad("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.notify and webhook_url.problem(self.notify):
+            bad("notify", webhook_url.problem(self.notify))
         if self.dtype not in DTYPES:
             bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.dataset_format not in ("auto",) + datasets.FORMATS:

@@ -26,7 +26,7 @@ from .errors import RunError
 from .lockfile import LockRead
 from .metrics import MetricsSummary
 from .state import ACTIVE_STATES, ENDED_STATES, Proc, State
-from .status import RunStatus, check_lock, read_config, read_result, run_status
+from .status import RunStatus, check_lock, read_config, read_result, read_run_info, run_status
 from .stopping import StopReport, stop_processes
 
 SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
@@ -94,6 +94,7 @@ class RunManager:
         self.trainer = trainer or os.environ.get(contract.TRAINER_ENV) or contract.DEFAULT_TRAINER
         self._summaries: dict[str, MetricsSummary] = {}
         self._configs: dict[str, dict | None] = {}
+        self._infos: dict[str, dict] = {}
         self._read_mutex = threading.RLock()  # the metrics cache, shared by UI and poller threads
         self._write_mutex = threading.RLock()  # start / resume / clean / delete from several threads
         self._stop_mutex = threading.Lock()
@@ -176,16 +177,28 @@ class RunManager:
         return cfg
 
     # -- starting --------------------------------------------------------------------------
-    def start(self, config: Any) -> Run:
+    @property
+    def queue(self):
+        """This workspace's run queue (runs/queue.py): add, list, remove, clear, pause, resume."""
+        from .queue import RunQueue
+
+        return RunQueue(self)
+
+    def lock_present(self) -> bool:
+        return lockfile.read_lock(self.workspace).present
+
+    def start(self, config: Any, name: str | None = None, group: str | None = None,
+              queue_id: str | None = None) -> Run:
         """Validate `config` (TrainingConfig or dict), then create the run folder and the lock
         exclusively and launch the detached supervisor. Raises ConfigError before creating
-        anything, RunError when a run is active."""
+        anything, RunError when a run is active. `name` prefixes the folder's name; `group`
+        (a sweep's) and `queue_id` are recorded in run_info.json."""
         from ..config import TrainingConfig
 
         cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
         _refuse_what_cannot_fit(cfg)
         self._make_workspace()
-        prefix = cfg.run_name_prefix()
+        prefix = _safe_prefix(name) if name else cfg.run_name_prefix()
         with self._write_mutex:
             self._wait_for_ending_run()
             with lockfile.guard(self.workspace):
@@ -204,6 +217,9 @@ class RunManager:
                     raise RunError("another run was started at the same moment")  # unguarded writer
                 try:
                     contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), cfg.to_dict())
+                    if name or group or queue_id:
+                        contract.atomic_write_json(os.path.join(run_dir, contract.RUN_INFO_NAME),
+                                                   {"name": name, "group": group, "queue_id": queue_id})
                 except OSError as e:
                     lockfile.remove_lock(self.workspace)
                     _remove_empty(run_dir)
@@ -384,7 +400,9 @@ class RunManager:
             lockfile.remove_lock(self.workspace)
             if os.path.isdir(run_dir):
                 contract.append_status(run_dir, "ORPHANED", "lock cleared by clean" + (" --force" if force else ""))
-        return f"cleared the lock of {name}; every file is kept. Resume it with `gemma-ft resume {name}`"
+        message = f"cleared the lock of {name}; every file is kept. Resume it with `gemma-ft resume {name}`"
+        started = self.queue.advance()  # the orphan no longer blocks the queue
+        return message + (f"; the queue started {started.name}" if started is not None else "")
 
     def delete(self, run: Any) -> str:
         """Delete a run folder and everything in it. Refused while the run is active."""
@@ -404,6 +422,7 @@ class RunManager:
         with self._read_mutex:
             self._summaries.pop(run_dir, None)
             self._configs.pop(run_dir, None)
+            self._infos.pop(run_dir, None)
         return f"deleted {run_dir}"
 
     # -- sampling and export (subprocesses; jax never loads in this process) ---------------
@@ -498,7 +517,17 @@ class RunManager:
                 if config is not None:  # only cache what was there: it may be written right now
                     self._configs[run_dir] = config
             lock_error = lock.error if lock.present and lock.data is None and run_dir == self._default_run(lock) else None
-            return run_status(run_dir, lock, summary, config, lock_error=lock_error)
+            st = run_status(run_dir, lock, summary, config, lock_error=lock_error)
+            info = self._infos.get(run_dir)
+            if info is None and config is not None:  # written with the config, before the lock names it
+                info = self._infos[run_dir] = read_run_info(run_dir)
+            st.group, st.queue_id = (info or {}).get("group"), (info or {}).get("queue_id")
+        if st.state == State.ORPHANED and st.attempt:
+            # Nothing of an orphaned run is alive to say so: the first reader sends its webhook.
+            from . import notify
+
+            notify.spawn(run_dir, self.workspace, st.attempt, config)
+        return st
 
     def _new_run_dir(self, prefix: str) -> str:
         if not _SAFE_NAME.fullmatch(prefix):
@@ -630,6 +659,14 @@ def _iso_time(t: float) -> str:
     import datetime as _dt
 
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _safe_prefix(name: str) -> str:
+    """A run name as a folder-name prefix (letters, digits, '.', '_', '-')."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    if not safe:
+        raise RunError(f"run name {name!r} has no usable characters")
+    return safe[:64]
 
 
 def _remove_empty(path: str) -> None:

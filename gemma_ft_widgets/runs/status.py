@@ -50,6 +50,8 @@ class RunStatus:
     metrics_offset: int = 0
     corrupt_metric_lines: int = 0
     stderr_offset: int = 0  # where the ended attempt's lines start in trainer_stderr.log
+    group: str | None = None  # the sweep it belongs to (run_info.json)
+    queue_id: str | None = None  # the queue entry it was started from (run_info.json)
     devices: dict[str, Any] | None = None  # the attempt's `devices` event: platform, device_kind, count
     lock_missing: bool = False  # alive (its folder's flock is held) but no workspace lock names it
     last_step_at: str | None = None  # when the latest step event was written
@@ -117,6 +119,15 @@ def stop_requested(run_dir: str, attempt: Any) -> bool:
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(req, dict) and req.get("attempt", attempt) == attempt
+
+
+def read_run_info(run_dir: str) -> dict[str, Any]:
+    """run_info.json ({name, group, queue_id}), or {} for a run started without one."""
+    try:
+        info = contract.read_json(os.path.join(run_dir, contract.RUN_INFO_NAME))
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def read_config(run_dir: str) -> dict[str, Any] | None:

@@ -103,13 +103,33 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"trainer exited with status {returncode}")
     os.close(run_flock)  # released once the trainer (and any child it passed it to) is gone too
 
-    write_result(run_dir, attempt, returncode, started_at,
-                 stopped=term["requested"] or stop_requested(run_dir, attempt),
-                 trainer_pid=trainer.pid if trainer else None, stderr_offset=stderr_offset)
+    result = write_result(run_dir, attempt, returncode, started_at,
+                          stopped=term["requested"] or stop_requested(run_dir, attempt),
+                          trainer_pid=trainer.pid if trainer else None, stderr_offset=stderr_offset)
     lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
                            and d.get("supervisor_pid") == os.getpid())
+    _after_the_run(run_dir, ws, attempt, args.trainer, result["state"])
     _log("done")
     return 0
+
+
+def _after_the_run(run_dir: str, ws: str, attempt: int, trainer: str, state: str) -> None:
+    """Start the next queued run, then send the webhook (from a process of its own). The
+    result is already written: nothing here may change it, so every failure is only logged."""
+    from . import notify, queue
+    from .manager import RunManager
+    from .status import read_config
+
+    try:
+        started = queue.advance_after(RunManager(ws, trainer=trainer), os.path.basename(run_dir), state)
+        if started is not None:
+            _log(f"queue: started {started.name}")
+    except Exception as e:  # noqa: BLE001 - any failure of the queue must leave this run's result alone
+        _log(f"queue: could not start the next run: {type(e).__name__}: {e}")
+    try:
+        notify.spawn(run_dir, ws, attempt, read_config(run_dir))
+    except OSError as e:
+        _log(f"notify: could not start the notifier: {e}")
 
 
 if __name__ == "__main__":

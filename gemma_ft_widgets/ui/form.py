@@ -48,6 +48,7 @@ ADVANCED_FIELDS = [
     ("dtype", "dtype", "dtype"),
     ("fsdp", "FSDP (shard params)", "bool"),
     ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
+    ("notify", "Notify URL (webhook)", "secret"),
 ]
 FIELD_NAMES = [f for f, _, _ in MAIN_FIELDS + ADVANCED_FIELDS]
 MAX_SHOWN_ERRORS = 5
@@ -79,6 +80,9 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
         return w.FloatText(value=default, **common)
     if kind == "bool":
         return w.Checkbox(value=default, indent=True, **common)
+    if kind == "secret":  # a webhook URL's path is its secret: typed, never shown
+        return w.Password(value=default, placeholder="https://ntfy.sh/… or a Slack/Discord webhook",
+                          continuous_update=False, **common)
     raise ValueError(kind)
 
 
@@ -129,9 +133,11 @@ class ConfigForm(w.VBox):
     busy = t.Bool(False)  # a start is in progress
 
     def __init__(self, upload_dir: str, on_start: Callable[[TrainingConfig], None] | None = None,
-                 defaults: dict[str, Any] | None = None, **kwargs):
+                 defaults: dict[str, Any] | None = None,
+                 on_queue: Callable[[TrainingConfig], None] | None = None, **kwargs):
         self.upload_dir = upload_dir
         self.on_start = on_start
+        self.on_queue = on_queue
         self.config: TrainingConfig | None = None  # the last valid config (files not checked)
         self.dataset_info = None
         self._suspend = 0
@@ -173,6 +179,11 @@ class ConfigForm(w.VBox):
                                      disabled=True, layout=w.Layout(width="180px"))
         self.start_button.add_class("gft-start")
         self.start_button.on_click(self._start_clicked)
+        self.queue_button = w.Button(description="Add to queue", icon="list", disabled=True,
+                                     tooltip="run it after the runs before it, even with no notebook open",
+                                     layout=w.Layout(width="150px"))
+        self.queue_button.add_class("gft-queue-add")
+        self.queue_button.on_click(self._queue_clicked)
         self.back_button = w.Button(description="Back to the run", icon="arrow-left",
                                     layout=w.Layout(width="180px", display="none"))
         self.back_button.add_class("gft-back")
@@ -186,7 +197,9 @@ class ConfigForm(w.VBox):
                     w.HBox([rows["dataset_format"], self.detected]), self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
         children += [advanced, self.general_errors, self.estimate_line, self.environment_line,
-                     w.HBox([self.start_button, self.back_button]), self.blocked_note, self.message]
+                     w.HBox([self.start_button, self.queue_button, self.back_button],
+                            layout=w.Layout(flex_flow="row wrap", grid_gap="4px")),
+                     self.blocked_note, self.message]
         super().__init__(children, **kwargs)
         self.add_class("gft-form")
         self.observe(self._update_start, ["valid", "active_run", "busy"])
@@ -297,6 +310,7 @@ class ConfigForm(w.VBox):
     def _update_start(self, change=None) -> None:
         blocked = bool(self.active_run)
         self.start_button.disabled = (not self.valid) or blocked or self.busy
+        self.queue_button.disabled = (not self.valid) or self.busy
         if blocked:
             self.start_button.tooltip = f"a run is active: {self.active_run}"
         elif not self.valid:
@@ -304,7 +318,8 @@ class ConfigForm(w.VBox):
         else:
             self.start_button.tooltip = "start a training run"
         note = (fmt.note(f"Start is disabled: run <b>{fmt.esc(self.active_run)}</b> is active in this "
-                         "workspace.", "warn") if blocked and not self.busy else "")
+                         "workspace. <b>Add to queue</b> runs this one when it ends.", "warn")
+                if blocked and not self.busy else "")
         if self.blocked_note.value != note:
             self.blocked_note.value = note
 
@@ -322,6 +337,13 @@ class ConfigForm(w.VBox):
             self.message.value = fmt.note(f"Upload failed: {fmt.esc(e)}", "error")
         finally:
             self.upload.value = ()
+
+    def _queue_clicked(self, _button=None) -> None:
+        errors = self.validate()
+        if errors or self.config is None or self.busy:
+            return
+        if self.on_queue is not None:
+            self.on_queue(self.config)
 
     def _start_clicked(self, _button=None) -> None:
         errors = self.validate()

@@ -22,6 +22,7 @@ import traitlets as t
 
 from ..config import ConfigError, TrainingConfig, sample_dataset_path
 from ..runs import RunError, RunManager, State
+from ..runs import queue as runqueue
 from ..runs.results import stderr_tail
 from . import fmt, plots
 from .dashboard import Dashboard
@@ -30,6 +31,7 @@ from .history import HistoryView
 from .outcome import OutcomeView
 from .playground import Playground
 from .poller import Poller
+from .queue_view import QueueView
 from .series import RunSeries
 from .toast import ToastBanner
 
@@ -93,11 +95,13 @@ class ControlPanel(w.VBox):
             pass
         form_defaults.update(defaults or {})
         self.form = ConfigForm(os.path.join(self.workspace, "uploads"), on_start=self._start,
-                               defaults=form_defaults)
+                               defaults=form_defaults, on_queue=self._enqueue)
         self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
         self.outcome = OutcomeView()
         self.history = HistoryView(on_select=self._selected)
         self.playground = Playground(on_generate=self._generate)
+        self.queue_view = QueueView(on_remove=self._queue_remove, on_pause=self._queue_pause,
+                                    on_resume=self._queue_resume)
 
         # A long workspace path is cut with an ellipsis (the whole path in its tooltip), so
         # the header stays one line in a narrow notebook.
@@ -114,8 +118,8 @@ class ControlPanel(w.VBox):
                               'Reading the workspace…</span>')
         self.loading.add_class("gft-loading")
         self.body = w.VBox([self.loading])
-        self.sections = w.Accordion(children=[self.history, self.playground],
-                                    titles=("Run history", "Playground"), selected_index=None)
+        self.sections = w.Accordion(children=[self.history, self.playground, self.queue_view],
+                                    titles=("Run history", "Playground", "Queue (0)"), selected_index=None)
         self.sections.add_class("gft-sections")
         self.toast = ToastBanner()  # the extension's toasts, where there is no extension
         self.message_log = w.HTML(layout=w.Layout(display="none"))
@@ -246,6 +250,7 @@ class ControlPanel(w.VBox):
 
         self._statuses = self._runs()
         self.history.set_runs(self._statuses)
+        self._refresh_queue(ws)
         shown = self._shown(ws)
         if shown is None:
             self._show_form()
@@ -253,6 +258,59 @@ class ControlPanel(w.VBox):
             self._show_run(shown)
         self._refresh_overlay()
         self.playground.set_run(self._playground_run(shown))
+
+    def _refresh_queue(self, ws) -> None:
+        """Show the queue; start its head if the slot is free (a supervisor that died before
+        it could advance the queue leaves that to whoever looks next)."""
+        if not os.path.isdir(self.workspace):
+            return
+        try:
+            q = runqueue.read(self.workspace)
+        except RunError as e:
+            self.queue_view.summary.value = fmt.note(fmt.esc(e), "error")
+            return
+        if q.entries and not q.paused:
+            q.blocked = runqueue.blocking_reason(self.manager, ws) or ""
+            if not q.blocked and not self._workers_named("queue"):
+                self._spawn("queue", self.manager.queue.advance)
+        self.queue_view.show(q)
+        title = QueueView.title(q)
+        if self.sections.get_title(2) != title:
+            self.sections.set_title(2, title)
+
+    def _enqueue(self, config: TrainingConfig) -> None:
+        def work():
+            try:
+                entry = self.manager.queue.add(config)
+            except ConfigError as e:
+                self.form.show_config_error(e)
+                return
+            except RunError as e:
+                self.form.message.value = fmt.note(f"Not queued: {fmt.esc(e)}", "error")
+                return
+            self.form.message.value = fmt.note(f"Queued {fmt.esc(entry.id)} ({fmt.esc(entry.label())}).", "ok")
+            self.note(f"queued {entry.id}", "ok")
+
+        self._spawn("enqueue", work)
+
+    def _queue_action(self, name: str, fn: Callable[[], Any]) -> None:
+        def work():
+            try:
+                fn()
+            except RunError as e:
+                self.note(str(e), "error")
+            self._request_refresh()
+
+        self._spawn(f"queue-{name}", work)
+
+    def _queue_remove(self, entry_id: str) -> None:
+        self._queue_action("remove", lambda: self.manager.queue.remove(entry_id))
+
+    def _queue_pause(self) -> None:
+        self._queue_action("pause", self.manager.queue.pause)
+
+    def _queue_resume(self) -> None:
+        self._queue_action("resume", self.manager.queue.resume)
 
     def _workspace_status(self):
         if not os.path.isdir(self.workspace):  # nothing was ever started here
