@@ -331,3 +331,16 @@ def test_a_panel_starts_the_head_of_a_queue_nobody_advanced(manager, make_config
     panel.wait_actions(30)
     runs = ended(manager, 1)
     assert runs[0].queue_id == entry.id
+
+
+def test_an_entry_whose_dataset_went_away_pauses_the_queue_with_the_reason(manager, make_config, tmp_path,
+                                                                          dataset):
+    manager.queue.pause()
+    gone = tmp_path / "gone.jsonl"
+    gone.write_text(open(dataset).read())
+    entry = manager.queue.add(make_config(dataset=str(gone), max_steps=5))
+    gone.unlink()
+    assert manager.queue.resume() is None
+    q = manager.queue.list()
+    assert q.paused and q.pause_reason.startswith(f"queued entry {entry.id} cannot start: dataset:")
+    assert [e.id for e in q.entries] == [entry.id] and manager.runs() == []  # kept, nothing started

@@ -133,13 +133,12 @@ def advance(manager) -> Any:
         if blocking_reason(manager) is not None:
             return None
         head = q.entries[0]
-        try:
-            config = TrainingConfig.from_dict(head.config)
-        except ConfigError as e:  # e.g. its dataset was deleted while it waited
-            q.paused, q.pause_reason = True, f"queued entry {head.id} is no longer valid: {e.errors[0]}"
+        try:  # validated again: its dataset may have gone while it waited, and start checks the fit
+            run = manager.start(TrainingConfig.from_dict(head.config), name=head.name, group=head.group,
+                                queue_id=head.id)
+        except ConfigError as e:
+            q.paused, q.pause_reason = True, f"queued entry {head.id} cannot start: {e.errors[0]}"
             return None
-        try:
-            run = manager.start(config, name=head.name, group=head.group, queue_id=head.id)
         except RunError:  # lost the slot to another start: stay queued
             return None
         q.entries.pop(0)
