@@ -29,7 +29,8 @@ SMOKE = ["tests/test_stack.py", "tests/test_config.py",
          "tests/test_package.py::test_import_does_not_pull_in_jax",
          "tests/test_package.py::test_console_script_is_installed"]
 
-pytestmark = [pytest.mark.install, pytest.mark.slow]
+# Each leg installs ~230 packages (~4 GB): minutes, more on a busy machine.
+pytestmark = [pytest.mark.install, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def sh(*cmd, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
