@@ -105,3 +105,9 @@ def test_result_lines(capsys):
     assert [m.group(1, 2, 3, 4, 5) for m in RESULT.finditer(out)] == [
         ("x", "ratio", "0.5", ">=0.95", "False"), ("y", "value", "0.4s", "<=1", "True"),
         ("z", "value", "nan", "none", "n/a")]
+
+
+def test_extension_polling_smoke(tmp_path):
+    results, data = run_bench("extension_polling", tmp_path)
+    assert {"extension_polling", "extension_poll_latency_ms"} <= set(results)
+    assert data["client"]["polls"] > 0 and data["client"]["errors"] == 0
