@@ -62,6 +62,8 @@ def _describe(st: RunStatus) -> str:
         lines.append(f"started:    {_fmt(st.started_at)}   ended {_fmt(st.ended_at)}   "
                      f"elapsed {_fmt(st.elapsed_s, '.1f')} s")
         lines.append(f"checkpoint: {_fmt(st.last_checkpoint)}")
+        for name in st.damaged_checkpoints:
+            lines.append(f"damaged:    {name} (could not be restored; kept, see DAMAGED.txt inside)")
         if st.devices:
             lines.append(f"devices:    {fmt_devices(st.devices)}")
         if st.exit_code is not None or st.signal_name:
@@ -161,7 +163,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    run = _manager(args).resume(args.run)
+    run = _manager(args).resume(args.run, checkpoint=args.checkpoint)
     print(run.run_dir)
     return 0
 
@@ -392,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("stop", cmd_stop, "stop the active run (SIGINT, then SIGTERM, then SIGKILL to its group)")
     sp.add_argument("--force", action="store_true", help="kill the process group at once")
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before escalating")
-    sp = add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint")
+    sp = add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint that restores")
     sp.add_argument("run", nargs="?")
+    sp.add_argument("--checkpoint", default=None, help="step_N or N: resume from this one (newer ones are set aside)")
     sp = add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
     sp.add_argument("--force", action="store_true", help="also clear a lock held by another host")
     sp = add("restore-lock", cmd_restore_lock, "write the workspace lock again for a live run whose lock was deleted")

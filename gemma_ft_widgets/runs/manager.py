@@ -227,9 +227,11 @@ class RunManager:
             self._launch(run_dir, 1)
         return Run(self, run_dir)
 
-    def resume(self, run: Any = None) -> Run:
+    def resume(self, run: Any = None, checkpoint: Any = None) -> Run:
         """Restart an ORPHANED or ABORTED run (or a FAILED one with a checkpoint) in the same
-        folder from its newest checkpoint; the trainer appends to its metrics."""
+        folder from its newest checkpoint that restores; the trainer appends to its metrics.
+        `checkpoint` (N or "step_N"): resume from that one; newer ones are set aside (renamed
+        step_M.set-aside-<attempt>, kept), so the trainer finds it newest."""
         self._need_workspace(writable=True)
         with self._write_mutex:
             self._wait_for_ending_run()
@@ -246,9 +248,14 @@ class RunManager:
                 self._refuse_if_in_use(run_dir, "resume")
                 if lock.present:
                     self._clear_stale_or_raise(lock, "resume")
+                wanted = _checkpoint_step(checkpoint, st.checkpoints, st.run_name) if checkpoint is not None else None
                 attempt = self._set_aside_result(run_dir, st.attempt)
+                if wanted is not None:
+                    for newer in [s for s in st.checkpoints if s > wanted]:
+                        os.rename(contract.checkpoint_path(run_dir, newer),
+                                  contract.checkpoint_path(run_dir, newer) + f".set-aside-{attempt}")
                 lockfile.create_lock(self.workspace, self._lock_data(run_dir, attempt))
-            ckpt = st.checkpoints[-1] if st.checkpoints else None
+            ckpt = wanted if wanted is not None else (st.checkpoints[-1] if st.checkpoints else None)
             contract.append_status(run_dir, "STARTING", f"resume: attempt {attempt} from "
                                    + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)"))
             self._launch(run_dir, attempt)
@@ -643,6 +650,14 @@ class RunManager:
         if st.state == State.FAILED:
             return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
         return f"cannot resume {name}: it is {st.state.value}"
+
+
+def _checkpoint_step(checkpoint: Any, steps: list[int], name: str | None) -> int:
+    text = str(checkpoint).rstrip("/").split("/")[-1].removeprefix(contract.CHECKPOINT_PREFIX)
+    if not text.isdigit() or int(text) not in steps:
+        have = ", ".join(f"{contract.CHECKPOINT_PREFIX}{s}" for s in steps) or "none"
+        raise RunError(f"no checkpoint {checkpoint!r} in {name} (it has: {have})")
+    return int(text)
 
 
 def _refuse_what_cannot_fit(cfg) -> None:

@@ -55,6 +55,7 @@ class RunStatus:
     devices: dict[str, Any] | None = None  # the attempt's `devices` event: platform, device_kind, count
     lock_missing: bool = False  # alive (its folder's flock is held) but no workspace lock names it
     last_step_at: str | None = None  # when the latest step event was written
+    damaged_checkpoints: list[str] = dataclasses.field(default_factory=list)  # checkpoints/step_N.damaged
     stalled_s: float | None = None  # RUNNING, but nothing written for this long (past runs/stall.py's limit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +185,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         st.devices = {k: summary.last_devices.get(k) for k in ("platform", "device_kind", "count", "processes")}
     st.model = (config or {}).get("model")
     st.checkpoints = checkpoints
+    st.damaged_checkpoints = _damaged(run_dir) if st.checkpoints is not None else []
     st.last_checkpoint = _checkpoint_name(checkpoints[-1]) if checkpoints else None
     st.metrics_offset = summary.reader.offset
     st.corrupt_metric_lines = summary.reader.corrupt_lines
@@ -231,6 +233,15 @@ def fmt_devices(devices: dict[str, Any] | None) -> str:
     kind = devices.get("device_kind")
     platform = str(devices.get("platform") or "?")
     return f"{devices.get('count') or '?'} × {platform}" + (f" ({kind})" if kind and kind != platform else "")
+
+
+def _damaged(run_dir: str) -> list[str]:
+    """Checkpoints the trainer could not restore (renamed step_N.damaged, kept)."""
+    try:
+        names = os.listdir(os.path.join(run_dir, contract.CHECKPOINTS_DIR))
+    except OSError:
+        return []
+    return sorted(f"{contract.CHECKPOINTS_DIR}/{n}" for n in names if ".damaged" in n)
 
 
 def _stepped_in(summary: MetricsSummary, lock: dict[str, Any] | None) -> bool:

@@ -231,6 +231,47 @@ def restore(path: str, params_like, opt_state_like):
     return out["params"], out["opt_state"], int(out["step"]), int(out["data_position"])
 
 
+DAMAGED_SUFFIX = ".damaged"  # step_N.damaged: a checkpoint that failed to restore, kept for inspection
+DAMAGED_NOTE = "DAMAGED.txt"
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that does not restore, or restores to something unusable."""
+
+
+def restore_verified(path: str, params_like, opt_state_like, expected_step: int):
+    """`restore`, then checked: its step is the folder's and every value is finite. Raises
+    DamagedCheckpoint with the reason (orbax/TensorStore errors name no checkpoint)."""
+    try:
+        params, opt_state, step, position = restore(path, params_like, opt_state_like)
+    except Exception as e:  # noqa: BLE001 - truncated files, missing metadata, wrong shapes...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DamagedCheckpoint(f"{type(e).__name__}: {first[:300]}") from e
+    if step != expected_step:
+        raise DamagedCheckpoint(f"it holds step {step}, not {expected_step}")
+    bad = nonfinite_count((params, opt_state))
+    if bad:
+        raise DamagedCheckpoint(f"{bad:,} non-finite values")
+    return params, opt_state, step, position
+
+
+def mark_damaged(run_dir: str, step: int, reason: str) -> str:
+    """Rename step_N to step_N.damaged (never listed, never deleted) with the reason inside;
+    returns its name relative to the run folder."""
+    src = contract.checkpoint_path(run_dir, step)
+    dst, k = src + DAMAGED_SUFFIX, 1
+    while os.path.exists(dst):
+        k += 1
+        dst = f"{src}{DAMAGED_SUFFIX}-{k}"
+    os.rename(src, dst)
+    try:
+        with open(os.path.join(dst, DAMAGED_NOTE), "w", encoding="utf-8") as f:
+            f.write(f"{contract.utc_now()} not restorable: {reason}\n")
+    except OSError:
+        pass
+    return os.path.relpath(dst, run_dir)
+
+
 def restore_params(path: str, params_like):
     """Only the trainable params of a checkpoint (sampling, export); the optimizer state is
     not read (orbax partial restore)."""

@@ -345,22 +345,36 @@ class Trainer:
             self.model, self.tx, self.is_lora, self.chunked, softcap,
             shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype)
 
-        # Resume from the newest complete checkpoint.
+        # Resume from the newest checkpoint that restores; a damaged one is kept, marked and skipped.
         checkpoints.clean_partials(self.run_dir)
         self.step = 0
-        latest = checkpoints.latest(self.run_dir)
-        if latest is not None:
-            path = contract.checkpoint_path(self.run_dir, latest)
+        damaged = []
+        for ckpt_step in reversed(contract.checkpoint_steps(self.run_dir)):
+            path = contract.checkpoint_path(self.run_dir, ckpt_step)
             meta = checkpoints.read_meta(path)
+            try:
+                trainable, opt_state, restored_step, position = checkpoints.restore_verified(
+                    path, self.trainable, self.opt_state, ckpt_step)
+            except checkpoints.DamagedCheckpoint as e:
+                marked = checkpoints.mark_damaged(self.run_dir, ckpt_step, str(e))
+                damaged.append(f"{contract.CHECKPOINT_PREFIX}{ckpt_step} ({e})")
+                self.event("checkpoint_damaged", step=ckpt_step, reason=str(e), kept_as=marked)
+                print(f"warning: checkpoint {contract.CHECKPOINT_PREFIX}{ckpt_step} cannot be restored: {e}; "
+                      f"kept as {marked}; trying the previous one", file=sys.stderr, flush=True)
+                continue
             if meta.get("config_hash") and meta["config_hash"] != checkpoints.config_hash(cfg.to_dict()):
                 print(f"warning: {path} was written with a different config; resuming anyway",
                       file=sys.stderr)
-            self.trainable, self.opt_state, self.step, position = checkpoints.restore(
-                path, self.trainable, self.opt_state)
+            self.trainable, self.opt_state, self.step = trainable, opt_state, restored_step
             if position != self.batches.position(self.step):
                 print(f"warning: checkpoint data position {position} != step*batch "
                       f"{self.batches.position(self.step)} (batch size changed?)", file=sys.stderr)
-            self._log(f"resumed from {path}")
+            self._log(f"resumed from {path}" + (f" (skipped damaged: {'; '.join(damaged)})" if damaged else ""))
+            break
+        else:
+            if damaged:  # never train from scratch over a run's history without being asked
+                raise SetupError("no checkpoint of this run can be restored: " + "; ".join(damaged)
+                                 + ". They are kept; start a new run, or restore a copy of a checkpoint")
 
     # -- pieces of the loop ------------------------------------------------------------------
     def compile(self) -> float:
