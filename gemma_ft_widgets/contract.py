@@ -250,3 +250,24 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
     return os.path.join(os.fspath(run_dir), CHECKPOINTS_DIR, f"{CHECKPOINT_PREFIX}{step}")
+
+
+DAMAGED_SUFFIX = ".damaged"  # step_N.damaged: a checkpoint that failed to restore, kept for inspection
+DAMAGED_NOTE = "DAMAGED.txt"
+
+
+def mark_damaged(run_dir: str | os.PathLike, step: int, reason: str) -> str:
+    """Rename step_N to step_N.damaged (no longer listed, never deleted) with the reason in
+    DAMAGED.txt inside; returns its path relative to the run folder."""
+    src = checkpoint_path(run_dir, step)
+    dst, k = src + DAMAGED_SUFFIX, 1
+    while os.path.exists(dst):
+        k += 1
+        dst = f"{src}{DAMAGED_SUFFIX}-{k}"
+    os.rename(src, dst)
+    try:
+        with open(os.path.join(dst, DAMAGED_NOTE), "w", encoding="utf-8") as f:
+            f.write(f"{utc_now()} not restorable: {reason}\n")
+    except OSError:
+        pass
+    return os.path.relpath(dst, os.fspath(run_dir))

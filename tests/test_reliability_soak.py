@@ -17,7 +17,7 @@ from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunManager, State, lockfile
 
-from .conftest import wait_state
+from .conftest import wait_for, wait_state
 from .kernel import Kernel
 from .test_reliability import assert_all_gone, lock_pids
 
@@ -147,3 +147,62 @@ def test_soak_20_panel_and_5_cli_start_abort_cycles_leak_nothing(kernel, workspa
     assert after[0] <= baseline[0], f"threads {baseline[0]} -> {after[0]}: {after[2]}"
     assert after[1] <= baseline[1], f"file descriptors {baseline[1]} -> {after[1]}"
     assert kernel.eval("(panel.polling, panel.poll_errors)") == (True, 0), kernel.eval("errors")
+
+
+DAMAGE_ROUNDS = 5
+
+
+def test_soak_rounds_with_the_lock_deleted_mid_run_and_a_checkpoint_damaged_before_resume(workspace, tmp_path):
+    """Issue 11: 5 rounds, each from a terminal on the simulated trainer: start, delete the
+    workspace lock mid-run (the run stays RUNNING, a second start is refused, stop reaches
+    it), then damage the newest checkpoint and resume (the previous one is used, the damaged
+    one kept as step_N.damaged), then stop. Nothing is lost and no process is left."""
+    from gemma_ft_widgets.runs import liveness
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"dataset": sample_dataset_path(), "max_steps": LONG, "warmup_steps": 0,
+                                  "checkpoint_every": 5, "keep_checkpoints": 100, "eval_every": 1000}))
+    m = RunManager(workspace)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", *args, "-w", workspace],
+                              capture_output=True, text=True, timeout=60)
+
+    named: dict[int, float] = {}
+    for _ in range(DAMAGE_ROUNDS):
+        out = cli("start", str(config))
+        assert out.returncode == 0, out.stderr
+        run_dir = out.stdout.strip()
+        wait_state(m, State.RUNNING, run=run_dir)
+        named.update(lock_pids(workspace))
+        os.unlink(lockfile.lock_path(workspace))  # deleted mid-run
+        st = m.status(run_dir)
+        assert st.state == State.RUNNING and st.lock_missing, (st.state, st.reason)
+        assert cli("start", str(config)).returncode == 1  # no second run beside it
+        wait_for(lambda: len(contract.checkpoint_steps(run_dir)) >= 2, 30, what="2 checkpoints")
+        out = cli("stop")
+        assert out.returncode == 0 and "now ABORTED" in out.stdout, (out.stdout, out.stderr)
+        assert not liveness.held(run_dir)
+
+        steps = contract.checkpoint_steps(run_dir)
+        with open(os.path.join(contract.checkpoint_path(run_dir, steps[-1]), "state.json"), "r+") as f:
+            f.truncate(5)  # damaged before resume
+        out = cli("resume", os.path.basename(run_dir))
+        assert out.returncode == 0, out.stderr
+        wait_state(m, State.RUNNING, run=run_dir)
+        named.update(lock_pids(workspace))
+        starts = [e for e in contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME)) if e["event"] == "start"]
+        assert starts[-1]["resume_step"] == steps[-2]
+        assert os.path.isdir(contract.checkpoint_path(run_dir, steps[-1]) + contract.DAMAGED_SUFFIX)
+        out = cli("stop")
+        assert out.returncode == 0 and "now ABORTED" in out.stdout, (out.stdout, out.stderr)
+
+    assert_all_gone(named)
+    assert len(named) == 4 * DAMAGE_ROUNDS
+    assert not lockfile.read_lock(workspace).present
+    runs = m.runs()
+    assert len(runs) == DAMAGE_ROUNDS and all(r.state == State.ABORTED and r.attempt == 2 for r in runs)
+    for r in runs:
+        assert len(r.damaged_checkpoints) == 1 and r.checkpoints and r.can_resume
+        assert {contract.RESULT_NAME, "result.attempt-1.json", contract.CONFIG_NAME, contract.METRICS_NAME} \
+            <= set(os.listdir(r.run_dir))

@@ -92,8 +92,21 @@ def main(argv: list[str] | None = None) -> int:
         contract.append_jsonl(metrics, {"event": event, "time": time.time(), **fields})
 
     time.sleep(float(os.environ.get(ENV + "LOAD_TIME", "0")))
-    done = contract.checkpoint_steps(run_dir)
-    resume = done[-1] if done else None
+    resume = None
+    for ckpt in reversed(contract.checkpoint_steps(run_dir)):  # like the real one: verify, else skip and mark
+        try:
+            with open(os.path.join(contract.checkpoint_path(run_dir, ckpt), "state.json")) as f:
+                if json.load(f)["step"] != ckpt:
+                    raise ValueError(f"it holds another step than {ckpt}")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            kept = contract.mark_damaged(run_dir, ckpt, f"{type(e).__name__}: {e}")
+            contract.append_jsonl(os.path.join(run_dir, contract.METRICS_NAME), {
+                "event": "checkpoint_damaged", "time": time.time(), "step": ckpt, "reason": str(e), "kept_as": kept})
+            print(f"warning: checkpoint step_{ckpt} cannot be restored: {e}; kept as {kept}", file=sys.stderr,
+                  flush=True)
+            continue
+        resume = ckpt
+        break
     attempt = int(os.environ.get("GEMMA_FT_ATTEMPT", "1"))
     emit("start", attempt=attempt, resume_step=resume, max_steps=max_steps, pid=os.getpid())
     print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume

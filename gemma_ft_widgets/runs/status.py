@@ -241,7 +241,7 @@ def _damaged(run_dir: str) -> list[str]:
         names = os.listdir(os.path.join(run_dir, contract.CHECKPOINTS_DIR))
     except OSError:
         return []
-    return sorted(f"{contract.CHECKPOINTS_DIR}/{n}" for n in names if ".damaged" in n)
+    return sorted(f"{contract.CHECKPOINTS_DIR}/{n}" for n in names if contract.DAMAGED_SUFFIX in n)
 
 
 def _stepped_in(summary: MetricsSummary, lock: dict[str, Any] | None) -> bool:

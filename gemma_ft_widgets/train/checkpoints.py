@@ -231,10 +231,6 @@ def restore(path: str, params_like, opt_state_like):
     return out["params"], out["opt_state"], int(out["step"]), int(out["data_position"])
 
 
-DAMAGED_SUFFIX = ".damaged"  # step_N.damaged: a checkpoint that failed to restore, kept for inspection
-DAMAGED_NOTE = "DAMAGED.txt"
-
-
 class DamagedCheckpoint(Exception):
     """A checkpoint that does not restore, or restores to something unusable."""
 
@@ -253,23 +249,6 @@ def restore_verified(path: str, params_like, opt_state_like, expected_step: int)
     if bad:
         raise DamagedCheckpoint(f"{bad:,} non-finite values")
     return params, opt_state, step, position
-
-
-def mark_damaged(run_dir: str, step: int, reason: str) -> str:
-    """Rename step_N to step_N.damaged (never listed, never deleted) with the reason inside;
-    returns its name relative to the run folder."""
-    src = contract.checkpoint_path(run_dir, step)
-    dst, k = src + DAMAGED_SUFFIX, 1
-    while os.path.exists(dst):
-        k += 1
-        dst = f"{src}{DAMAGED_SUFFIX}-{k}"
-    os.rename(src, dst)
-    try:
-        with open(os.path.join(dst, DAMAGED_NOTE), "w", encoding="utf-8") as f:
-            f.write(f"{contract.utc_now()} not restorable: {reason}\n")
-    except OSError:
-        pass
-    return os.path.relpath(dst, run_dir)
 
 
 def restore_params(path: str, params_like):

@@ -356,7 +356,7 @@ class Trainer:
                 trainable, opt_state, restored_step, position = checkpoints.restore_verified(
                     path, self.trainable, self.opt_state, ckpt_step)
             except checkpoints.DamagedCheckpoint as e:
-                marked = checkpoints.mark_damaged(self.run_dir, ckpt_step, str(e))
+                marked = contract.mark_damaged(self.run_dir, ckpt_step, str(e))
                 damaged.append(f"{contract.CHECKPOINT_PREFIX}{ckpt_step} ({e})")
                 self.event("checkpoint_damaged", step=ckpt_step, reason=str(e), kept_as=marked)
                 print(f"warning: checkpoint {contract.CHECKPOINT_PREFIX}{ckpt_step} cannot be restored: {e}; "
