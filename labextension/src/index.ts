@@ -17,6 +17,7 @@ import { pick, RunStatusItem } from './statusitem';
 import { TitleMark } from './title';
 
 const OPEN_PANEL = 'gemma-ft:open-panel';
+const DESKTOP_NOTIFICATIONS = 'gemma-ft:desktop-notifications';
 const PANEL_NOTEBOOK = 'gemma_ft_panel.ipynb';
 const ACTIVE_MS = 5000; // a run is active: its step moves
 const IDLE_MS = 15000; // nothing runs: a new run shows up within this
@@ -167,7 +168,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return app.commands.execute('docmanager:open', { path: PANEL_NOTEBOOK, factory: 'Notebook' });
       }
     });
+    app.commands.addCommand(DESKTOP_NOTIFICATIONS, {
+      label: 'Gemma fine-tuning: desktop notifications when this tab is hidden',
+      isEnabled: () => 'Notification' in window && window.Notification.permission !== 'granted',
+      execute: async () => {
+        await window.Notification.requestPermission();
+      }
+    });
     palette?.addItem({ command: OPEN_PANEL, category: 'Gemma fine-tuning' });
+    palette?.addItem({ command: DESKTOP_NOTIFICATIONS, category: 'Gemma fine-tuning' });
     launcher?.add({ command: OPEN_PANEL, category: 'Notebook', rank: 50 });
     if (item && statusBar) {
       statusBar.registerStatusItem('gemma-ft-widgets:status', {

@@ -151,6 +151,12 @@ def test_terminal_run_in_status_bar_and_toasts_for_finished_and_failed(lab, page
     assert page.title().startswith("✗ FAILED · ")
     assert RunManager(lab.ws).status().state.value == "FAILED"
     drive.screenshot(page, artifacts, "lab_extension-3-failed-toast.png")
+
+    # A click on the item opens the panel's notebook (and the title mark has done its job).
+    page.locator(STATUS).click()
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current",
+                 has_text="gemma_ft_panel.ipynb").wait_for(timeout=30_000)
+    drive.wait_for(lambda: not page.title().startswith("✗"), 10, 0.2, "the title mark to go")
     assert not console_errors(page), console_errors(page)
 
 
