@@ -21,6 +21,7 @@ const DESKTOP_NOTIFICATIONS = 'gemma-ft:desktop-notifications';
 const PANEL_NOTEBOOK = 'gemma_ft_panel.ipynb';
 const ACTIVE_MS = 5000; // a run is active: its step moves
 const IDLE_MS = 15000; // nothing runs: a new run shows up within this
+const HIDDEN_MS = 60000; // a hidden tab still hears of an ending (a desktop notification), slowly
 const MAX_BACKOFF_MS = 30000; // the server is away (restart): try again at most this far apart
 
 function panelNotebook(workspace: string | null): object {
@@ -58,9 +59,9 @@ class Watcher {
     this.poll = new Poll({
       name: 'gemma-ft:workspaces',
       factory: () => this.tick(),
-      frequency: { interval: IDLE_MS, backoff: true, max: MAX_BACKOFF_MS },
-      standby: 'when-hidden' // a hidden tab does not poll at all
+      frequency: { interval: IDLE_MS, backoff: true, max: MAX_BACKOFF_MS }
     });
+    // Back in view: ask now rather than at the end of a hidden tab's long interval.
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden) {
         void this.poll.refresh();
@@ -74,7 +75,7 @@ class Watcher {
   }
 
   clearTitle(): void {
-    this.titleCleared = true;
+    this.titleState = null;
     this.title.set(null);
   }
 
@@ -91,16 +92,16 @@ class Watcher {
     const found = pick(spaces);
     const active = found !== null && found.run.active;
     if (active) {
-      this.titleCleared = false;
+      this.titleState = null; // a new run: the old outcome is news no more
     }
-    this.title.set(found && !this.titleCleared ? found.run.state : null);
     for (const space of spaces) {
       this.announce(space.notice);
     }
+    this.title.set(this.titleState);
     this.baseline = false;
-    const interval = active ? ACTIVE_MS : IDLE_MS;
+    const interval = document.hidden ? HIDDEN_MS : active ? ACTIVE_MS : IDLE_MS;
     if (this.poll.frequency.interval !== interval) {
-      this.poll.frequency = { ...this.poll.frequency, interval };
+      this.poll.frequency = { ...this.poll.frequency, interval, max: Math.max(MAX_BACKOFF_MS, interval) };
     }
   }
 
@@ -112,6 +113,10 @@ class Watcher {
     this.seen.add(notice.key);
     if (this.baseline) {
       return;
+    }
+    const what = notice.key.slice(notice.key.lastIndexOf(':') + 1);
+    if (what === 'FAILED' || what === 'FINISHED') {
+      this.titleState = what; // the tab title says so until a new run starts or the panel opens
     }
     Notification.emit(`${notice.title}: ${notice.text}`, notice.level, {
       autoClose: notice.level === 'error' || notice.level === 'warning' ? false : 15000,
@@ -131,7 +136,7 @@ class Watcher {
   private spaces: IWorkspace[] = [];
   private seen = new Set<string>();
   private baseline = true;
-  private titleCleared = false;
+  private titleState: string | null = null;
   private title = new TitleMark();
 }
 

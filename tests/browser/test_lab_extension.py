@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -162,6 +163,10 @@ def test_terminal_run_in_status_bar_and_toasts_for_finished_and_failed(lab, page
 
 def test_launcher_entry_opens_a_working_panel(lab, page, artifacts):
     page.goto(f"{lab.server.url}/lab?reset&token={lab.server.token}", timeout=120_000)
+    # The run that failed before this page opened: shown in the status bar, but no news (no
+    # toast, no title mark: those are for what ends while a page watches).
+    wait_status(page, r"FAILED", 40)
+    assert not page.title().startswith(("✗", "✓")) and not page.locator(".Toastify__toast").count()
     card = page.locator(".jp-LauncherCard", has_text="Gemma fine-tuning panel")
     card.first.click(timeout=60_000)
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
@@ -181,10 +186,39 @@ def test_launcher_entry_opens_a_working_panel(lab, page, artifacts):
     assert not console_errors(page), console_errors(page)
 
 
-def test_status_bar_catches_up_after_a_server_restart(lab, page):
+HIDE = """() => {
+    Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+    Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+SHOW = """() => {
+    delete document.hidden;
+    delete document.visibilityState;
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_status_bar_polls_modestly_and_catches_up_after_a_server_restart(lab, page):
     page.goto(f"{lab.server.url}/lab?reset&token={lab.server.token}", timeout=120_000)
     lab.start_run(max_steps=100000, step_time=0.05)
     wait_status(page, r"RUNNING", 40)
+
+    # Modest polling: every 5 s while a run is active; a hidden tab only every 60 s, and a
+    # tab shown again asks at once.
+    # (page.wait_for_timeout, not time.sleep: Playwright delivers the events while it waits)
+    polls = []
+    page.on("request", lambda r: polls.append(time.time()) if "/gemma-ft/api/workspaces" in r.url else None)
+    page.wait_for_timeout(11_000)
+    assert 2 <= len(polls) <= 3, polls
+    page.evaluate(HIDE)
+    page.wait_for_timeout(6_000)  # the tick that sees the tab hidden sets the slow pace
+    n = len(polls)
+    page.wait_for_timeout(20_000)
+    assert len(polls) == n, f"{len(polls) - n} polls in 20 s while hidden"
+    page.evaluate(SHOW)
+    page.wait_for_timeout(2_000)
+    assert len(polls) > n, "no poll when the tab was shown again"
+
     before = status_step(page)
 
     lab.server.delete_sessions()
