@@ -10,7 +10,7 @@
     gemma-ft clean [--force]           clear an orphaned run's lock (keeps every file)
     gemma-ft restore-lock [RUN]        write the lock again for a live run whose lock was deleted
     gemma-ft delete RUN --yes          delete a run folder
-    gemma-ft export RUN --out DIR      export a run's weights
+    gemma-ft export RUN --out DIR [--format hf|peft|gguf]   export a run's weights
     gemma-ft sample [RUN] PROMPT       greedy answer from a checkpoint (--checkpoint N)
     gemma-ft doctor [--json]           can this environment train, and on which devices?
     gemma-ft queue add CONFIG [--name N]   queue a run: it starts when the active one ends
@@ -193,7 +193,9 @@ def cmd_delete(args) -> int:
 
 
 def cmd_export(args) -> int:
-    out = _manager(args).export(args.run, args.out)
+    out = _manager(args).export(args.run, args.out, format=args.format, checkpoint=args.checkpoint,
+                                dtype=args.dtype,
+                                on_progress=lambda phase: print(f"{phase}…", file=sys.stderr, flush=True))
     if out.strip():
         print(out.rstrip())
     return 0
@@ -406,9 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     sp = add("demo", cmd_demo, "train the tiny model on the sample dataset and follow it")
     sp.add_argument("--steps", type=int, default=None)
-    sp = add("export", cmd_export, "export a run's trained weights")
+    sp = add("export", cmd_export, "export a run's trained weights (gemma, hf, peft or gguf; docs/export.md)")
     sp.add_argument("run")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="folder to create (never overwritten)")
+    sp.add_argument("--format", default="gemma", help="gemma (default), hf, peft or gguf")
+    sp.add_argument("--checkpoint", default=None, help="step N, step_N or a path (default: the newest)")
+    sp.add_argument("--dtype", default=None, help="hf: bfloat16|float32|float16; peft: float32|bfloat16|float16; "
+                    "gguf: f16|bf16|f32|q8_0")
     sp = add("doctor", cmd_doctor, "check the Python, jax and accelerator, and the workspace's disk")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--no-probe", action="store_true", help="do not start jax to ask which devices it sees")

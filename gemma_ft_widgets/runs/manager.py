@@ -440,8 +440,13 @@ class RunManager:
         return sampling.sample(self._resolve_or_default(run), prompt, max_new_tokens, checkpoint, timeout,
                                on_progress=on_progress)
 
-    def export(self, run: Any, out_dir: str, timeout: float | None = None) -> str:
-        return sampling.export(self._resolve_or_default(run), out_dir, timeout)
+    def export(self, run: Any, out_dir: str, timeout: float | None = None, format: str = "gemma",
+               checkpoint: Any = None, dtype: str | None = None, on_progress=None) -> str:
+        """Export a checkpoint (newest by default) to `out_dir`, in a subprocess: format "gemma"
+        (orbax), "hf" (transformers), "peft" (adapter) or "gguf" (llama.cpp / Ollama). Returns
+        the exporter's stdout: the folder, then the command that loads it. See docs/export.md."""
+        return sampling.export(self._resolve_or_default(run), out_dir, timeout, format=format,
+                               checkpoint=checkpoint, dtype=dtype, on_progress=on_progress)
 
     # -- internals -------------------------------------------------------------------------
     def _need_workspace(self, writable: bool = False) -> None:

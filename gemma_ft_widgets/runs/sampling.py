@@ -16,7 +16,7 @@ import time
 from .errors import RunError
 
 SAMPLE_MODULE = "gemma_ft_widgets.train.sample"
-EXPORT_MODULE = "gemma_ft_widgets.train.export"
+EXPORT_MODULE = "gemma_ft_widgets.export"
 
 
 def _env() -> dict[str, str]:
@@ -89,14 +89,44 @@ def _report(err_file: str, seen: int, on_progress) -> int:
     return seen + end
 
 
-def export(run_dir: str, out_dir: str, timeout: float | None = None) -> str:
-    """Run the exporter; returns its stdout. Raises RunError with stderr's tail on failure."""
-    cmd = [sys.executable, "-m", EXPORT_MODULE, run_dir, "--out", os.path.abspath(out_dir)]
+def export(run_dir: str, out_dir: str, timeout: float | None = None, format: str = "gemma",
+           checkpoint=None, dtype: str | None = None, on_progress=None) -> str:
+    """Run the exporter; returns its stdout (the folder, then the command that loads it).
+    Raises RunError with stderr's tail on failure; `on_progress(phase)` hears its phases."""
+    from ..export import ExportError, check_request
+
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env=_env())
-    except subprocess.TimeoutExpired:
-        raise RunError(f"export took longer than {timeout} s and was stopped") from None
+        check_request(format, dtype)  # before any process starts
+    except ExportError as e:
+        raise RunError(str(e)) from None
+    cmd = [sys.executable, "-m", EXPORT_MODULE, run_dir, "--out", os.path.abspath(out_dir),
+           "--format", format, "--progress"]
+    if checkpoint is not None:
+        cmd += ["--checkpoint", str(checkpoint)]
+    if dtype is not None:
+        cmd += ["--dtype", dtype]
+    with tempfile.TemporaryDirectory(prefix="gemma-ft-export-") as tmp:
+        out_file, err_file = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        with open(out_file, "wb") as out, open(err_file, "wb") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env())
+        seen = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                done = True
+            except subprocess.TimeoutExpired:
+                done = False
+            seen = _report(err_file, seen, on_progress)
+            if done:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()  # our own child, by its Popen handle
+                proc.wait()
+                raise RunError(f"export took longer than {timeout} s and was stopped")
+        stdout = open(out_file, encoding="utf-8", errors="replace").read()
+        stderr = "".join(line for line in open(err_file, encoding="utf-8", errors="replace")
+                         if not line.startswith(PROGRESS_PREFIX))
     if proc.returncode != 0:
-        raise RunError(f"export failed (exit {proc.returncode}):\n{_tail(proc.stderr) or '(no output)'}")
-    return proc.stdout
+        raise RunError(f"export failed (exit {proc.returncode}):\n{_tail(stderr) or '(no output)'}")
+    return stdout
