@@ -14,19 +14,22 @@ import os
 import subprocess
 import sys
 
-import jax.numpy as jnp
-import numpy as np
-import pytest
-import torch
-import transformers
+from gemma_ft_widgets.export import load_torch_before_jax
 
-from gemma_ft_widgets import contract
-from gemma_ft_widgets.datasets import render_prompt
-from gemma_ft_widgets.export import hf
-from gemma_ft_widgets.runs import RunError, RunManager
-from gemma_ft_widgets.train import models
+load_torch_before_jax()  # before the trainer runs jax in this process
 
-from .test_train_loop import MEMORISED_ANSWER, MEMORISED_PROMPT, make_run, train
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from gemma_ft_widgets import contract  # noqa: E402
+from gemma_ft_widgets.datasets import render_prompt  # noqa: E402
+from gemma_ft_widgets.export import hf  # noqa: E402
+from gemma_ft_widgets.runs import RunError, RunManager  # noqa: E402
+from gemma_ft_widgets.train import models  # noqa: E402
+
+from .test_train_loop import MEMORISED_ANSWER, MEMORISED_PROMPT, make_run, train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORTER = [sys.executable, "-m", "gemma_ft_widgets.export"]
@@ -178,4 +181,3 @@ def test_peft_adapter_on_the_hf_base_gives_the_merged_logits(lora_run, tmp_path)
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 2 and "a PEFT adapter needs a LoRA run" in proc.stderr
     assert not (tmp_path / "p2").exists() and not leftovers(tmp_path)
-    del jnp
