@@ -1,6 +1,6 @@
 """Sampling from and exporting a run, each in a subprocess so jax never loads in the kernel.
 
-Both modules (gemma_ft_widgets.train.sample / .export) belong to the trainer side; this only
+Both modules (gemma_ft_widgets.train.sample / gemma_ft_widgets.export) belong to the trainer side; this only
 launches them with an argument list (never a shell) and reports their failure readably.
 """
 
@@ -32,41 +32,48 @@ def _tail(text: str, n: int = 20) -> str:
 PROGRESS_PREFIX = "progress: "  # train/sample.py --progress; the runs layer does not import it
 
 
+def _watch(cmd: list[str], tmp: str, timeout: float | None, on_progress, what: str) -> tuple[int, str, str]:
+    """Run `cmd`, calling on_progress for its progress lines; (exit code, stdout, other stderr).
+    Output goes to files in `tmp`, not pipes: nothing to drain while we watch."""
+    out_file, err_file = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+    with open(out_file, "wb") as out, open(err_file, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env())
+    seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=0.2)
+            done = True
+        except subprocess.TimeoutExpired:
+            done = False
+        seen = _report(err_file, seen, on_progress)
+        if done:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()  # our own child, by its Popen handle
+            proc.wait()
+            raise RunError(f"{what} took longer than {timeout} s and was stopped")
+    stdout = open(out_file, encoding="utf-8", errors="replace").read()
+    stderr = "".join(line for line in open(err_file, encoding="utf-8", errors="replace")
+                     if not line.startswith(PROGRESS_PREFIX))
+    return proc.returncode, stdout, stderr
+
+
 def sample(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpoint=None, timeout: float = 300,
            on_progress=None) -> dict:
     """{"text", "checkpoint", "seconds"} from the run's newest (or the given) checkpoint.
     `on_progress(phase)` hears each phase the sampler reports ("loading…", "generating…")."""
     with tempfile.TemporaryDirectory(prefix="gemma-ft-sample-") as tmp:
-        prompt_file, out_file, err_file = (os.path.join(tmp, n) for n in ("prompt.txt", "out", "err"))
+        prompt_file = os.path.join(tmp, "prompt.txt")
         with open(prompt_file, "w", encoding="utf-8") as f:
             f.write(prompt)
         cmd = [sys.executable, "-m", SAMPLE_MODULE, run_dir, "--prompt-file", prompt_file,
                "--max-new-tokens", str(int(max_new_tokens)), "--json", "--progress"]
         if checkpoint is not None:
             cmd += ["--checkpoint", str(checkpoint)]
-        # Output to files, not pipes: nothing to drain while we watch the progress lines.
-        with open(out_file, "wb") as out, open(err_file, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env())
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                proc.wait(timeout=0.2)
-                done = True
-            except subprocess.TimeoutExpired:
-                done = False
-            seen = _report(err_file, seen, on_progress)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()  # our own child, by its Popen handle
-                proc.wait()
-                raise RunError(f"sampling took longer than {timeout} s and was stopped")
-        stdout = open(out_file, encoding="utf-8", errors="replace").read()
-        stderr = "".join(line for line in open(err_file, encoding="utf-8", errors="replace")
-                         if not line.startswith(PROGRESS_PREFIX))
-    if proc.returncode != 0:
-        raise RunError(f"sampling failed (exit {proc.returncode}):\n{_tail(stderr) or '(no output)'}")
+        code, stdout, stderr = _watch(cmd, tmp, timeout, on_progress, "sampling")
+    if code != 0:
+        raise RunError(f"sampling failed (exit {code}):\n{_tail(stderr) or '(no output)'}")
     for line in reversed(stdout.strip().splitlines()):  # the JSON is the last line
         try:
             out = json.loads(line)
@@ -106,27 +113,7 @@ def export(run_dir: str, out_dir: str, timeout: float | None = None, format: str
     if dtype is not None:
         cmd += ["--dtype", dtype]
     with tempfile.TemporaryDirectory(prefix="gemma-ft-export-") as tmp:
-        out_file, err_file = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        with open(out_file, "wb") as out, open(err_file, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=_env())
-        seen = 0
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                proc.wait(timeout=0.2)
-                done = True
-            except subprocess.TimeoutExpired:
-                done = False
-            seen = _report(err_file, seen, on_progress)
-            if done:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()  # our own child, by its Popen handle
-                proc.wait()
-                raise RunError(f"export took longer than {timeout} s and was stopped")
-        stdout = open(out_file, encoding="utf-8", errors="replace").read()
-        stderr = "".join(line for line in open(err_file, encoding="utf-8", errors="replace")
-                         if not line.startswith(PROGRESS_PREFIX))
-    if proc.returncode != 0:
-        raise RunError(f"export failed (exit {proc.returncode}):\n{_tail(stderr) or '(no output)'}")
+        code, stdout, stderr = _watch(cmd, tmp, timeout, on_progress, "export")
+    if code != 0:
+        raise RunError(f"export failed (exit {code}):\n{_tail(stderr) or '(no output)'}")
     return stdout
