@@ -123,13 +123,24 @@ def test_greedy_answer_agrees_in_gemma_ft_transformers_and_llama_cpp(answering_r
     answer = tok.decode(out[0, len(ids):], skip_special_tokens=False).split("<end_of_turn>")[0].strip()
     assert answer == MEMORISED_ANSWER
 
-    # 3. llama.cpp on the f16 GGUF, written through RunManager.export.
+    # 3. llama.cpp on the f16 GGUF, written by the panel's Export row (RunManager.export).
     import llama_cpp
 
-    gguf_dir = tmp_path / "gguf"
-    phases = []
-    printed = RunManager(ws).export(name, str(gguf_dir), format="gguf", on_progress=phases.append)
-    assert printed.splitlines()[0] == str(gguf_dir) and "ollama create" in printed and phases
+    from gemma_ft_widgets.ui import ControlPanel
+
+    panel = ControlPanel(workspace=ws, poll=False)
+    try:
+        panel.refresh()
+        row = panel.outcome.export_row
+        assert panel.state == "FINISHED" and row.layout.display != "none"
+        row.format.value = "gguf"
+        gguf_dir = tmp_path / "gguf"
+        row.folder.value = str(gguf_dir)
+        row.export_button.click()
+        assert panel.wait_actions(600)
+        assert str(gguf_dir) in row.result.value and "ollama create" in row.result.value, row.progress.value
+    finally:
+        panel.close()
     assert sorted(os.listdir(gguf_dir)) == ["Modelfile", "gemma_ft_export.json", "model-f16.gguf"]
     modelfile = (gguf_dir / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-f16.gguf\n") and 'PARAMETER stop "<end_of_turn>"' in modelfile

@@ -425,6 +425,28 @@ def test_playground_checkpoint_picker_follows_the_newest_unless_another_is_picke
     p.manager.stop(force=True)
 
 
+def test_export_row_offers_a_folder_and_shows_the_exporters_error(make_panel, workspace, sim_env):
+    """Ended runs with a checkpoint get an Export row; its button runs the real exporter in a
+    subprocess, which refuses a folder that is not empty (nothing there is touched)."""
+    sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "0")
+    p = make_panel()
+    run_dir = start(p, max_steps=10, checkpoint_every=5)
+    until(p, lambda: p.state == "FINISHED")
+    row = p.outcome.export_row
+    assert visible(row) and row.format.value == "hf"
+    assert row.folder.value == os.path.join(workspace, "exports", os.path.basename(run_dir) + "-hf")
+    row.format.value = "gguf"
+    assert row.folder.value.endswith("-gguf")  # our suggestion follows the format
+    taken = os.path.join(workspace, "taken")
+    os.makedirs(taken)
+    open(os.path.join(taken, "mine.txt"), "w").close()
+    row.folder.value = taken
+    row.export_button.click()
+    assert p.wait_actions(120)
+    assert "Export failed" in row.progress.value and "exists and is not empty" in row.progress.value
+    assert os.listdir(taken) == ["mine.txt"] and not row.export_button.disabled
+
+
 def test_playground_shows_a_sampling_failure(make_panel, sim_env, monkeypatch):
     from gemma_ft_widgets.runs import RunError
 

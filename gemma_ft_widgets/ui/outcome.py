@@ -2,7 +2,8 @@
 user can do next (Resume, New run, Playground, Clean up).
 
 FINISHED / ABORTED: a summary and New run (pre-filled), Playground, and Resume for ABORTED.
-FAILED: the reason, exit code or signal, stderr's tail, and New run. ORPHANED: a warning
+FAILED: the reason, exit code or signal, stderr's tail, and New run. FINISHED, ABORTED and
+FAILED runs with a checkpoint get an Export row (ui/export_row.py). ORPHANED: a warning
 saying why, then Resume from the last checkpoint or Clean up (clears the lock, keeps the
 files); New run too, since a start clears a provably dead lock by itself.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import fmt
+from .export_row import ExportRow
 
 ENDED = ("FINISHED", "ABORTED", "FAILED", "ORPHANED")
 
@@ -56,10 +58,11 @@ def banner_html(status: Any) -> str:
 
 class OutcomeView(w.VBox):
     """Public names: `banner`, `stderr_tail`, `resume_button`, `new_run_button`,
-    `playground_button`, `clean_button`, and `message`: what the last action on this run said
-    (e.g. why Resume was refused), kept under the buttons until the run or its state changes."""
+    `playground_button`, `clean_button`, `export_row`, and `message`: what the last action on
+    this run said (e.g. why Resume was refused), kept under the buttons until the run or its
+    state changes."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, on_export=None, **kwargs):
         self.banner = w.HTML()
         self.banner.add_class("gft-outcome")
         self.stderr_tail = w.HTML()
@@ -81,7 +84,8 @@ class OutcomeView(w.VBox):
                                self.clean_button])
         self.message = w.HTML()
         self.message.add_class("gft-outcome-message")
-        super().__init__([self.banner, self.stderr_tail, self.buttons, self.message], **kwargs)
+        self.export_row = ExportRow(on_export=on_export)
+        super().__init__([self.banner, self.stderr_tail, self.buttons, self.message, self.export_row], **kwargs)
         self.add_class("gft-outcome-view")
         self.state = ""
         self._shown: tuple = ()
@@ -112,6 +116,10 @@ class OutcomeView(w.VBox):
         _show(self.new_run_button, state in ENDED)  # a stale lock never blocks a new start
         _show(self.playground_button, state in ("FINISHED", "ABORTED") and has_ckpt)
         _show(self.clean_button, state == "ORPHANED")
+        exportable = state in ("FINISHED", "ABORTED", "FAILED") and has_ckpt
+        if exportable:
+            self.export_row.set_run(status.run_dir)
+        _show(self.export_row, exportable)
         for b in (self.resume_button, self.clean_button):
             if b.disabled != busy:
                 b.disabled = busy

@@ -97,7 +97,7 @@ class ControlPanel(w.VBox):
         self.form = ConfigForm(os.path.join(self.workspace, "uploads"), on_start=self._start,
                                defaults=form_defaults, on_queue=self._enqueue)
         self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
-        self.outcome = OutcomeView()
+        self.outcome = OutcomeView(on_export=self._export)
         self.history = HistoryView(on_select=self._selected)
         self.playground = Playground(on_generate=self._generate)
         self.queue_view = QueueView(on_remove=self._queue_remove, on_pause=self._queue_pause,
@@ -582,6 +582,32 @@ class ControlPanel(w.VBox):
             finally:
                 self._lock.release()
         self._request_refresh()
+
+    def _export(self, run_dir: str, format: str, folder: str) -> None:
+        """The Export row's button: RunManager.export in a worker, its phases shown live."""
+        row = self.outcome.export_row
+        row.set_busy(True)
+        phase = ["starting the exporter in a separate process"]
+        row.progress.value = f'<i class="fa fa-spinner fa-spin"></i> {fmt.esc(phase[0])}…'
+
+        def progress(p: str) -> None:
+            phase[0] = p
+            row.progress.value = f'<i class="fa fa-spinner fa-spin"></i> {fmt.esc(p)}…'
+
+        def work():
+            try:
+                printed = self.manager.export(run_dir, folder, format=format, on_progress=progress)
+            except RunError as e:
+                row.progress.value = fmt.note(f"Export failed: {fmt.esc(e)}", "error")
+                self.note(f"export failed: {e}", "error")
+                return
+            finally:
+                row.set_busy(False)
+            row.progress.value = ""
+            row.show_result(printed)
+            self.note(f"exported {os.path.basename(run_dir)} as {format} to {folder}", "ok")
+
+        self._spawn("export", work)
 
     def _generate(self, run_dir: str, prompt: str, max_new_tokens: int, checkpoint: int | None = None) -> None:
         pg = self.playground
