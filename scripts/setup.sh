@@ -23,7 +23,7 @@ echo "setup: using $("$py" --version) at $py -> $venv"
 # A current pip resolves the stack in seconds; the 23.x bundled with CPython 3.12.1 backtracks.
 "$venv/bin/python" -m pip install -q --upgrade pip
 # llama-cpp-python (the export extra) compiles llama.cpp: the library only, on every core.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF}"
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 "$venv/bin/python" -m pip install -q -e ".[dev,export]" -c constraints.txt
 "$venv/bin/python" -m pip check

@@ -13,8 +13,11 @@ def run_py(code):
 
 
 def test_import_does_not_pull_in_jax():
+    # Nor the export extra: the run manager, the panel and the exporter's front module are light.
     out = run_py("import sys, gemma_ft_widgets as g; g.TrainingConfig; g.RunManager; g.MODELS;"
-                 "print(' '.join(m for m in ('jax','flax','optax','tensorflow','gemma') if m in sys.modules))")
+                 "import gemma_ft_widgets.export, gemma_ft_widgets.ui;"
+                 "print(' '.join(m for m in ('jax','flax','optax','tensorflow','gemma','torch','transformers',"
+                 "'peft','safetensors','gguf','llama_cpp') if m in sys.modules))")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
 
