@@ -94,6 +94,7 @@ def test_bad_input_gets_its_error_before_anything_starts(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # trains, then three programs each load jax or torch
 def test_greedy_answer_agrees_in_gemma_ft_transformers_and_llama_cpp(answering_run, tmp_path):
     run_dir = answering_run
     ws, name = os.path.dirname(run_dir), os.path.basename(run_dir)
@@ -156,6 +157,7 @@ def test_greedy_answer_agrees_in_gemma_ft_transformers_and_llama_cpp(answering_r
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_peft_adapter_on_the_hf_base_gives_the_merged_logits(lora_run, tmp_path):
     from peft import PeftModel
 
