@@ -85,10 +85,25 @@ def export(run_dir: str, out_dir: str, fmt: str = DEFAULT_FORMAT, checkpoint=Non
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked): the rename needs the name free
         os.rename(tmp, out_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _user_error(e):
+            raise ExportError(str(e)) from None
         raise
     return out_dir
+
+
+def _user_error(e: BaseException) -> bool:
+    """A bad config, weights that cannot be found, or an architecture the format cannot
+    express: the message is for the user, not a traceback."""
+    from ..config import ConfigError
+    from .hf_names import UnsupportedModel
+
+    kinds: tuple = (ConfigError, UnsupportedModel)
+    train_models = sys.modules.get("gemma_ft_widgets.train.models")
+    if train_models is not None:
+        kinds += (train_models.ModelLoadError,)
+    return isinstance(e, kinds)
 
 
 def _write(fmt: str, run_dir: str, ckpt: str, tmp: str, dtype: str, say) -> None:
