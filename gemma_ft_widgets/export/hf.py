@@ -69,7 +69,7 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
     cfg = hf_config(config, family, dtype)
     cfg.save_pretrained(out_dir)
     GenerationConfig(bos_token_id=2, eos_token_id=[1, 106], pad_token_id=0).save_pretrained(out_dir)
-    say(f"converting {len(params)} parameter groups to {dtype}")
+    say(f"converting the weights to {dtype}")
     tensors = state_dict(config, params, dtype)
     say("writing safetensors")
     save_torch_state_dict(tensors, out_dir, max_shard_size=MAX_SHARD, metadata={"format": "pt"})
