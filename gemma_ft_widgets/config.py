@@ -20,6 +20,7 @@ METHODS = ("lora", "full")
 MAX_STEPS = 10**9
 MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
+REMATS = ("none", "block")  # train/remat.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class TrainingConfig:
     dtype: str = "auto"
     allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
     notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
+    remat: str = "none"  # "block": recompute each block's activations in the backward pass
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -149,6 +151,8 @@ class TrainingConfig:
             bad("notify", webhook_url.problem(self.notify))
         if self.dtype not in DTYPES:
             bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.remat not in REMATS:
+            bad("remat", f"must be one of {', '.join(REMATS)}, got {self.remat!r}")
         if self.dataset_format not in ("auto",) + datasets.FORMATS:
             bad("dataset_format", f"must be auto or one of {', '.join(datasets.FORMATS)}, "
                                   f"got {self.dataset_format!r}")

@@ -267,7 +267,7 @@ class Trainer:
         import numpy as np
 
         from .. import datasets
-        from . import checkpoints, data, lora, models, optim, sharding, step
+        from . import checkpoints, data, lora, models, optim, remat, sharding, step
         from .tb import ScalarWriter
 
         cfg = self.config
@@ -304,7 +304,7 @@ class Trainer:
         self.batches = data.Batches(self.data.train, cfg.batch_size, cfg.seed)
 
         self.is_lora = cfg.method == "lora"
-        base = loaded.model
+        base = remat.apply(loaded.model, cfg.remat)
         if self.is_lora:
             self.model = lora.wrap(base, cfg.lora_rank, dtype=loaded.dtype)
             trainable = lora.init_lora_params(self.model, cfg.seed)

@@ -133,4 +133,6 @@ def supports_chunked_loss(model) -> bool:
     """Tied-embedding decoders whose logits are `hidden @ embedding.T` (+ soft-cap): the
     Gemma 2/3 classes and tiny. Gemma 3n/4 (per-layer inputs, other heads) use full logits."""
     base = getattr(model, "model", model)  # through the LoRA wrapper
-    return type(base).__module__ in ("gemma.gm.nn._transformer", "gemma.gm.nn._gemma")
+    # The first gemma class in the MRO (remat.py subclasses the network).
+    cls = next((c for c in type(base).__mro__ if c.__module__.startswith("gemma.")), type(base))
+    return cls.__module__ in ("gemma.gm.nn._transformer", "gemma.gm.nn._gemma")

@@ -47,6 +47,7 @@ ADVANCED_FIELDS = [
     ("log_every", "Log every (steps)", "int"),
     ("dtype", "dtype", "dtype"),
     ("fsdp", "FSDP (shard params)", "bool"),
+    ("remat", "Recompute activations", "remat"),
     ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
     ("notify", "Notify URL (webhook)", "secret"),
 ]
@@ -74,6 +75,9 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
         return w.Dropdown(options=[("LoRA", "lora"), ("full fine-tuning", "full")], value=default, **common)
     if kind == "dtype":
         return w.Dropdown(options=["auto", "float32", "bfloat16"], value=default, **common)
+    if kind == "remat":
+        return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
+                          value=default, **common)
     if kind == "int":
         return w.IntText(value=default, **common)
     if kind == "float":
