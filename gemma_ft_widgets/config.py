@@ -21,6 +21,7 @@ MAX_STEPS = 10**9
 MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
 REMATS = ("none", "block")  # train/remat.py
+QUANTIZATIONS = ("none", "int8", "int4")  # train/quantize.py (LoRA only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ class TrainingConfig:
     allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
     notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
     remat: str = "none"  # "block": recompute each block's activations in the backward pass
+    quantization: str = "none"  # LoRA's frozen base held as int8/int4 with per-channel scales
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -153,6 +155,10 @@ class TrainingConfig:
             bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.remat not in REMATS:
             bad("remat", f"must be one of {', '.join(REMATS)}, got {self.remat!r}")
+        if self.quantization not in QUANTIZATIONS:
+            bad("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+        elif self.quantization != "none" and self.method != "lora":
+            bad("quantization", "quantizes the frozen base of LoRA; use method 'lora' or quantization 'none'")
         if self.dataset_format not in ("auto",) + datasets.FORMATS:
             bad("dataset_format", f"must be auto or one of {', '.join(datasets.FORMATS)}, "
                                   f"got {self.dataset_format!r}")

@@ -35,8 +35,11 @@ def export(run_dir: str, out_dir: str, checkpoint: str | None = None, overwrite:
             raise ExportError(f"{out_dir} exists and is not empty; choose another --out or pass --overwrite")
     if sample.resolve_checkpoint(run_dir, checkpoint) is None:
         raise ExportError(f"{run_dir} has no checkpoint yet; train first")
-    loaded, path = sample.load_params(run_dir, checkpoint)
     config = sample.run_config(run_dir)
+    if config.quantization != "none":
+        raise ExportError(f"{run_dir} trained LoRA on a {config.quantization} base; exporting a merged "
+                          "checkpoint of a quantized run is not supported yet (sample it instead)")
+    loaded, path = sample.load_params(run_dir, checkpoint)
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)

@@ -267,7 +267,7 @@ class Trainer:
         import numpy as np
 
         from .. import datasets
-        from . import checkpoints, data, lora, models, optim, remat, sharding, step
+        from . import checkpoints, data, lora, models, optim, quantize, remat, sharding, step
         from .tb import ScalarWriter
 
         cfg = self.config
@@ -306,12 +306,13 @@ class Trainer:
         self.is_lora = cfg.method == "lora"
         base = remat.apply(loaded.model, cfg.remat)
         if self.is_lora:
-            self.model = lora.wrap(base, cfg.lora_rank, dtype=loaded.dtype)
+            self.model = quantize.wrap_lora(base, cfg.lora_rank, cfg.quantization, dtype=loaded.dtype)
             trainable = lora.init_lora_params(self.model, cfg.seed)
             if models.param_count(trainable) == 0:
                 raise SetupError(f"gm.nn.LoRA finds no layer to adapt in {loaded.spec.name} with the "
                                  "installed gemma library; use method 'full' for this model")
-            frozen = loaded.params
+            frozen = quantize.frozen_params(self.model, loaded.params, cfg.quantization)
+            loaded.params = frozen  # the unquantized weights are not kept
         else:
             self.model = base
             trainable, frozen = loaded.params, {}
@@ -386,6 +387,12 @@ class Trainer:
             warnings.filterwarnings("ignore", message=".*donated buffers.*")
             self.train_compiled = self.train_step.lower(self.trainable, self.opt_state, self.frozen, batch).compile()
         seconds = time.time() - t
+        self.step_fn = self.train_compiled
+        if any(x.dtype == jax.numpy.int4 for x in jax.tree.leaves(self.frozen)):
+            # The compiled step wants int4 arguments packed two to a byte, and arrays placed with
+            # a NamedSharding are not (jax 0.10, CPU), so the AOT call refuses them; the jitted
+            # function accepts them (at the price of a second compile, at the first step).
+            self.step_fn = self.train_step
         self.memory_analysis = _memory_analysis(self.train_compiled)
         return seconds
 
@@ -548,7 +555,7 @@ class Trainer:
                 saver.check()  # a background save that failed fails the run here
                 host_batch = self.batches.batch(self.step)
                 batch = jax.device_put(host_batch, self.b_sh)
-                self.trainable, self.opt_state, metrics = self.train_compiled(
+                self.trainable, self.opt_state, metrics = self.step_fn(
                     self.trainable, self.opt_state, self.frozen, batch)
                 self.step += 1
                 window_losses.append(metrics["loss"])

@@ -7,7 +7,9 @@
 
 The checkpoint (newest by default; a path, `step_N` or N) is loaded onto the run's base model
 and LoRA adapters are folded into the base weights (lora.merge_into_base, the same code as
-export), so sampling runs the plain gemma model with gm.text.Sampler, greedy. A prompt without
+export), so sampling runs the plain gemma model with gm.text.Sampler, greedy. A quantized run
+(int8/int4 base) samples through the model it trained: the quantized base, dequantized in each
+layer, plus its adapters (train/quantize.py). A prompt without
 `<start_of_turn>` is wrapped as one user turn. Loaded samplers are cached per (run, checkpoint)
 in the calling process, so a playground pays the load and compile once.
 """
@@ -60,14 +62,21 @@ def load_params(run_dir: str, checkpoint: str | int | None = None):
     """
     import jax
 
-    from . import checkpoints, lora, models
+    from . import checkpoints, lora, models, quantize
 
     config = run_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     loaded = models.load_model(config.model, seed=config.seed, dtype_name=config.dtype)
     if path is None:
         return loaded, None
-    if config.method == "lora":
+    if config.method == "lora" and config.quantization != "none":
+        # Sampled through the model the run trained: int base dequantized per layer + adapters.
+        qmodel = quantize.wrap(loaded.model, config.lora_rank, config.quantization, dtype=loaded.dtype)
+        like = jax.eval_shape(lambda: lora.init_lora_params(qmodel, config.seed))
+        adapters = checkpoints.restore_params(path, like)
+        frozen = quantize.quantize_params(qmodel, loaded.params, config.quantization)
+        loaded.model, loaded.params = qmodel, lora.merge(frozen, lora.to_compute(adapters, loaded.dtype))
+    elif config.method == "lora":
         lora_model = lora.wrap(loaded.model, config.lora_rank, dtype=loaded.dtype)
         like = jax.eval_shape(lambda: lora.init_lora_params(lora_model, config.seed))
         adapters = checkpoints.restore_params(path, like)
