@@ -111,3 +111,17 @@ def test_extension_polling_smoke(tmp_path):
     results, data = run_bench("extension_polling", tmp_path)
     assert {"extension_polling", "extension_poll_latency_ms"} <= set(results)
     assert data["client"]["polls"] > 0 and data["client"]["errors"] == 0
+
+
+@pytest.mark.slow
+def test_memory_plan_smoke(tmp_path):
+    results, data = run_bench("memory_plan", tmp_path, timeout=600)
+    assert {"remat_temp_vs_none", "remat_plan_vs_none"} <= set(results)
+    assert data["plans"]["none"]["temp_size_in_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_quantized_memory_smoke(tmp_path):
+    results, data = run_bench("quantized_memory", tmp_path, timeout=900)
+    assert {"base_bytes_int8_vs_bf16", "base_bytes_int4_vs_bf16", "peak_rss_int4_vs_none"} <= set(results)
+    assert float(results["base_bytes_int4_vs_bf16"]) < float(results["base_bytes_int8_vs_bf16"]) < 1

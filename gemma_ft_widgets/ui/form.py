@@ -32,6 +32,7 @@ MAIN_FIELDS = [
     ("dataset_format", "Format", "format"),
     ("method", "Method", "method"),
     ("lora_rank", "LoRA rank", "int"),
+    ("quantization", "Base weights (LoRA)", "quantization"),
     ("learning_rate", "Learning rate", "float"),
     ("warmup_steps", "Warmup steps", "int"),
     ("batch_size", "Batch size", "int"),
@@ -75,6 +76,9 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
         return w.Dropdown(options=[("LoRA", "lora"), ("full fine-tuning", "full")], value=default, **common)
     if kind == "dtype":
         return w.Dropdown(options=["auto", "float32", "bfloat16"], value=default, **common)
+    if kind == "quantization":
+        return w.Dropdown(options=[("as loaded (bf16/f32)", "none"), ("int8", "int8"), ("int4", "int4")],
+                          value=default, **common)
     if kind == "remat":
         return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
                           value=default, **common)
