@@ -3,8 +3,12 @@
 Each leg builds a venv as those runtimes come: jax, jaxlib and the CUDA plugin at one end of
 the supported range, the plugin installed with --no-deps (the runtime brings its CUDA
 libraries itself). Then it installs this project the way notebook 03 and the README tell a
-user to, with no constraints file, and asserts that jax, jaxlib and the plugin are untouched
-and `pip check` is clean. In the same venv it trains `tiny` to FINISHED with the real trainer
+user to (the runtime's own jax and jaxlib named beside it, no constraints file), and asserts
+that jax, jaxlib and the plugin are untouched and `pip check` is clean.
+
+Why jax and jaxlib are named: without them, at the old end pip takes the newest flax in range
+(0.12.12, which needs jax>=0.11.1) and upgrades jax 0.10 to 0.12 beneath the 0.10 CUDA
+plugin. This test found that; a range cannot express "the jax already installed". In the same venv it trains `tiny` to FINISHED with the real trainer
 and runs the stack's smoke tests: the CI matrix over the jax range.
 
 Minutes per leg (a venv of ~4 GB, mostly from pip's cache after the README's set-up); skip
@@ -60,8 +64,9 @@ def runtime(request, tmp_path_factory):
     sh(py, "-m", "pip", "install", "-q", "--no-deps", f"jax-cuda12-plugin=={jax}", f"jax-cuda12-pjrt=={jax}")
     before = versions(py)
     assert before == {n: jax for n in RUNTIME}
-    # What a user runs (README, notebook 03): the project and nothing pinned beside it.
-    sh(py, "-m", "pip", "install", "-q", ROOT, "pytest")
+    # What a user runs (README, notebook 03): the project, and the runtime's own jax kept.
+    sh(py, "-m", "pip", "install", "-q", ROOT, *(f"{n}=={v}" for n, v in before.items() if n in ("jax", "jaxlib")),
+       "pytest")
     return py, before
 
 
