@@ -1,5 +1,5 @@
-"""3. Refresh cost: a panel refresh against a 1M-line history vs a 1k-line one, and the first
-attach to the 1M-line history.
+"""3. Refresh cost: a panel refresh against a 1M-line history vs a 1k-line one, the first
+attach to the 1M-line history, and a refresh of a workspace with 1,000 runs vs one with 10.
 
 Two workspaces, each with one finished run (result.json, no lock) whose metrics.jsonl holds
 start / data / compile events, then N step events (an eval every 50 steps, a checkpoint event
@@ -14,6 +14,11 @@ every 100), N = 1,000 and 1,000,000 (--smoke: 1,000 and 20,000).
 * Refresh: append one step line to each run's metrics.jsonl, then time `panel.refresh()`, the
   two panels alternated (small, big, big, small, ...). Checked: the new step is the last point
   of the drawn loss line. Target: median big / median small <= 2.
+
+* Many runs: two workspaces of finished runs (200 step lines each), 10 and 1,000 runs
+  (--smoke: 10 and 200). `panel.refresh()` timed, alternated; target: median 1,000 / median 10
+  <= 2 (ended runs are cached by their result file's identity and the folder listing by the
+  workspace folder's, so a poll does not re-read them). `RunManager.runs()` alone is timed too.
 
 No jax anywhere. Memory: attaching to 1M lines parses the file in blocks into numpy columns;
 no per-line dicts are kept.
@@ -48,9 +53,9 @@ def step_line(step: int, t0: float = 1.7e9) -> str:
                             tps=20000.0 + (step % 13), e=0.0123 * step)
 
 
-def make_run(workspace: str, lines: int) -> str:
+def make_run(workspace: str, lines: int, name: str = RUN_NAME) -> str:
     """A finished run with `lines` step events; returns its folder."""
-    run_dir = os.path.join(workspace, RUN_NAME)
+    run_dir = os.path.join(workspace, name)
     os.makedirs(os.path.join(run_dir, "checkpoints", f"step_{lines}"), exist_ok=True)
     cfg = {"model": "tiny", "dataset": "/nonexistent/data.jsonl", "dataset_format": "auto", "method": "lora",
            "lora_rank": 8, "learning_rate": 3e-3, "warmup_steps": 10, "batch_size": 8, "max_seq_len": 128,
@@ -191,11 +196,53 @@ def main(argv=None) -> int:
         print("WARNING: a refresh did not put the appended step on screen")
     C.result("refresh_big_vs_small", ratio=ratio, target=RATIO_TARGET, op="<=",
              note=f"{big_n:,} vs {small_n:,} lines")
+    many = many_runs(10, 200 if args.smoke else 1000, rounds, args.keep)
+    C.result("refresh_many_vs_few_runs", ratio=many["ratio"], target=RATIO_TARGET, op="<=",
+             note=f"{many['counts'][1]:,} vs {many['counts'][0]:,} finished runs")
     C.result("first_attach_big", value=attach["big"], unit="s", target=ATTACH_TARGET_S, op="<=",
              note=f"{big_n:,} lines, decimated={decimated}")
     C.result("first_attach_decimated", value=drawn_big, unit="pts", target=2 * plots.MAX_POINTS + 2, op="<=")
-    C.finish(args, {"attach_s": attach, "refresh_s": times, "breakdown_s": parts, "lines": sizes})
+    C.finish(args, {"attach_s": attach, "refresh_s": times, "breakdown_s": parts, "lines": sizes,
+                    "many_runs": many})
     return 0
+
+
+def many_runs(few: int, many: int, rounds: int, keep: bool) -> dict:
+    """Panel refresh and RunManager.runs() with `few` vs `many` finished runs in the workspace."""
+    import shutil
+
+    from gemma_ft_widgets.runs import RunManager
+    from gemma_ft_widgets.ui import ControlPanel
+
+    counts = (few, many)
+    with C.TempDir("refresh-runs", keep) as root:
+        panels, managers = {}, {}
+        for n in counts:
+            ws = os.path.join(root, f"ws-{n}")
+            first = make_run(ws, 200, "tiny-20260101-000000-1")
+            for i in range(2, n + 1):
+                shutil.copytree(first, os.path.join(ws, f"tiny-20260101-000000-{i}"))
+            panels[n], managers[n] = ControlPanel(ws, poll=False), RunManager(ws)
+            managers[n].runs()
+        times = {n: [] for n in counts}
+        list_times = {n: [] for n in counts}
+        for r in range(max(rounds, 20)):
+            for n in (counts if r % 2 == 0 else counts[::-1]):
+                t = time.perf_counter()
+                panels[n].refresh()
+                times[n].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                listed = managers[n].runs()
+                list_times[n].append(time.perf_counter() - t)
+                assert len(listed) == n
+        for panel in panels.values():
+            panel.close()
+    med = {n: C.median(v) for n, v in times.items()}
+    lmed = {n: C.median(v) for n, v in list_times.items()}
+    C.table(["finished runs", "panel refresh median (ms)", "min–max (ms)", "RunManager.runs() median (ms)"],
+            [(f"{n:,}", 1e3 * med[n], C.spread([1e3 * x for x in times[n]]), 1e3 * lmed[n]) for n in counts],
+            title=f"Panel refresh with many runs in the workspace ({max(rounds, 20)} rounds, alternated)")
+    return {"counts": counts, "refresh_s": times, "runs_s": list_times, "ratio": med[many] / med[few]}
 
 
 if __name__ == "__main__":

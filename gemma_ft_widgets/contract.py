@@ -46,6 +46,7 @@ EXIT_CONFIG_ERROR = 2
 EXIT_ABORTED = 3  # stopped gracefully on SIGINT/SIGTERM after saving a checkpoint
 EXIT_NO_ACCELERATOR = 4  # the machine has a GPU/TPU that jax does not see (and allow_cpu is off)
 EXIT_DIVERGED = 5  # loss or gradient norm became NaN/Infinity; the last finite checkpoint is kept
+EXIT_FOLDER_GONE = 6  # the run folder was moved or deleted while training; nothing re-created
 NONFINITE_KEY = "nonfinite"  # {field: "NaN" | "Infinity" | "-Infinity"} next to the fields set to null
 
 
@@ -246,6 +247,26 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
             if os.path.isdir(os.path.join(root, name)):
                 steps.append(int(suffix))
     return sorted(steps)
+
+
+def folder_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None when there is none at `path`: a folder renamed away
+    and another made under its name differ."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def where_now(fd: int) -> str | None:
+    """The folder holding the file open on `fd` now (it follows a rename of the folder), or
+    None when that file was deleted."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return None if target.endswith(" (deleted)") else os.path.dirname(target)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:

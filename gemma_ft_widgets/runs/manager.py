@@ -32,6 +32,7 @@ from .stopping import StopReport, stop_processes
 SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
 LOG_STREAMS = {"stdout": contract.STDOUT_NAME, "stderr": contract.STDERR_NAME,
                "status": contract.STATUS_LOG_NAME, "supervisor": contract.SUPERVISOR_LOG_NAME}
+RELIST_S = 5.0  # see RunManager._run_dirs
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -93,6 +94,11 @@ class RunManager:
                           if workspace else default_workspace())
         self.trainer = trainer or os.environ.get(contract.TRAINER_ENV) or contract.DEFAULT_TRAINER
         self._summaries: dict[str, MetricsSummary] = {}
+        # Ended runs do not change: their status is kept, keyed by their result file's identity,
+        # and the folder listing by the workspace folder's (see _run_dirs and _status_of).
+        self._ended: dict[str, tuple[tuple, RunStatus]] = {}
+        self._listing: tuple[tuple, float, list[str]] | None = None
+        self._runs_cache: tuple | None = None  # (listing and lock, statuses, indices of runs not ended)
         self._configs: dict[str, dict | None] = {}
         self._infos: dict[str, dict] = {}
         self._read_mutex = threading.RLock()  # the metrics cache, shared by UI and poller threads
@@ -121,10 +127,26 @@ class RunManager:
         """Every run in the workspace with its state, most recently active first."""
         self._need_workspace()
         lock = lockfile.read_lock(self.workspace)
-        dirs = self._run_dirs()
+        dirs, relisted = self._listing_now()
         if lock.data and lock.data["run_dir"] not in dirs and os.path.dirname(lock.data["run_dir"]) == self.workspace:
             dirs.insert(0, lock.data["run_dir"])  # being created right now
-        return [self._status_of(d, lock) for d in dirs]
+        locked_dir = (lock.data or {}).get("run_dir")
+        cached = self._runs_cache
+        if relisted or lock.error or cached is None or cached[0] != (dirs, locked_dir):
+            out = [self._status_of(d, lock) for d in dirs]
+            live = [i for i, d in enumerate(dirs) if d == locked_dir or d not in self._ended]
+            self._runs_cache = ((dirs, locked_dir), out, live)
+            return out
+        # The folder listing is unchanged since it was last checked (at most RELIST_S ago) and
+        # the ended runs' result files were stat-checked then: a poll re-reads the others only.
+        # With none, the same list comes back (callers read it, never change it).
+        _, out, live = cached
+        if not live:
+            return out
+        out = list(out)
+        for i in live:
+            out[i] = self._status_of(dirs[i], lock)
+        return out
 
     def wait(self, run: Any = None, until: Any = None, timeout: float | None = None,
              interval: float = 0.25) -> RunStatus:
@@ -380,6 +402,8 @@ class RunManager:
     def _refuse_if_in_use(self, run_dir: str, what: str) -> None:
         """Refuse to `what` a folder any process of the run still uses (the lock may be gone)."""
         procs = liveness.processes(run_dir)
+        if "trainer" not in procs and read_result(run_dir)[0] is not None:
+            procs = {}  # only the supervisor, finishing up after writing the result
         if procs or liveness.held(run_dir):
             pids = ", ".join(f"{r} pid {p.pid}" for r, p in procs.items()) or "a process holds its flock"
             raise RunError(f"cannot {what} {os.path.basename(run_dir)}: its processes are alive ({pids}); "
@@ -430,6 +454,7 @@ class RunManager:
             self._summaries.pop(run_dir, None)
             self._configs.pop(run_dir, None)
             self._infos.pop(run_dir, None)
+            self._ended.pop(run_dir, None)
         return f"deleted {run_dir}"
 
     # -- sampling and export (subprocesses; jax never loads in this process) ---------------
@@ -469,7 +494,29 @@ class RunManager:
         self._need_workspace(writable=True)
 
     def _run_dirs(self) -> list[str]:
-        """Run folders, most recently active first (status.log is appended at each transition)."""
+        return self._listing_now()[0]
+
+    def _listing_now(self) -> tuple[list[str], bool]:
+        """(run folders, whether they were listed again just now). Run folders, most recently active first (status.log is appended at each transition).
+
+        Cached while the workspace folder is unchanged: a run folder made or removed, and a lock
+        created, replaced or removed (every start, resume and end), change its mtime. The order
+        of runs that only appended to status.log meanwhile is refreshed every RELIST_S."""
+        try:
+            st = os.stat(self.workspace)
+            key = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            key = None
+        now = time.monotonic()
+        with self._read_mutex:
+            if key is not None and self._listing and self._listing[0] == key and now - self._listing[1] < RELIST_S:
+                return list(self._listing[2]), False
+        dirs = self._list_run_dirs()
+        with self._read_mutex:
+            self._listing = (key, now, dirs) if key is not None else None
+        return list(dirs), True
+
+    def _list_run_dirs(self) -> list[str]:
         found = []
         try:
             names = os.listdir(self.workspace)
@@ -519,6 +566,20 @@ class RunManager:
         return run_dir
 
     def _status_of(self, run_dir: str, lock: LockRead) -> RunStatus:
+        locked = bool(lock.data) and lockfile.names(lock.data, run_dir)
+        key = None if locked or lock.error else _result_key(run_dir)
+        if key is not None:
+            with self._read_mutex:
+                hit = self._ended.get(run_dir)
+            if hit is not None and hit[0] == key:
+                return hit[1]  # shared: callers read a RunStatus, never change it
+        st = self._compute_status(run_dir, lock)
+        if key is not None and st.state in ENDED_STATES and not st.active:
+            with self._read_mutex:
+                self._ended[run_dir] = (key, st)
+        return st
+
+    def _compute_status(self, run_dir: str, lock: LockRead) -> RunStatus:
         with self._read_mutex:
             summary = self._summaries.get(run_dir)
             if summary is None:
@@ -531,8 +592,10 @@ class RunManager:
             lock_error = lock.error if lock.present and lock.data is None and run_dir == self._default_run(lock) else None
             st = run_status(run_dir, lock, summary, config, lock_error=lock_error)
             info = self._infos.get(run_dir)
-            if info is None and config is not None:  # written with the config, before the lock names it
-                info = self._infos[run_dir] = read_run_info(run_dir)
+            if not info and config is not None:  # written just after the config: keep looking until it is there
+                info = read_run_info(run_dir)
+                if info:
+                    self._infos[run_dir] = info
             st.group, st.queue_id = (info or {}).get("group"), (info or {}).get("queue_id")
         if st.state == State.ORPHANED and st.attempt:
             # Nothing of an orphaned run is alive to say so: the first reader sends its webhook.
@@ -655,6 +718,16 @@ class RunManager:
         if st.state == State.FAILED:
             return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
         return f"cannot resume {name}: it is {st.state.value}"
+
+
+def _result_key(run_dir: str) -> tuple | None:
+    """The identity of a run's result.json (None when it has none): a resume renames it aside,
+    a rewrite replaces it (atomic writes make a new inode)."""
+    try:
+        st = os.stat(os.path.join(run_dir, contract.RESULT_NAME))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _checkpoint_step(checkpoint: Any, steps: list[int], name: str | None) -> int:

@@ -62,6 +62,8 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
             return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "jax sees no accelerator"}
         if stop_requested and last.startswith("KeyboardInterrupt"):  # SIGINT before its handler was set
             return {**out, "state": "ABORTED", "reason": "stopped on request while starting"}
+        if returncode == contract.EXIT_FOLDER_GONE:
+            return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "the run folder is gone"}
         if returncode == contract.EXIT_DIVERGED:  # "error: loss became NaN at step N; ..."
             return {**out, "state": "FAILED", "reason": last.removeprefix("error: ") or "training diverged"}
         cause = known_cause(stderr_tail)

@@ -214,6 +214,9 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     if st.started_at is None and summary.first_time is not None:
         st.started_at = _iso(summary.first_time)
     st.elapsed_s = _elapsed(st.started_at, st.ended_at if not st.active else None)
+    if data is not None and not os.path.isdir(run_dir):
+        st.reason = (f"its run folder no longer exists at {run_dir} (moved or deleted while the run went on); the "
+                     "trainer stops at its next checkpoint") + (f"; {st.reason}" if st.reason else "")
     step_time = (summary.last_step or {}).get("time")
     st.last_step_at = _iso(step_time) if isinstance(step_time, (int, float)) else None
     if state == State.RUNNING and st.foreign_host is None:

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # Held until the trainer exits, by both of us: the run is found alive from its folder even
     # if the workspace lock is deleted (runs/liveness.py).
     run_flock = liveness.hold(run_dir)
+    folder_id = contract.folder_identity(run_dir)
     lock = lockfile.read_lock(ws).data or {}
     started_at = lock.get("started_at") or contract.utc_now()
 
@@ -103,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"trainer exited with status {returncode}")
     os.close(run_flock)  # released once the trainer (and any child it passed it to) is gone too
 
+    lock_dir = run_dir  # the lock names the folder where the run started
+    mine_to_clear = lambda d: lockfile.names(d, lock_dir, attempt) and d.get("supervisor_pid") == os.getpid()  # noqa: E731
+    if contract.folder_identity(run_dir) != folder_id:  # moved or deleted while the run went on
+        moved = contract.where_now(1)  # our stdout is the run folder's supervisor.log
+        if not moved or contract.folder_identity(moved) != folder_id:
+            _log(f"the run folder {run_dir} was deleted while the run went on; no result to write")
+            lockfile.clear_lock_if(ws, mine_to_clear)
+            return 1
+        _log(f"the run folder was moved to {moved}; its result goes there")
+        run_dir = moved
     result = write_result(run_dir, attempt, returncode, started_at,
                           stopped=term["requested"] or stop_requested(run_dir, attempt),
                           trainer_pid=trainer.pid if trainer else None, stderr_offset=stderr_offset)
-    lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
-                           and d.get("supervisor_pid") == os.getpid())
+    lockfile.clear_lock_if(ws, mine_to_clear)
     _after_the_run(run_dir, ws, attempt, args.trainer, result["state"])
     _log("done")
     return 0

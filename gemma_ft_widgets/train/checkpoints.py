@@ -94,7 +94,8 @@ def save(run_dir: str, step: int, params, opt_state, data_position: int, meta: d
     """Write checkpoint `step` atomically, prune to the newest `keep`. Returns its path.
     `checkpointer`: an orbax Checkpointer to reuse (a fresh one is made and closed otherwise)."""
     root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
-    os.makedirs(root, exist_ok=True)
+    if not os.path.isdir(root):
+        os.mkdir(root)  # never makedirs: a run folder moved or deleted meanwhile is not re-created
     final = contract.checkpoint_path(run_dir, step)
     tmp = os.path.join(root, f"{PARTIAL_PREFIX}{contract.CHECKPOINT_PREFIX}{step}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -76,6 +76,10 @@ def first_nonfinite(first_step: int, losses, grad_norms) -> Diverged | None:
     return None
 
 
+class FolderGone(Exception):
+    """The run folder was moved or deleted while training: exit 6, never re-create it."""
+
+
 class StopFlag:
     """SIGINT/SIGTERM -> a flag the loop polls between steps."""
 
@@ -223,6 +227,7 @@ class Trainer:
         self.stop = stop or StopFlag()
         self.fsdp_min_bytes = fsdp_min_bytes
         self.metrics_path = os.path.join(self.run_dir, contract.METRICS_NAME)
+        self.folder_id = contract.folder_identity(self.run_dir)
         self._log = log or (lambda msg: print(msg, flush=True))
         self._mem = _HostMemory()
         self._saver = None
@@ -420,6 +425,7 @@ class Trainer:
 
         cfg = self.config
         step_n = self.step
+        self.check_folder()
         bad = checkpoints.nonfinite_count((self.trainable, self.opt_state))
         if bad:  # a finite loss can still leave overflowed weights behind: never save those
             raise Diverged("the weights", float("nan"), step_n)
@@ -435,6 +441,15 @@ class Trainer:
         self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,
                           self.batches.position(step_n), meta, cfg.keep_checkpoints, on_done=done)
         return rel
+
+    def check_folder(self) -> None:
+        """Before each save: is the run folder still the one this attempt started in?"""
+        if contract.folder_identity(self.run_dir) == self.folder_id:
+            return
+        moved = contract.where_now(1)  # our stdout is the run folder's trainer_stdout.log
+        if moved and moved != self.run_dir and contract.folder_identity(moved) == self.folder_id:
+            raise FolderGone(f"the run folder {self.run_dir} was moved to {moved} while training")
+        raise FolderGone(f"the run folder {self.run_dir} was deleted or replaced while training")
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -666,6 +681,12 @@ def run(run_dir: str) -> int:
         return contract.EXIT_NO_ACCELERATOR
     except Diverged as e:
         return _diverged(trainer, e)
+    except FolderGone as e:  # the event goes to the open metrics file, wherever it is now
+        if trainer is not None and trainer._metrics is not None:
+            trainer.event("folder_gone", step=trainer.step, reason=str(e))
+        print(f"error: {e}; training stopped at step {trainer.step if trainer else '?'} without saving, "
+              "and nothing was re-created at the old path", file=sys.stderr, flush=True)
+        return contract.EXIT_FOLDER_GONE
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         return contract.EXIT_FAILED

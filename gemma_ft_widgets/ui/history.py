@@ -36,6 +36,8 @@ class HistoryView(w.VBox):
         self.overlay_figure = plots.overlay_figure()
         self.overlay_lines: list = []
         self._labels: tuple = ()
+        self._label_memo: dict = {}  # run folder -> (the status it was made from, its label)
+        self._listed = None  # the statuses listed last
         self._quiet = 0
         # The overlay joins the children only while it has lines to show: a hidden bqplot figure
         # still renders, at size 0, and the browser logs negative-size errors for it.
@@ -49,7 +51,15 @@ class HistoryView(w.VBox):
 
     def set_runs(self, statuses: Sequence[Any]) -> None:
         """List these runs (newest first), keeping the selection by run folder."""
-        options = tuple((run_label(s), s.run_dir) for s in statuses)
+        if statuses is self._listed:  # RunManager.runs() gave the very same list: nothing changed
+            return
+        self._listed = statuses
+        memo, labels = self._label_memo, {}
+        for s in statuses:  # an ended run's status is the same object poll after poll: label it once
+            hit = memo.get(s.run_dir)
+            labels[s.run_dir] = hit if hit is not None and hit[0] is s else (s, run_label(s))
+        self._label_memo = labels
+        options = tuple((labels[s.run_dir][1], s.run_dir) for s in statuses)
         if options == self._labels:
             return
         keep = [v for v in self.select.value if v in {d for _, d in options}]
