@@ -163,7 +163,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    run = _manager(args).resume(args.run, checkpoint=args.checkpoint)
+    run = _manager(args).resume(args.run, checkpoint=args.checkpoint, max_steps=args.max_steps)
     print(run.run_dir)
     return 0
 
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint that restores")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--checkpoint", default=None, help="step_N or N: resume from this one (newer ones are set aside)")
+    sp.add_argument("--max-steps", type=int, default=None,
+                    help="train on to this step (also a FINISHED run), with its optimizer state; the learning "
+                         "rate holds at its final value for the extra steps")
     sp = add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
     sp.add_argument("--force", action="store_true", help="also clear a lock held by another host")
     sp = add("restore-lock", cmd_restore_lock, "write the workspace lock again for a live run whose lock was deleted")

@@ -18,6 +18,7 @@ from . import datasets, models, webhook_url
 
 METHODS = ("lora", "full")
 MAX_STEPS = 10**9
+END_LR_FRACTION = 0.1  # the cosine decays to 10% of the peak learning rate (train/optim.py)
 MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
 REMATS = ("none", "block")  # train/remat.py
@@ -71,6 +72,9 @@ class TrainingConfig:
     notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
     remat: str = "none"  # "block": recompute each block's activations in the backward pass
     quantization: str = "none"  # LoRA's frozen base held as int8/int4 with per-channel scales
+    # 0: the cosine decay spans max_steps. N: it spans N steps, then the learning rate holds at
+    # its final value (`resume --max-steps` sets it to extend a finished run; see train/optim.py).
+    schedule_steps: int = 0
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -139,6 +143,9 @@ class TrainingConfig:
                 bad(field, f"must be a positive integer, got {value}")
         if self.max_steps > MAX_STEPS:
             bad("max_steps", f"must be at most {MAX_STEPS:,} (the optimizer counts steps in int32), got {self.max_steps:,}")
+        if self.schedule_steps and not max(self.warmup_steps, 1) <= self.schedule_steps <= self.max_steps:
+            bad("schedule_steps", f"must be 0 or between warmup_steps and max_steps ({self.max_steps}), "
+                                  f"got {self.schedule_steps}")
         if self.warmup_steps < 0:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         elif self.warmup_steps > self.max_steps > 0:

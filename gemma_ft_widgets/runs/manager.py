@@ -249,11 +249,13 @@ class RunManager:
             self._launch(run_dir, 1)
         return Run(self, run_dir)
 
-    def resume(self, run: Any = None, checkpoint: Any = None) -> Run:
+    def resume(self, run: Any = None, checkpoint: Any = None, max_steps: int | None = None) -> Run:
         """Restart an ORPHANED or ABORTED run (or a FAILED one with a checkpoint) in the same
         folder from its newest checkpoint that restores; the trainer appends to its metrics.
         `checkpoint` (N or "step_N"): resume from that one; newer ones are set aside (renamed
-        step_M.set-aside-<attempt>, kept), so the trainer finds it newest."""
+        step_M.set-aside-<attempt>, kept), so the trainer finds it newest. `max_steps`: train
+        on to that step, also a FINISHED run, with its optimizer state; the cosine schedule
+        keeps its end, and the learning rate holds at its final value for the extra steps."""
         self._need_workspace(writable=True)
         with self._write_mutex:
             self._wait_for_ending_run()
@@ -265,12 +267,15 @@ class RunManager:
                         raise RunError(f"nothing to resume: no runs in {self.workspace}")
                 run_dir = self._resolve(run)  # also refuses a lock naming a folder elsewhere
                 st = self._status_of(run_dir, lock)
-                if not st.can_resume:
+                extend = (max_steps is not None and st.state == State.FINISHED and bool(st.checkpoints)
+                          and not st.active and st.foreign_host is None)
+                if not st.can_resume and not extend:
                     raise RunError(self._why_not_resumable(st))
                 self._refuse_if_in_use(run_dir, "resume")
                 if lock.present:
                     self._clear_stale_or_raise(lock, "resume")
                 wanted = _checkpoint_step(checkpoint, st.checkpoints, st.run_name) if checkpoint is not None else None
+                extended = self._extend(run_dir, st, max_steps) if max_steps is not None else ""
                 attempt = self._set_aside_result(run_dir, st.attempt)
                 if wanted is not None:
                     for newer in [s for s in st.checkpoints if s > wanted]:
@@ -279,7 +284,7 @@ class RunManager:
                 lockfile.create_lock(self.workspace, self._lock_data(run_dir, attempt))
             ckpt = wanted if wanted is not None else (st.checkpoints[-1] if st.checkpoints else None)
             contract.append_status(run_dir, "STARTING", f"resume: attempt {attempt} from "
-                                   + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)"))
+                                   + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)") + extended)
             self._launch(run_dir, attempt)
         return Run(self, run_dir)
 
@@ -705,6 +710,29 @@ class RunManager:
             os.rename(current, target)
         return prev + 1
 
+    def _extend(self, run_dir: str, st: RunStatus, max_steps: Any) -> str:
+        """Raise the run's max_steps in its config (before its trainer starts); what the
+        learning rate does with the extra steps, for status.log."""
+        from ..config import END_LR_FRACTION, MAX_STEPS, ConfigError, TrainingConfig
+
+        cfg = read_config(run_dir) or {}
+        old = cfg.get("max_steps")
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or not 0 < max_steps <= MAX_STEPS:
+            raise RunError(f"--max-steps must be a whole number from 1 to {MAX_STEPS:,}, got {max_steps!r}")
+        if not isinstance(old, int) or max_steps <= old:
+            raise RunError(f"--max-steps {max_steps} must be larger than {st.run_name}'s max_steps ({old})")
+        new = {**cfg, "max_steps": max_steps, "schedule_steps": cfg.get("schedule_steps") or old}
+        try:
+            TrainingConfig.from_dict(new, check_files=False)
+        except ConfigError as e:
+            raise RunError(f"cannot extend {st.run_name}: {e}") from e
+        contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), new)
+        with self._read_mutex:
+            self._configs.pop(run_dir, None)
+        end_lr = float(cfg.get("learning_rate", 0)) * END_LR_FRACTION
+        return (f"; max_steps {old} -> {max_steps}: the cosine schedule still ends at step {new['schedule_steps']}, "
+                f"and the learning rate stays at its final value ({end_lr:g}) for the extra steps")
+
     @staticmethod
     def _why_not_resumable(st: RunStatus) -> str:
         name = st.run_name
@@ -714,7 +742,8 @@ class RunManager:
             return (f"cannot resume {name}: it is {st.state.value} (still active)"
                     + ("; its workspace lock is missing: `gemma-ft restore-lock` puts it back" if st.lock_missing else ""))
         if st.state == State.FINISHED:
-            return f"nothing to resume: {name} FINISHED"
+            return (f"nothing to resume: {name} FINISHED; to train it further, `gemma-ft resume {name} "
+                    "--max-steps N`")
         if st.state == State.FAILED:
             return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
         return f"cannot resume {name}: it is {st.state.value}"

@@ -321,7 +321,11 @@ class Trainer:
         else:
             self.model = base
             trainable, frozen = loaded.params, {}
-        self.tx, self.schedule = optim.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
+        self.tx, self.schedule = optim.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.max_steps,
+                                                      schedule_steps=cfg.schedule_steps)
+        if cfg.schedule_steps and cfg.schedule_steps < cfg.max_steps:
+            self._log(f"schedule: cosine decay ends at step {cfg.schedule_steps}; the learning rate then stays at "
+                      f"{cfg.learning_rate * optim.END_LR_FRACTION:g} to step {cfg.max_steps}")
 
         # Placement: batch split over the mesh; params replicated, or FSDP (frozen base in
         # LoRA; params + optimizer state in full fine-tuning).
