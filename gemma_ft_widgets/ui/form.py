@@ -46,6 +46,7 @@ ADVANCED_FIELDS = [
     ("eval_fraction", "Eval fraction", "float"),
     ("keep_checkpoints", "Keep checkpoints", "int"),
     ("log_every", "Log every (steps)", "int"),
+    ("schedule_steps", "LR decay ends at step (0: at the last)", "int"),
     ("dtype", "dtype", "dtype"),
     ("fsdp", "FSDP (shard params)", "bool"),
     ("remat", "Recompute activations", "remat"),
