@@ -7,6 +7,7 @@ real transitions (a resume, a new start, a delete); benchmarks/refresh_cost.py m
 from __future__ import annotations
 
 import os
+import time
 
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.runs import RunManager, State
@@ -17,6 +18,7 @@ from .conftest import wait_state
 def test_an_ended_runs_status_is_reused_until_its_result_file_changes(manager, make_config, workspace):
     run = manager.start(make_config(max_steps=5))
     wait_state(manager, State.FINISHED)
+    time.sleep(1.1)  # a folder changed less than a second ago is listed again at every poll
     first = manager.runs()
     assert [r.state for r in first] == [State.FINISHED]
     assert manager.runs() is first  # nothing changed: the very same list, no file re-read

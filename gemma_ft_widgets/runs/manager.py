@@ -32,7 +32,7 @@ from .stopping import StopReport, stop_processes
 SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
 LOG_STREAMS = {"stdout": contract.STDOUT_NAME, "stderr": contract.STDERR_NAME,
                "status": contract.STATUS_LOG_NAME, "supervisor": contract.SUPERVISOR_LOG_NAME}
-RELIST_S = 5.0  # see RunManager._run_dirs
+RELIST_S = 2.0  # see RunManager._listing_now
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -506,10 +506,13 @@ class RunManager:
 
         Cached while the workspace folder is unchanged: a run folder made or removed, and a lock
         created, replaced or removed (every start, resume and end), change its mtime. The order
-        of runs that only appended to status.log meanwhile is refreshed every RELIST_S."""
+        of runs that only appended to status.log meanwhile is refreshed every RELIST_S, and a
+        folder changed less than a second ago is listed again."""
         try:
             st = os.stat(self.workspace)
-            key = (st.st_ino, st.st_mtime_ns)
+            # Folder mtimes tick coarsely (a few ms): one that changed just now may change again
+            # within the same tick, unseen. Only a listing taken after a quiet second is kept.
+            key = (st.st_ino, st.st_mtime_ns) if time.time() - st.st_mtime > 1.0 else None
         except OSError:
             key = None
         now = time.monotonic()
