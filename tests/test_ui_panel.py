@@ -10,6 +10,7 @@ import threading
 import time
 
 
+from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunManager
 from gemma_ft_widgets.ui import ControlPanel
@@ -506,3 +507,24 @@ def test_first_poll_runs_in_the_thread_and_hidden_panels_pause(make_panel):
     assert p.polls == n and p.polling
     p._view_count = 1  # shown again (e.g. the notebook was reopened)
     wait_for(lambda: p.polls > n, 5, what="polling again")
+
+
+def test_resume_from_a_checkpoint_picked_in_the_panel(make_panel, sim_env, workspace):
+    """Issue 11, defect 3: the panel's picker next to Resume (`resume --checkpoint step_N`)."""
+    sim_env.setenv("GEMMA_FT_SIM_STEP_TIME", "0.01")
+    p = make_panel()
+    run_dir = start(p, max_steps=100_000, checkpoint_every=5)
+    until(p, lambda: len(contract.checkpoint_steps(run_dir)) >= 3, what="3 checkpoints")
+    RunManager(workspace).stop()
+    until(p, lambda: p.state == "ABORTED")
+    o = p.outcome
+    steps = contract.checkpoint_steps(run_dir)
+    assert visible(o.resume_button) and visible(o.checkpoint_picker)
+    assert [v for _, v in o.checkpoint_picker.options] == [""] + [str(s) for s in reversed(steps)]
+    o.checkpoint_picker.value = str(steps[0])
+    o.resume_button.click()
+    assert p.wait_actions(30)
+    until(p, lambda: p.state == "RUNNING", what="resumed")
+    starts = [e for e in contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME)) if e["event"] == "start"]
+    assert starts[-1]["attempt"] == 2 and starts[-1]["resume_step"] == steps[0]
+    RunManager(workspace).stop(force=True)

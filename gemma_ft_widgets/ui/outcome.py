@@ -57,7 +57,8 @@ def banner_html(status: Any) -> str:
 
 
 class OutcomeView(w.VBox):
-    """Public names: `banner`, `stderr_tail`, `resume_button`, `new_run_button`,
+    """Public names: `banner`, `stderr_tail`, `resume_button`, `checkpoint_picker` (which
+    checkpoint Resume starts from: "" for the newest that restores), `new_run_button`,
     `playground_button`, `clean_button`, `export_row`, and `message`: what the last action on
     this run said (e.g. why Resume was refused), kept under the buttons until the run or its
     state changes."""
@@ -70,6 +71,9 @@ class OutcomeView(w.VBox):
         self.resume_button = w.Button(description="Resume", icon="play", button_style="primary",
                                       layout=w.Layout(width="120px"))
         self.resume_button.add_class("gft-resume")
+        self.checkpoint_picker = w.Dropdown(options=[("newest that restores", "")], value="",
+                                            layout=w.Layout(width="190px"), tooltip="resume from")
+        self.checkpoint_picker.add_class("gft-resume-checkpoint")
         self.new_run_button = w.Button(description="New run", icon="plus", layout=w.Layout(width="120px"),
                                        tooltip="the form, pre-filled with this run's config")
         self.new_run_button.add_class("gft-new-run")
@@ -80,7 +84,7 @@ class OutcomeView(w.VBox):
                                      tooltip="clear the lock; keeps the run's files and checkpoints",
                                      layout=w.Layout(width="120px"))
         self.clean_button.add_class("gft-clean")
-        self.buttons = w.HBox([self.resume_button, self.new_run_button, self.playground_button,
+        self.buttons = w.HBox([self.resume_button, self.checkpoint_picker, self.new_run_button, self.playground_button,
                                self.clean_button])
         self.message = w.HTML()
         self.message.add_class("gft-outcome-message")
@@ -112,7 +116,15 @@ class OutcomeView(w.VBox):
             self.stderr_tail.value = tail
         _show(self.stderr_tail, state == "FAILED")
         has_ckpt = bool(status.last_checkpoint)
-        _show(self.resume_button, bool(status.can_resume) and state in ("ABORTED", "ORPHANED", "FAILED"))
+        resumable = bool(status.can_resume) and state in ("ABORTED", "ORPHANED", "FAILED")
+        _show(self.resume_button, resumable)
+        steps = list(getattr(status, "checkpoints", None) or [])
+        options = [("newest that restores", "")] + [(f"from step_{s}", str(s)) for s in reversed(steps)]
+        if list(self.checkpoint_picker.options) != options:
+            keep = self.checkpoint_picker.value if self.checkpoint_picker.value in {v for _, v in options} else ""
+            self.checkpoint_picker.options = options
+            self.checkpoint_picker.value = keep
+        _show(self.checkpoint_picker, resumable and len(steps) > 1)
         _show(self.new_run_button, state in ENDED)  # a stale lock never blocks a new start
         _show(self.playground_button, state in ("FINISHED", "ABORTED") and has_ckpt)
         _show(self.clean_button, state == "ORPHANED")

@@ -523,10 +523,11 @@ class ControlPanel(w.VBox):
 
     def _resume(self, _b=None) -> None:
         run_dir = self.run_dir
+        checkpoint = self.outcome.checkpoint_picker.value or None
 
         def work():
             try:
-                run = self.manager.resume(run_dir or None)
+                run = self.manager.resume(run_dir or None, checkpoint=checkpoint)
             except RunError as e:
                 self.note(str(e), "error")
                 self.outcome.say(fmt.note(f"Not resumed: {fmt.esc(e)}", "error"))
