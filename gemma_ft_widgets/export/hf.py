@@ -48,14 +48,20 @@ def state_dict(config, params, dtype: str = "bfloat16") -> dict:
 
 
 def write_tokenizer(out_dir: str, tokenizer_path: str) -> None:
-    """tokenizer.json (converted from sentencepiece by transformers) + config + chat template."""
-    from transformers import GemmaTokenizerFast
+    """tokenizer.json (converted from the sentencepiece model by transformers, which does that
+    when it finds tokenizer.model), the turn markers as special tokens, the chat template."""
+    from tokenizers import AddedToken
+    from transformers import GemmaTokenizer
 
-    tok = GemmaTokenizerFast(vocab_file=tokenizer_path, bos_token="<bos>", eos_token="<eos>",
-                             unk_token="<unk>", pad_token="<pad>", add_bos_token=True, add_eos_token=False)
+    shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.model"))
+    tok = GemmaTokenizer.from_pretrained(out_dir, add_bos_token=True, add_eos_token=False)
+    before = len(tok)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in (templates.START, templates.END)],
+                   special_tokens=True)
+    if len(tok) != before:
+        raise ValueError(f"the tokenizer {tokenizer_path} has no {templates.START} / {templates.END} pieces")
     tok.chat_template = templates.JINJA
     tok.save_pretrained(out_dir)
-    shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.model"))
 
 
 def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype: str = "bfloat16",
