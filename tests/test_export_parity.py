@@ -89,11 +89,15 @@ def test_tiny_logits_match_transformers_and_llama_cpp(tmp_path):
     want, _ = check_hf(tmp_path, net, params, "tiny", tokens, "tiny")
 
     import llama_cpp
-    for dtype, bound in (("f32", PARITY), ("f16", 1e-2)):
+    # llama.cpp's CPU kernels round some activations (its GELU goes through an f16 table): the
+    # f32 file agrees to a few 1e-4, the f16 one to the rounding of its weights.
+    for dtype, bound in (("f32", 1e-3), ("f16", 1e-2)):
         out = tmp_path / f"gguf-{dtype}"
         out.mkdir()
         path = gguf_file.write(str(out), net.config, params, models.tiny_tokenizer_path(), "tiny", dtype)
-        llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, logits_all=True, verbose=False)
+        # K and V cached in f32 (llama.cpp's default f16 cache alone costs ~7e-4 here).
+        llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, logits_all=True, verbose=False,
+                              type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
         llm.eval(tokens[0].tolist())
         got = np.asarray(llm.scores[: tokens.shape[1]], np.float32)[None]
         err = relative(want, got)
