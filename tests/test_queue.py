@@ -119,7 +119,7 @@ def test_a_killed_run_pauses_the_queue_as_orphaned_and_resume_goes_on(manager, m
     assert [e.id for e in q.entries] == [second.id] and "ORPHANED" in q.blocked
     assert manager.queue.advance() is None
     out = gemma_ft("queue", "list", "--workspace", workspace)
-    assert "is ORPHANED" in out.stdout and "gemma-ft resume" in out.stdout
+    assert "is ORPHANED" in out.stdout and "gemma-ft resume" in out.stdout and "gemma-ft queue resume" in out.stdout
     time.sleep(1)
     assert len(manager.runs()) == 1  # nothing started past the orphan
 
@@ -344,3 +344,45 @@ def test_an_entry_whose_dataset_went_away_pauses_the_queue_with_the_reason(manag
     q = manager.queue.list()
     assert q.paused and q.pause_reason.startswith(f"queued entry {entry.id} cannot start: dataset:")
     assert [e.id for e in q.entries] == [entry.id] and manager.runs() == []  # kept, nothing started
+
+
+def test_queue_resume_goes_on_past_an_orphaned_run_and_keeps_its_files(manager, make_config, workspace):
+    manager.queue.add(make_config(max_steps=100_000), name="stuck")
+    manager.queue.add(make_config(max_steps=10), name="next")
+    st = wait_state(manager, State.RUNNING)
+    procs = verified_processes(workspace)
+    for p in procs.values():
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(list(procs.values()), timeout=10)
+    assert wait_state(manager, State.ORPHANED).run_name == st.run_name
+    out = gemma_ft("queue", "resume", "--workspace", workspace)
+    assert out.returncode == 0 and "started next-" in out.stdout
+    runs = ended(manager, 2)
+    stuck = [r for r in runs if r.run_name == st.run_name][0]
+    assert stuck.state == State.ORPHANED and os.path.getsize(os.path.join(stuck.run_dir, contract.METRICS_NAME))
+    assert [r.state for r in runs if r.run_name != st.run_name] == [State.FINISHED]
+
+
+def test_the_panel_queues_a_sweep_as_one_group(manager, make_config, make_panel, workspace):
+    manager.start(make_config(max_steps=100_000))
+    wait_state(manager, State.RUNNING)
+    panel = make_panel()
+    form = panel.form
+    form.set_values(make_config(max_steps=10))
+    form.sweep_grid.value = "learning_rate=1e-3,2e-3 lora_rank=4,8"
+    form.validate()
+    assert form.queue_button.description == "Queue sweep"
+    form.queue_button.click()
+    panel.wait_actions(30)
+    q = runqueue.read(workspace)
+    assert len(q.entries) == 4 and len({e.group for e in q.entries}) == 1
+    assert {(e.config["learning_rate"], e.config["lora_rank"]) for e in q.entries} == \
+        {(1e-3, 4), (1e-3, 8), (2e-3, 4), (2e-3, 8)}
+    assert "Queued a sweep of 4 runs as group sweep-" in form.message.value
+    form.sweep_grid.value = "learning_rate=1e-3,oops"
+    form.queue_button.click()
+    panel.wait_actions(30)
+    assert "Not queued" in form.message.value and "expected a number" in form.message.value
+    assert len(runqueue.read(workspace).entries) == 4  # untouched
+    manager.queue.pause()
+    manager.stop(force=True)

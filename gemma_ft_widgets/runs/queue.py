@@ -113,12 +113,14 @@ def blocking_reason(manager, st=None) -> str | None:
         return f"waiting for {st.run_name} ({st.state.value})"
     if st.state == State.ORPHANED and manager.lock_present():
         return (f"{st.run_name} is ORPHANED ({st.reason}): resume it (`gemma-ft resume`), clean it up "
-                "(`gemma-ft clean`), or `gemma-ft queue resume` after cleaning")
+                "(`gemma-ft clean`), or go on past it (`gemma-ft queue resume`)")
     return None
 
 
-def advance(manager) -> Any:
+def advance(manager, past_orphan: bool = False) -> Any:
     """Start the head entry if the slot is free and the queue runs; returns the Run or None.
+    `past_orphan`: the user unpaused the queue knowing the locked run is ORPHANED; its lock is
+    cleared by the start (every file of it kept), as a new Start would.
 
     The entry leaves the queue only once its run started; a start that loses to another
     (a user's Start, a second advance) leaves it queued for the next run's end."""
@@ -130,7 +132,8 @@ def advance(manager) -> Any:
     with editing(ws) as q:
         if q.paused or not q.entries:
             return None
-        if blocking_reason(manager) is not None:
+        st = manager.status()
+        if blocking_reason(manager, st) is not None and not (past_orphan and st.state == State.ORPHANED):
             return None
         head = q.entries[0]
         try:  # validated again: its dataset may have gone while it waited, and start checks the fit
@@ -206,10 +209,11 @@ class RunQueue:
             q.paused, q.pause_reason = True, reason
 
     def resume(self) -> Any:
-        """Unpause and start the head if the slot is free; returns that Run or None."""
+        """Unpause and start the head if the slot is free, also past an ORPHANED run (the user
+        said go on); returns that Run or None."""
         with editing(self.workspace) as q:
             q.paused, q.pause_reason = False, ""
-        return self.advance()
+        return advance(self.manager, past_orphan=True)
 
     def set_policy(self, on_failure: str) -> None:
         if on_failure not in POLICIES:

@@ -143,7 +143,7 @@ class ConfigForm(w.VBox):
 
     def __init__(self, upload_dir: str, on_start: Callable[[TrainingConfig], None] | None = None,
                  defaults: dict[str, Any] | None = None,
-                 on_queue: Callable[[TrainingConfig], None] | None = None, **kwargs):
+                 on_queue: Callable[[TrainingConfig, list[str]], None] | None = None, **kwargs):
         self.upload_dir = upload_dir
         self.on_start = on_start
         self.on_queue = on_queue
@@ -193,13 +193,19 @@ class ConfigForm(w.VBox):
                                      layout=w.Layout(width="150px"))
         self.queue_button.add_class("gft-queue-add")
         self.queue_button.on_click(self._queue_clicked)
+        # A grid turns "Add to queue" into one queued run per point (gemma_ft_widgets/sweep.py).
+        self.sweep_grid = w.Text(value="", placeholder="learning_rate=1e-4,3e-4 lora_rank=4,8",
+                                 description="Sweep grid", style=_DESC, continuous_update=False,
+                                 layout=w.Layout(width="520px"))
+        self.sweep_grid.add_class("gft-sweep-grid")
+        self.sweep_grid.observe(lambda _c: self._update_start(), "value")
         self.back_button = w.Button(description="Back to the run", icon="arrow-left",
                                     layout=w.Layout(width="180px", display="none"))
         self.back_button.add_class("gft-back")
 
         dataset_row = w.HBox([self.fields["dataset"], self.upload, self.errors["dataset"]],
                              layout=w.Layout(align_items="flex-start"))
-        advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS])],
+        advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS] + [self.sweep_grid])],
                                titles=("Advanced",), selected_index=None)
         self.advanced = advanced
         children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], dataset_row,
@@ -320,6 +326,8 @@ class ConfigForm(w.VBox):
         blocked = bool(self.active_run)
         self.start_button.disabled = (not self.valid) or blocked or self.busy
         self.queue_button.disabled = (not self.valid) or self.busy
+        grid = self.sweep_grid.value.split()
+        self.queue_button.description = "Queue sweep" if grid else "Add to queue"
         if blocked:
             self.start_button.tooltip = f"a run is active: {self.active_run}"
         elif not self.valid:
@@ -352,7 +360,7 @@ class ConfigForm(w.VBox):
         if errors or self.config is None or self.busy:
             return
         if self.on_queue is not None:
-            self.on_queue(self.config)
+            self.on_queue(self.config, self.sweep_grid.value.split())
 
     def _start_clicked(self, _button=None) -> None:
         errors = self.validate()

@@ -278,20 +278,41 @@ class ControlPanel(w.VBox):
         if self.sections.get_title(2) != title:
             self.sections.set_title(2, title)
 
-    def _enqueue(self, config: TrainingConfig) -> None:
+    def _enqueue(self, config: TrainingConfig, grid: list[str] | None = None) -> None:
+        """Queue the form's config, or with a sweep grid one run per point, as a group."""
         def work():
             try:
-                entry = self.manager.queue.add(config)
+                if grid:
+                    entries = self._enqueue_sweep(config, grid)
+                    text = f"Queued a sweep of {len(entries)} runs as group {fmt.esc(entries[0].group)}."
+                else:
+                    entry = self.manager.queue.add(config)
+                    text = f"Queued {fmt.esc(entry.id)} ({fmt.esc(entry.label())})."
             except ConfigError as e:
                 self.form.show_config_error(e)
+                self.form.message.value = fmt.note("Not queued: " + "; ".join(
+                    fmt.esc(str(err)) for err in e.errors[:5]), "error")
                 return
             except RunError as e:
                 self.form.message.value = fmt.note(f"Not queued: {fmt.esc(e)}", "error")
                 return
-            self.form.message.value = fmt.note(f"Queued {fmt.esc(entry.id)} ({fmt.esc(entry.label())}).", "ok")
-            self.note(f"queued {entry.id}", "ok")
+            self.form.message.value = fmt.note(text, "ok")
+            self.note(text, "ok")
 
         self._spawn("enqueue", work)
+
+    def _enqueue_sweep(self, config: TrainingConfig, grid: list[str]) -> list:
+        from .. import sweep
+
+        parsed = sweep.parse_grid(grid)
+        n = sweep.size(parsed)
+        if n > sweep.MAX_POINTS:
+            raise RunError(f"the grid has {n} points (more than {sweep.MAX_POINTS}); "
+                           "queue it from a terminal with gemma-ft sweep --yes")
+        points = sweep.points(config.to_dict(), parsed)
+        group = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        return self.manager.queue.add_many([c for _, c in points], [sweep.point_name(group, p) for p, _ in points],
+                                           group=group)
 
     def _queue_action(self, name: str, fn: Callable[[], Any]) -> None:
         def work():
