@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up ./.venv with the pinned stack and the test tools: `bash scripts/setup.sh`.
 # Python 3.12 (Colab's, and the one Gemma 4 needs) is preferred; 3.11 works with gemma 3.3.
-# PYTHON=/path/to/python overrides the choice; VENV=dir overrides ./.venv.
+# PYTHON=/path/to/python overrides the choice; VENV=dir overrides ./.venv; EXTRAS=dev leaves out
+# the export extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-.venv}
@@ -25,7 +26,8 @@ echo "setup: using $("$py" --version) at $py -> $venv"
 # llama-cpp-python (the export extra) compiles llama.cpp: the library only, on every core.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-"$venv/bin/python" -m pip install -q -e ".[dev,export]" -c constraints.txt
+# EXTRAS=dev skips the export extra (torch, transformers, llama.cpp): CI's smoke leg on 3.11.
+"$venv/bin/python" -m pip install -q -e ".[${EXTRAS:-dev,export}]" -c constraints.txt
 "$venv/bin/python" -m pip check
 
 # The Jupyter extension. Built from labextension/ (TypeScript) when node >= 20.19 is here;
