@@ -19,6 +19,7 @@ from . import datasets, models, webhook_url
 METHODS = ("lora", "full")
 MAX_STEPS = 10**9
 END_LR_FRACTION = 0.1  # the cosine decays to 10% of the peak learning rate (train/optim.py)
+MAX_PROCESSES = 1024  # jax.distributed processes of one run (a large TPU pod has hundreds of hosts)
 MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
 REMATS = ("none", "block")  # train/remat.py
@@ -67,6 +68,7 @@ class TrainingConfig:
     log_every: int = 1
     seed: int = 0
     fsdp: bool = False
+    num_processes: int = 1  # trainer processes (jax.distributed), each feeding its own devices
     dtype: str = "auto"
     allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
     notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
@@ -141,6 +143,11 @@ class TrainingConfig:
             value = getattr(self, field)
             if value <= 0:
                 bad(field, f"must be a positive integer, got {value}")
+        if not 1 <= self.num_processes <= MAX_PROCESSES:
+            bad("num_processes", f"must be between 1 and {MAX_PROCESSES}, got {self.num_processes}")
+        elif self.batch_size > 0 and self.batch_size % self.num_processes:
+            bad("batch_size", f"must be a multiple of num_processes ({self.num_processes}): each process "
+                              f"feeds an equal share of the global batch; got {self.batch_size}")
         if self.max_steps > MAX_STEPS:
             bad("max_steps", f"must be at most {MAX_STEPS:,} (the optimizer counts steps in int32), got {self.max_steps:,}")
         if self.schedule_steps and not max(self.warmup_steps, 1) <= self.schedule_steps <= self.max_steps:

@@ -24,6 +24,14 @@ QUEUE_GUARD_NAME = ".queue.json.guard"  # flock()ed around every queue change
 SETTINGS_NAME = "settings.json"  # workspace settings, e.g. {"notify": URL}
 TRAINER_ENV = "GEMMA_FT_TRAINER"  # python module run as the trainer (tests use a simulated one)
 DEFAULT_TRAINER = "gemma_ft_widgets.train"
+# Multi-process runs (num_processes > 1): the supervisor tells each trainer where the
+# jax.distributed coordinator is and which process it is (train/distributed.py).
+COORDINATOR_ENV = "GEMMA_FT_COORDINATOR"  # host:port of process 0's coordination service
+NUM_PROCESSES_ENV = "GEMMA_FT_NUM_PROCESSES"
+PROCESS_ID_ENV = "GEMMA_FT_PROCESS_ID"
+# CPU only: forced host devices per trainer process (XLA's --xla_force_host_platform_device_count),
+# read by the supervisor; how one machine stands in for several hosts in tests and benchmarks.
+CPU_DEVICES_ENV = "GEMMA_FT_CPU_DEVICES_PER_PROCESS"
 
 # Run folder level.
 CONFIG_NAME = "model_config.json"
@@ -31,6 +39,17 @@ STATUS_LOG_NAME = "status.log"
 METRICS_NAME = "metrics.jsonl"
 STDOUT_NAME = "trainer_stdout.log"
 STDERR_NAME = "trainer_stderr.log"
+
+
+def process_log_name(name: str, process: int) -> str:
+    """Process k > 0 of a multi-process run logs to trainer_stdout.p<k>.log (process 0 keeps
+    the plain names, which every tool reads)."""
+    if process == 0:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}.p{process}{ext}"
+
+
 SUPERVISOR_LOG_NAME = "supervisor.log"
 RESULT_NAME = "result.json"
 STOP_REQUEST_NAME = "stop_request.json"

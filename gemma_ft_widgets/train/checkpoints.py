@@ -41,7 +41,8 @@ META_NAME = "meta.json"
 
 def config_hash(config_dict: dict) -> str:
     """Hash of the fields that decide the training trajectory (not logging/keep counts)."""
-    ignore = {"log_every", "keep_checkpoints", "checkpoint_every", "eval_every"}
+    ignore = {"log_every", "keep_checkpoints", "checkpoint_every", "eval_every",
+              "num_processes"}  # the same trajectory on any number of processes
     data = {k: v for k, v in sorted(config_dict.items()) if k not in ignore}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -191,6 +192,74 @@ class BackgroundSaver:
         if self._checkpointer is not None and not self.in_flight:
             self._checkpointer.close()
             self._checkpointer = None
+
+
+def save_all_processes(run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
+                       keep: int) -> str:
+    """`save()` for a run of several processes, called by every one of them at the same step:
+    orbax writes each process's shards of the global arrays into the same `.partial-` folder;
+    process 0 alone writes meta.json, renames and prunes, between barriers, so that when this
+    returns step_N is complete for every process (a resume on all of them finds the same N)."""
+    from . import distributed
+
+    root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
+    final = contract.checkpoint_path(run_dir, step)
+    tmp = os.path.join(root, f"{PARTIAL_PREFIX}{contract.CHECKPOINT_PREFIX}{step}-all")
+    chief = distributed.is_chief()
+    if chief:
+        os.makedirs(root, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    distributed.barrier(f"checkpoint-{step}-folder")
+    tree = {"params": params, "opt_state": opt_state, "step": np.int64(step),
+            "data_position": np.int64(data_position)}
+    ckpt = _checkpointer()
+    ckpt.save(os.path.join(tmp, STATE_DIR), tree)  # orbax's own barriers: every shard is written
+    ckpt.close()
+    distributed.barrier(f"checkpoint-{step}-written")
+    if chief:
+        contract.atomic_write_json(os.path.join(tmp, META_NAME),
+                                   {"step": step, "data_position": data_position, **meta})
+        _fsync_dir(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        prune(run_dir, keep)
+    distributed.barrier(f"checkpoint-{step}-renamed")
+    return final
+
+
+class SyncSaver:
+    """BackgroundSaver's interface for runs of several processes: `submit()` saves there and
+    then, with every process (`save_all_processes`). A host copy in a thread, as one process
+    does it, cannot hold the shards of other processes; orbax's multi-process save needs all
+    of them to take part, so the loop waits for the save (docs/multihost.md)."""
+
+    in_flight = False
+
+    def submit(self, run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
+               keep: int, on_done=None) -> str:
+        t0 = time.time()
+        path = save_all_processes(run_dir, step, params, opt_state, data_position, meta, keep)
+        if on_done is not None:
+            on_done(path, time.time() - t0)
+        return path
+
+    def check(self) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def saved_processes(path: str) -> int:
+    """How many processes wrote a checkpoint (1 for one written before multi-process runs)."""
+    n = read_meta(path).get("num_processes", 1)
+    return n if isinstance(n, int) and n >= 1 else 1
 
 
 def prune(run_dir: str, keep: int) -> list[int]:

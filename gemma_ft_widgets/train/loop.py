@@ -102,6 +102,9 @@ class StopFlag:
         if self.signum is None or signum == signal.SIGTERM:
             self.signum = signum
 
+    def refresh(self) -> None:
+        """One process decides alone (distributed.AgreedStop combines several)."""
+
     @property
     def requested(self) -> bool:
         return self.signum is not None
@@ -232,13 +235,20 @@ class Trainer:
         self._mem = _HostMemory()
         self._saver = None
         self._metrics = None  # contract.JsonlAppender, opened by the first event
+        from . import distributed
+
+        # Several processes (jax.distributed, initialised by run()): process 0 writes the files.
+        self.processes = distributed.process_count()
+        self.chief = distributed.is_chief()
+        if self.processes > 1 and not isinstance(self.stop, distributed.AgreedStop):
+            self.stop = distributed.AgreedStop(self.stop)
 
     @property
     def saver(self):
         if self._saver is None:
-            from .checkpoints import BackgroundSaver
+            from .checkpoints import BackgroundSaver, SyncSaver
 
-            self._saver = BackgroundSaver()
+            self._saver = SyncSaver() if self.processes > 1 else BackgroundSaver()
         return self._saver
 
     def close(self) -> None:
@@ -261,6 +271,8 @@ class Trainer:
     # -- events ---------------------------------------------------------------------------
     def event(self, name: str, **fields) -> dict:
         ev = {"event": name, "time": time.time(), **fields}
+        if not self.chief:
+            return ev
         if self._metrics is None:
             self._metrics = contract.JsonlAppender(self.metrics_path)
         self._metrics.append(ev)
@@ -272,15 +284,14 @@ class Trainer:
         import numpy as np
 
         from .. import datasets
-        from . import checkpoints, data, lora, models, optim, quantize, remat, sharding, step
-        from .tb import ScalarWriter
+        from . import checkpoints, data, distributed, lora, models, optim, quantize, remat, sharding, step
 
         cfg = self.config
         self.devices = jax.devices()
         check_devices(self.devices, cfg.allow_cpu)
         n_dev = len(self.devices)
         self.event("devices", platform=self.devices[0].platform, device_kind=self.devices[0].device_kind,
-                   count=n_dev, processes=jax.process_count())
+                   count=n_dev, processes=jax.process_count(), local_count=jax.local_device_count())
         if cfg.batch_size % n_dev:
             raise SetupError(f"batch_size {cfg.batch_size} must be a multiple of the {n_dev} devices "
                              f"jax sees ({self.devices[0].platform}); use {n_dev * max(1, cfg.batch_size // n_dev)}")
@@ -335,8 +346,8 @@ class Trainer:
         abstract_opt = jax.eval_shape(self.tx.init, trainable)
         o_sh = sharding.param_shardings(abstract_opt, self.mesh, lora_fsdp, min_bytes)
         self.b_sh = sharding.batch_sharding(self.mesh)
-        self.trainable = jax.device_put(trainable, p_sh)
-        self.frozen = jax.device_put(frozen, f_sh)
+        self.trainable = distributed.put(trainable, p_sh)
+        self.frozen = distributed.put(frozen, f_sh)
         self.opt_state = jax.jit(self.tx.init, out_shardings=o_sh)(self.trainable)
         self.trainable_count = models.param_count(self.trainable)
 
@@ -350,23 +361,32 @@ class Trainer:
         # The lr of update k is schedule(k): vectorised over a block of steps at a time, never
         # an array of max_steps values (10^9 steps would be gigabytes).
         self.lrs = LrTable(self.schedule)
-        self.tb = ScalarWriter(self.run_dir)
+        self.tb = self._scalar_writer()
         self.train_step, self.eval_step = step.make_steps(
             self.model, self.tx, self.is_lora, self.chunked, softcap,
             shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype)
 
         # Resume from the newest checkpoint that restores; a damaged one is kept, marked and skipped.
-        checkpoints.clean_partials(self.run_dir)
+        if self.chief:
+            checkpoints.clean_partials(self.run_dir)
+        distributed.barrier("resume-listing")  # every process then finds the same newest one
         self.step = 0
         damaged = []
         for ckpt_step in reversed(contract.checkpoint_steps(self.run_dir)):
             path = contract.checkpoint_path(self.run_dir, ckpt_step)
+            saved_by = checkpoints.saved_processes(path)
+            if saved_by != self.processes:
+                raise SetupError(f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{ckpt_step} was saved by "
+                                 f"{saved_by} process(es); resume it with num_processes {saved_by} "
+                                 f"(this attempt has {self.processes})")
             meta = checkpoints.read_meta(path)
             try:
                 trainable, opt_state, restored_step, position = checkpoints.restore_verified(
                     path, self.trainable, self.opt_state, ckpt_step)
             except checkpoints.DamagedCheckpoint as e:
-                marked = contract.mark_damaged(self.run_dir, ckpt_step, str(e))
+                # One process renames it (the others see the same failure on the same folder).
+                marked = (contract.mark_damaged(self.run_dir, ckpt_step, str(e)) if self.chief
+                          else "(marked by process 0)")
                 damaged.append(f"{contract.CHECKPOINT_PREFIX}{ckpt_step} ({e})")
                 self.event("checkpoint_damaged", step=ckpt_step, reason=str(e), kept_as=marked)
                 print(f"warning: checkpoint {contract.CHECKPOINT_PREFIX}{ckpt_step} cannot be restored: {e}; "
@@ -391,7 +411,9 @@ class Trainer:
         import jax
 
         t = time.time()
-        batch = jax.device_put(self.batches.batch(self.step), self.b_sh)
+        from . import distributed
+
+        batch = distributed.put(self.batches.batch(self.step), self.b_sh)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*donated buffers.*")
             self.train_compiled = self.train_step.lower(self.trainable, self.opt_state, self.frozen, batch).compile()
@@ -408,7 +430,7 @@ class Trainer:
     def evaluate(self) -> float | None:
         import jax
 
-        from . import data
+        from . import data, distributed
 
         if len(self.data.eval) == 0:
             return None
@@ -416,7 +438,7 @@ class Trainer:
         for batch in data.eval_batches(self.data.eval, self.config.batch_size):
             if self.stop.hard:
                 return None
-            s, c = self.eval_step(self.trainable, self.frozen, jax.device_put(batch, self.b_sh))
+            s, c = self.eval_step(self.trainable, self.frozen, distributed.put(batch, self.b_sh))
             total += float(s)
             count += float(c)
         return total / max(count, 1.0)
@@ -435,7 +457,7 @@ class Trainer:
             raise Diverged("the weights", float("nan"), step_n)
         meta = {"epoch": self.batches.epoch(step_n), "method": cfg.method, "model": cfg.model,
                 "config_hash": checkpoints.config_hash(cfg.to_dict()), "saved_at": contract.utc_now(),
-                "loss": last_loss, "trainable_params": self.trainable_count}
+                "loss": last_loss, "trainable_params": self.trainable_count, "num_processes": self.processes}
         rel = os.path.relpath(contract.checkpoint_path(self.run_dir, step_n), self.run_dir)
 
         def done(path, seconds):  # in the save's thread, once step_N is complete
@@ -489,12 +511,11 @@ class Trainer:
     def _train(self) -> TrainResult:
         import jax
 
-        from . import data
-        from .tb import ScalarWriter
+        from . import data, distributed
 
         cfg = self.config
         if getattr(self, "tb", None) is None:
-            self.tb = ScalarWriter(self.run_dir)
+            self.tb = self._scalar_writer()
         tb = self.tb
         losses: dict[int, float] = {}
         evals: dict[int, float] = {}
@@ -502,6 +523,7 @@ class Trainer:
         if self.step > 0:
             last_ckpt = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
 
+        self.stop.refresh()
         if self.stop.requested:  # stopped while loading: nothing new to save
             return self._final(tb, "ABORTED", last_ckpt, losses, evals)
         if self.step >= cfg.max_steps:
@@ -549,7 +571,8 @@ class Trainer:
             tb.scalars(step_n, {"loss": loss, "lr": lr, "tokens_per_s": tokens / dt})
             if not announced:  # status.log gets one RUNNING line per attempt, at its first step
                 announced.append(step_n)
-                contract.append_status(self.run_dir, "RUNNING", f"first step {step_n} logged")
+                if self.chief:
+                    contract.append_status(self.run_dir, "RUNNING", f"first step {step_n} logged")
             if diverged is not None:
                 raise diverged
 
@@ -573,10 +596,11 @@ class Trainer:
             while self.step < cfg.max_steps and not self.stop.requested:
                 saver.check()  # a background save that failed fails the run here
                 host_batch = self.batches.batch(self.step)
-                batch = jax.device_put(host_batch, self.b_sh)
+                batch = distributed.put(host_batch, self.b_sh)
                 self.trainable, self.opt_state, metrics = self.step_fn(
                     self.trainable, self.opt_state, self.frozen, batch)
                 self.step += 1
+                self.stop.refresh()  # several processes: all see the same flag until the next step
                 window_losses.append(metrics["loss"])
                 window_norms.append(metrics["grad_norm"])
                 window_tokens += data.real_tokens(host_batch)
@@ -617,6 +641,11 @@ class Trainer:
         if last_ckpt != here:
             last_ckpt = self.save(last_loss)
         return self._final(tb, "FINISHED", last_ckpt, losses, evals)
+
+    def _scalar_writer(self):
+        from .tb import NullWriter, ScalarWriter
+
+        return ScalarWriter(self.run_dir) if self.chief else NullWriter()
 
     def _final(self, tb, state, ckpt, losses, evals) -> TrainResult:
         self.saver.wait()  # every checkpoint complete (and its event written) before `final`
@@ -673,8 +702,14 @@ def run(run_dir: str) -> int:
     except ConfigError as e:
         print(f"config error in {config_path}:\n{e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
+    from . import distributed
+
     trainer = None
     try:
+        processes = distributed.initialize()  # before anything touches a device
+        if processes != config.num_processes:
+            print(f"warning: {processes} trainer process(es), but the config says num_processes "
+                  f"{config.num_processes}", file=sys.stderr)
         trainer = Trainer(run_dir, config, stop=stop)
         result = trainer.run()
     except SetupError as e:
@@ -699,6 +734,7 @@ def run(run_dir: str) -> int:
             trainer.close()  # no save in flight, TensorBoard closed: safe to leave with os._exit
         sys.stdout.flush()
         sys.stderr.flush()
+    distributed.shutdown()  # a clean end: the processes leave together
     return contract.EXIT_ABORTED if result.state == "ABORTED" else 0
 
 

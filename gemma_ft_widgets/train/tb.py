@@ -76,3 +76,17 @@ class ScalarWriter:
             except Exception:  # noqa: BLE001
                 pass
             self._writer = None
+
+
+class NullWriter:
+    """ScalarWriter's interface writing nothing: processes other than 0 of a multi-process run
+    (process 0 writes the run's one set of event files)."""
+
+    def scalars(self, step: int, values: dict[str, float | None], force: bool = False) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
