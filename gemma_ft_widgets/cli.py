@@ -66,6 +66,10 @@ def _describe(st: RunStatus) -> str:
             lines.append(f"damaged:    {name} (could not be restored; kept, see DAMAGED.txt inside)")
         if st.devices:
             lines.append(f"devices:    {fmt_devices(st.devices)}")
+        if st.processes:
+            lines.append("processes:  " + ", ".join(
+                f"{p.get('process')}: pid {p.get('pid')} "
+                + {True: "alive", False: "gone", None: "?"}[p.get("alive")] for p in st.processes))
         if st.exit_code is not None or st.signal_name:
             lines.append(f"exit:       code {_fmt(st.exit_code)}   signal {_fmt(st.signal_name)}")
         if st.foreign_host:

@@ -64,6 +64,11 @@ def _verified(pid: Any, create_time: Any, cmdline: Any) -> tuple[Proc, psutil.Pr
     return Proc.ALIVE, p
 
 
+def verify(pid: Any, create_time: Any, cmdline: Any) -> tuple[Proc, psutil.Process | None]:
+    """`check()`, and the verified process when it is ALIVE."""
+    return _verified(pid, create_time, cmdline)
+
+
 def check(pid: Any, create_time: Any, cmdline: Any) -> Proc:
     """Is `pid` still the very process recorded (ALIVE), gone, or reused by another program?"""
     return _verified(pid, create_time, cmdline)[0]
@@ -79,6 +84,15 @@ def lock_process(lock: dict, role: str) -> tuple[Proc, psutil.Process | None]:
     if not isinstance(cmdline, list):  # a lock without a command line cannot be verified
         return (Proc.NONE, None) if pid is None else (Proc.REUSED, None)
     return _verified(pid, ctime, cmdline)
+
+
+def lock_peers(lock: dict) -> dict[int, tuple[Proc, psutil.Process | None]]:
+    """Verify processes 1.. of a multi-process run, as the lock's `trainers` list names them."""
+    out = {}
+    for entry in lock.get("trainers") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("process"), int) and entry["process"] > 0:
+            out[entry["process"]] = _verified(entry.get("pid"), entry.get("create_time"), entry.get("cmdline"))
+    return out
 
 
 def launcher_process(lock: dict) -> Proc:

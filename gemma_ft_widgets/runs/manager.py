@@ -275,6 +275,8 @@ class RunManager:
                 if lock.present:
                     self._clear_stale_or_raise(lock, "resume")
                 wanted = _checkpoint_step(checkpoint, st.checkpoints, st.run_name) if checkpoint is not None else None
+                _refuse_other_process_count(run_dir, wanted if wanted is not None else
+                                            (st.checkpoints[-1] if st.checkpoints else None))
                 extended = self._extend(run_dir, st, max_steps) if max_steps is not None else ""
                 attempt = self._set_aside_result(run_dir, st.attempt)
                 if wanted is not None:
@@ -768,6 +770,23 @@ def _checkpoint_step(checkpoint: Any, steps: list[int], name: str | None) -> int
         have = ", ".join(f"{contract.CHECKPOINT_PREFIX}{s}" for s in steps) or "none"
         raise RunError(f"no checkpoint {checkpoint!r} in {name} (it has: {have})")
     return int(text)
+
+
+def _refuse_other_process_count(run_dir: str, step: int | None) -> None:
+    """Checkpoint `step` is resumed on as many processes as saved it (orbax could reshard it,
+    but a different layout is a different run: the issue's contract; the trainer checks too)."""
+    if step is None:
+        return
+    want = (read_config(run_dir) or {}).get("num_processes", 1)
+    rel = f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{step}"
+    try:
+        saved = contract.read_json(os.path.join(run_dir, rel, "meta.json")).get("num_processes", 1)
+    except (OSError, ValueError, AttributeError):
+        return  # the trainer reports an unreadable checkpoint itself
+    if saved != want:
+        raise RunError(f"cannot resume {os.path.basename(run_dir)}: {rel} was saved by {saved} process(es), "
+                       f"but its {contract.CONFIG_NAME} asks for num_processes {want}; a checkpoint is resumed "
+                       f"on the number of processes that saved it (set num_processes back to {saved})")
 
 
 def _refuse_what_cannot_fit(cfg) -> None:

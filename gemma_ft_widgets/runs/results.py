@@ -80,11 +80,12 @@ def classify(returncode: int, stop_requested: bool, stderr_tail: str = "") -> di
 
 
 
-def stderr_tail(run_dir: str, since: int = 0, max_bytes: int = 64 * 1024) -> str:
-    """The end of trainer_stderr.log, from byte `since` on (the log is appended across
-    attempts: an earlier attempt's error must not explain this one's)."""
+def stderr_tail(run_dir: str, since: int = 0, max_bytes: int = 64 * 1024, process: int = 0) -> str:
+    """The end of trainer_stderr.log (process k > 0: trainer_stderr.p<k>.log), from byte
+    `since` on (the log is appended across attempts: an earlier attempt's error must not
+    explain this one's)."""
     try:
-        with open(os.path.join(run_dir, contract.STDERR_NAME), "rb") as f:
+        with open(os.path.join(run_dir, contract.process_log_name(contract.STDERR_NAME, process)), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             start = max(since, size - max_bytes, 0)
             f.seek(start)
@@ -111,14 +112,22 @@ def _aborted_reason(summary: MetricsSummary, steps: list[int]) -> str:
 
 def write_result(run_dir: str, attempt: int, returncode: int | None, started_at: str | None,
                  stopped: bool, trainer_pid: int | None = None,
-                 override: dict[str, Any] | None = None, stderr_offset: int = 0) -> dict[str, Any]:
+                 override: dict[str, Any] | None = None, stderr_offset: int = 0,
+                 process: tuple[int, int] | None = None, processes: list[dict] | None = None) -> dict[str, Any]:
     """Write result.json atomically and log the final state to status.log. `stderr_offset`:
-    the size of trainer_stderr.log when this attempt's trainer started."""
+    the size of trainer_stderr.log when this attempt's trainer started. A multi-process run:
+    `process` = (k, n), the process whose `returncode` this is (the first that failed, else 0),
+    named in a failure's reason; `processes`: how each process ended."""
+    k, n = process or (0, 1)
     if returncode is None:
         outcome = {"state": "ABORTED", "exit_code": None, "signal": None, "signal_name": None,
                    "reason": "stopped before the trainer started"}
     else:
-        outcome = classify(returncode, stopped, stderr_tail(run_dir, stderr_offset))
+        outcome = classify(returncode, stopped, stderr_tail(run_dir, stderr_offset, process=k))
+        if n > 1 and outcome["state"] == "FAILED":  # "process 1 of 2 killed by SIGKILL, ..."
+            reason = outcome["reason"]
+            outcome["reason"] = f"process {k} of {n}" + (f" {reason}" if reason.startswith("killed by")
+                                                         else f": {reason}")
     outcome.update(override or {})
     summary = MetricsSummary(run_dir).refresh()
     steps = contract.checkpoint_steps(run_dir)
@@ -134,6 +143,7 @@ def write_result(run_dir: str, attempt: int, returncode: int | None, started_at:
         "attempt": attempt,
         "trainer_pid": trainer_pid,
         "stderr_offset": stderr_offset,
+        **({"process": k, "processes": processes} if processes else {}),
     }
     contract.atomic_write_json(os.path.join(run_dir, contract.RESULT_NAME), result)
     contract.append_status(run_dir, result["state"], result["reason"].splitlines()[0] if result["reason"] else "")

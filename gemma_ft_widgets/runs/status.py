@@ -57,6 +57,9 @@ class RunStatus:
     last_step_at: str | None = None  # when the latest step event was written
     damaged_checkpoints: list[str] = dataclasses.field(default_factory=list)  # checkpoints/step_N.damaged
     stalled_s: float | None = None  # RUNNING, but nothing written for this long (past runs/stall.py's limit)
+    # A multi-process run: [{"process", "pid", "host", "alive"}] of its trainers (from the lock
+    # while it runs, from result.json once it ended), None for a run of one process.
+    processes: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -75,6 +78,13 @@ class LockCheck:
     trainer: Proc = Proc.NONE
     launcher: Proc = Proc.NONE
     procs: dict[str, psutil.Process] = dataclasses.field(default_factory=dict)  # verified, alive
+    # Processes 1.. of a multi-process run: alive ones are in `procs` as "trainer.<k>" too.
+    peers: dict[int, Proc] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trainer_roles(self) -> list[str]:
+        """"trainer", "trainer.1", ...: the verified live trainer processes."""
+        return [r for r in self.procs if r == "trainer" or r.startswith("trainer.")]
 
     @property
     def alive(self) -> bool:
@@ -97,6 +107,10 @@ def check_lock(data: dict[str, Any]) -> LockCheck:
         setattr(check, role, verdict)
         if proc is not None:
             check.procs[role] = proc
+    for k, (verdict, proc) in identity.lock_peers(data).items():
+        check.peers[k] = verdict
+        if proc is not None:
+            check.procs[f"trainer.{k}"] = proc
     if check.supervisor == Proc.NONE:
         check.launcher = identity.launcher_process(data)
     return check
@@ -224,9 +238,33 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         if quiet is not None:
             st.stalled_s = round(quiet[0], 1)
             st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
+    st.processes = _processes(data, lock_check, result)
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
+
+
+def _processes(lock: dict | None, check: LockCheck | None, result: dict | None) -> list[dict] | None:
+    if lock is not None and check is not None and lock.get("trainers"):
+        host = lock.get("hostname")
+        alive = lambda k: None if check.foreign else f"trainer.{k}" in check.procs or (k == 0 and "trainer" in check.procs)
+        return [{"process": e.get("process"), "pid": e.get("pid"), "host": host, "alive": alive(e.get("process"))}
+                for e in lock["trainers"] if isinstance(e, dict)]
+    if result is not None and isinstance(result.get("processes"), list):
+        out = []
+        for e in result["processes"]:
+            if isinstance(e, dict):
+                pid = e.get("pid")
+                out.append({"process": e.get("process"), "pid": pid, "alive": _pid_alive(e),
+                            "exit_code": e.get("exit_code"), "signal_name": e.get("signal_name")})
+        return out
+    return None
+
+
+def _pid_alive(entry: dict) -> bool:
+    """An ended run's trainer, recorded in result.json, still running (by identity)?"""
+    verdict = identity.check(entry.get("pid"), entry.get("create_time"), entry.get("cmdline"))
+    return verdict == Proc.ALIVE
 
 
 def fmt_devices(devices: dict[str, Any] | None) -> str:

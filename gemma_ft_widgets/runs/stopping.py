@@ -90,14 +90,17 @@ def stop_processes(workspace: str, check: LockCheck, force: bool, timeout: float
 
     remember()
     done = False
+    trainers = check.trainer_roles  # every process of a multi-process run gets the stop
     if not force:
-        if "trainer" in check.procs:
-            send("trainer", signal.SIGINT)
+        if trainers:
+            for role in trainers:
+                send(role, signal.SIGINT)
         else:  # the trainer is not started yet: the supervisor will not start it
             send("supervisor", signal.SIGTERM)
         done = _wait(all_gone, timeout, remember)
-        if not done and "trainer" in check.procs and _running(check.procs["trainer"]):
-            send("trainer", signal.SIGTERM)
+        if not done and any(_running(check.procs[r]) for r in trainers):
+            for role in trainers:
+                send(role, signal.SIGTERM)
             done = _wait(all_gone, term_timeout, remember)
     if not done:
         remember()

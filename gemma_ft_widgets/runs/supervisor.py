@@ -13,16 +13,22 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+
 import psutil
 
 from .. import contract
 from . import identity, liveness, lockfile
 from .results import write_result
-from .status import stop_requested
+from .status import read_config, stop_requested
 
 ATTEMPT_ENV = "GEMMA_FT_ATTEMPT"  # tells the trainer which attempt it is (1 + resumes)
+POLL_S = 0.05  # how often the trainers of a multi-process run are polled
+PEER_GRACE_S = 3.0  # after one process failed, its peers may end on their own this long
+CLEAN_PEER_WAIT_S = 60.0  # after one process ended cleanly, the others follow within this
 
 
 def _log(msg: str) -> None:
@@ -38,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
 
-    trainer: subprocess.Popen | None = None
+    trainers: list[subprocess.Popen] = []  # process k of a multi-process run is trainers[k]
     term = {"requested": False}
 
-    def on_term(signum, frame):  # forward; the trainer checkpoints and exits ABORTED
+    def on_term(signum, frame):  # forward; the trainers checkpoint and exit ABORTED
         term["requested"] = True
-        if trainer is not None and trainer.returncode is None:
-            trainer.send_signal(signal.SIGTERM)  # our unreaped child: its pid cannot be reused
+        for trainer in trainers:
+            if trainer.returncode is None:
+                trainer.send_signal(signal.SIGTERM)  # our unreaped child: its pid cannot be reused
 
     # A Python handler, not SIG_IGN: handlers reset to default on exec, so the trainer still
     # gets SIGINT's default behaviour (SIG_IGN would be inherited).
@@ -66,42 +73,51 @@ def main(argv: list[str] | None = None) -> int:
     folder_id = contract.folder_identity(run_dir)
     lock = lockfile.read_lock(ws).data or {}
     started_at = lock.get("started_at") or contract.utc_now()
+    n = _num_processes(run_dir)
 
-    returncode = None
-    stderr_offset = 0
+    decider, returncode = 0, None  # the process whose exit decides the result, and its status
+    described: list[dict] = []  # each trainer's process number, pid, create time, cmdline
+    stderr_offsets = [0] * n
     if term["requested"]:
         _log("stop requested before the trainer started")
     else:
         cmd = [sys.executable, "-m", args.trainer, run_dir]
-        env = {**os.environ, ATTEMPT_ENV: str(attempt)}
-        try:  # this attempt's stderr starts here (the log is appended across attempts)
-            stderr_offset = os.path.getsize(os.path.join(run_dir, contract.STDERR_NAME))
-        except OSError:
-            stderr_offset = 0
         try:
-            with open(os.path.join(run_dir, contract.STDOUT_NAME), "ab") as out, \
-                    open(os.path.join(run_dir, contract.STDERR_NAME), "ab") as err:
-                trainer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                           pass_fds=(run_flock,))
+            coordinator = _coordinator(n)
+            envs = [_trainer_env(attempt, n, k, coordinator) for k in range(n)]
+        except ValueError as e:
+            return _cannot_start(run_dir, ws, attempt, started_at, run_flock, str(e))
+        try:
+            for k in range(n):
+                out_path, err_path = (os.path.join(run_dir, contract.process_log_name(name, k))
+                                      for name in (contract.STDOUT_NAME, contract.STDERR_NAME))
+                try:  # this attempt's stderr starts here (the log is appended across attempts)
+                    stderr_offsets[k] = os.path.getsize(err_path)
+                except OSError:
+                    stderr_offsets[k] = 0
+                with open(out_path, "ab") as out, open(err_path, "ab") as err:
+                    trainers.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                                     env=envs[k], pass_fds=(run_flock,)))
         except OSError as e:
-            os.close(run_flock)
-            _log(f"cannot start the trainer: {e}")
-            write_result(run_dir, attempt, None, started_at, stopped=False, override={
-                "state": "FAILED", "reason": f"cannot start the trainer: {e}"})
-            lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
-                                   and d.get("supervisor_pid") == os.getpid())
-            return 1
+            _end_all(trainers)
+            return _cannot_start(run_dir, ws, attempt, started_at, run_flock, f"cannot start the trainer: {e}")
         if term["requested"]:
-            trainer.send_signal(signal.SIGTERM)
-        # The child is unreaped until wait(), so its create time is readable even if it exited.
+            on_term(signal.SIGTERM, None)
+        # The children are unreaped until waited for, so their create times are readable even
+        # if they exited. The lock names every process of the run.
+        described[:] = [{"process": k, "pid": t.pid, "create_time": psutil.Process(t.pid).create_time(),
+                      "cmdline": cmd} for k, t in enumerate(trainers)]
         lockfile.update_lock(ws, mine, {
-            "trainer_pid": trainer.pid, "trainer_cmdline": cmd,
-            "create_times": {str(trainer.pid): psutil.Process(trainer.pid).create_time()},
+            "trainer_pid": trainers[0].pid, "trainer_cmdline": cmd, "trainers": described,
+            "create_times": {str(d["pid"]): d["create_time"] for d in described},
         })
-        _log(f"trainer pid {trainer.pid} started: {' '.join(cmd)}")
-        contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {trainer.pid} started")
-        returncode = trainer.wait()
-        _log(f"trainer exited with status {returncode}")
+        pids = ", ".join(str(t.pid) for t in trainers)
+        _log(f"trainer pid(s) {pids} started: {' '.join(cmd)}")
+        contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {pids} started"
+                               if n == 1 else f"attempt {attempt}: {n} trainer processes started (pids {pids})")
+        decider, returncode = _wait_for_trainers(trainers)
+        _log(f"trainer exited with status {returncode}" if n == 1 else
+             f"trainers exited; process {decider}'s status {returncode} decides the result")
     os.close(run_flock)  # released once the trainer (and any child it passed it to) is gone too
 
     lock_dir = run_dir  # the lock names the folder where the run started
@@ -116,11 +132,105 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = moved
     result = write_result(run_dir, attempt, returncode, started_at,
                           stopped=term["requested"] or stop_requested(run_dir, attempt),
-                          trainer_pid=trainer.pid if trainer else None, stderr_offset=stderr_offset)
+                          trainer_pid=trainers[0].pid if trainers else None, stderr_offset=stderr_offsets[decider],
+                          process=(decider, n) if n > 1 else None,
+                          processes=[_exit_of(d, t) for d, t in zip(described, trainers)] if n > 1 else None)
     lockfile.clear_lock_if(ws, mine_to_clear)
     _after_the_run(run_dir, ws, attempt, args.trainer, result["state"])
     _log("done")
     return 0
+
+
+def _num_processes(run_dir: str) -> int:
+    n = (read_config(run_dir) or {}).get("num_processes", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
+
+
+def _coordinator(n: int) -> str | None:
+    """127.0.0.1 and a port free now, for process 0's coordination service (None for one process)."""
+    if n == 1:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _trainer_env(attempt: int, n: int, k: int, coordinator: str | None) -> dict[str, str]:
+    env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+    for key in (contract.COORDINATOR_ENV, contract.NUM_PROCESSES_ENV, contract.PROCESS_ID_ENV):
+        env.pop(key, None)
+    devices = os.environ.get(contract.CPU_DEVICES_ENV)
+    if devices:
+        if not devices.isdigit() or int(devices) < 1:
+            raise ValueError(f"{contract.CPU_DEVICES_ENV} must be a positive integer, got {devices!r}")
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    if n > 1:
+        env.update({contract.COORDINATOR_ENV: coordinator, contract.NUM_PROCESSES_ENV: str(n),
+                    contract.PROCESS_ID_ENV: str(k)})
+    return env
+
+
+def _wait_for_trainers(trainers: list[subprocess.Popen]) -> tuple[int, int]:
+    """Wait for every trainer; returns (k, status of process k), k the process that decides the
+    run's result: the first to end badly, else process 0.
+
+    A process that ends badly (an error, a signal) leaves its peers waiting in a collective that
+    never completes: after PEER_GRACE_S they are killed (our own unreaped children), so no
+    process outlives the run. One that ends cleanly (finished, stopped) is followed by the others
+    within CLEAN_PEER_WAIT_S (they leave through the same barrier), else they are killed too."""
+    if len(trainers) == 1:
+        return 0, trainers[0].wait()
+    n = len(trainers)
+    codes: dict[int, int] = {}
+    first_bad: int | None = None
+    deadline: float | None = None
+    while len(codes) < n:
+        ended = [k for k, t in enumerate(trainers) if k not in codes and t.poll() is not None]
+        # Of processes found ended together, one killed by a signal is the cause, not its peer
+        # that failed in a collective because of it.
+        for k in sorted(ended, key=lambda k: trainers[k].returncode >= 0):
+            codes[k] = trainers[k].returncode
+            _log(f"trainer process {k} of {n} (pid {trainers[k].pid}) exited with status {codes[k]}")
+            if first_bad is None and codes[k] not in (0, contract.EXIT_ABORTED):
+                first_bad = k
+                deadline = time.monotonic() + PEER_GRACE_S
+            elif deadline is None:
+                deadline = time.monotonic() + CLEAN_PEER_WAIT_S
+        if deadline is not None and time.monotonic() >= deadline and len(codes) < n:
+            for trainer in trainers:
+                if trainer.poll() is None:
+                    _log(f"killing trainer pid {trainer.pid}: a peer process has ended")
+                    trainer.send_signal(signal.SIGKILL)  # our own unreaped child
+            for k, trainer in enumerate(trainers):
+                codes.setdefault(k, trainer.wait())
+            break
+        time.sleep(POLL_S)
+    decider = first_bad if first_bad is not None else 0
+    return decider, codes[decider]
+
+
+def _exit_of(described: dict, trainer: subprocess.Popen) -> dict:
+    """How one process ended, with its identity (status checks that it is gone)."""
+    code = trainer.returncode
+    return {**described, "exit_code": code if code is not None and code >= 0 else None,
+            "signal_name": identity.signal_name(-code) if code is not None and code < 0 else None}
+
+
+def _end_all(trainers: list[subprocess.Popen]) -> None:
+    """Some trainers started, then the next could not: the started ones go (our children)."""
+    for trainer in trainers:
+        if trainer.poll() is None:
+            trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+
+
+def _cannot_start(run_dir: str, ws: str, attempt: int, started_at: str, run_flock: int, reason: str) -> int:
+    os.close(run_flock)
+    _log(reason)
+    write_result(run_dir, attempt, None, started_at, stopped=False, override={"state": "FAILED", "reason": reason})
+    lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
+                           and d.get("supervisor_pid") == os.getpid())
+    return 1
 
 
 def _after_the_run(run_dir: str, ws: str, attempt: int, trainer: str, state: str) -> None:
@@ -128,7 +238,6 @@ def _after_the_run(run_dir: str, ws: str, attempt: int, trainer: str, state: str
     result is already written: nothing here may change it, so every failure is only logged."""
     from . import notify, queue
     from .manager import RunManager
-    from .status import read_config
 
     try:
         started = queue.advance_after(RunManager(ws, trainer=trainer), os.path.basename(run_dir), state)
