@@ -115,14 +115,26 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(real_manager,
     assert meta["num_processes"] == 2
 
 
+def wait_steps_of_attempt(run_dir: str, attempt: int, after: float = 0.0) -> dict:
+    """The first step event of attempt `attempt` (its `start` event is the attempt-th)."""
+    def first():
+        if len(events(run_dir, "start")) < attempt:
+            return None
+        t0 = max(events(run_dir, "start")[attempt - 1]["time"], after)
+        steps = [e for e in events(run_dir, "step") if e["time"] > t0]
+        return steps[0] if steps else None
+
+    return wait_for(first, START_S, what=f"a step of attempt {attempt}")
+
+
 @pytest.mark.slow
-def test_sigkill_of_one_process_fails_the_run_and_a_two_process_resume_and_stop_continue(real_manager):
+@pytest.mark.timeout(1200)
+def test_sigkill_of_one_process_fails_the_run_and_a_two_process_resume_continues(real_manager):
     """SIGKILL of process 1 mid-run: FAILED "process 1 of 2 killed by SIGKILL" within 30 s,
     every process the lock named gone. A resume on 2 processes continues from the last
-    checkpoint; a graceful stop ends ABORTED with a checkpoint that the next 2-process resume
-    restores. A resume on another number of processes is refused before anything starts."""
+    checkpoint."""
     m = real_manager
-    run = m.start(config(max_steps=100_000, checkpoint_every=5))
+    run = m.start(config(num_processes=2, max_steps=100_000, checkpoint_every=5))
     wait_for(lambda: m.status().checkpoints, START_S, what="a first checkpoint")
     pids = lock_pids(m.workspace)
     lock = lockfile.read_lock(m.workspace).data
@@ -136,20 +148,30 @@ def test_sigkill_of_one_process_fails_the_run_and_a_two_process_resume_and_stop_
     assert time.monotonic() - killed_at < 30
     assert "process 1 of 2 killed by SIGKILL" in st.reason, st.reason
     wait_for(lambda: gone(pids), 10, what="every process the lock named to be gone")
+    assert [(p["process"], p["alive"]) for p in st.processes] == [(0, False), (1, False)]
     last = st.checkpoints[-1]
     assert st.can_resume
 
-    # Resume on 2 processes: from the last checkpoint on.
     m.resume(run.name)
-    wait_for(lambda: [e for e in events(run.run_dir, "step") if e["step"] > last and
-                      len(events(run.run_dir, "start")) == 2], START_S, what="a step after the resume")
+    first = wait_steps_of_attempt(run.run_dir, 2)
     start = events(run.run_dir, "start")[-1]
-    assert start["resume_step"] == last and start["attempt"] == 2
-    assert f"resumed from {contract.checkpoint_path(run.run_dir, last)}" in open(
-        os.path.join(run.run_dir, contract.process_log_name(contract.STDOUT_NAME, 1))).read()
-    pids = lock_pids(m.workspace)
+    assert start["resume_step"] == last and start["attempt"] == 2 and first["step"] == last + 1
+    for k in (0, 1):  # both processes restored it
+        log = open(os.path.join(run.run_dir, contract.process_log_name(contract.STDOUT_NAME, k))).read()
+        assert f"resumed from {contract.checkpoint_path(run.run_dir, last)}" in log
+    m.stop(timeout=120)
 
-    # A graceful stop reaches both processes: ABORTED, one complete checkpoint of the last step.
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_graceful_stop_of_two_processes_leaves_a_checkpoint_a_two_process_resume_restores(real_manager):
+    """A graceful stop reaches both processes: ABORTED, one complete checkpoint of the step
+    they stopped after, every process gone; the next 2-process resume restores it. A resume on
+    another number of processes is refused before anything starts."""
+    m = real_manager
+    run = m.start(config(num_processes=2, max_steps=100_000, checkpoint_every=1000))
+    wait_steps_of_attempt(run.run_dir, 1)
+    pids = lock_pids(m.workspace)
     report = m.stop(timeout=120)
     assert sum("SIGINT to trainer" in s for s in report.sent) == 2, report.sent
     st = m.status(run.name)
@@ -157,18 +179,13 @@ def test_sigkill_of_one_process_fails_the_run_and_a_two_process_resume_and_stop_
     assert gone(pids)
     final = events(run.run_dir, "final")[-1]
     stopped_at = final["step"]
-    assert final["state"] == "ABORTED" and st.checkpoints[-1] == stopped_at
-    assert json.load(open(os.path.join(contract.checkpoint_path(run.run_dir, stopped_at), "meta.json")))[
-        "num_processes"] == 2
+    assert final["state"] == "ABORTED" and st.checkpoints == [stopped_at]
+    meta = json.load(open(os.path.join(contract.checkpoint_path(run.run_dir, stopped_at), "meta.json")))
+    assert meta["num_processes"] == 2 and meta["step"] == stopped_at
 
-    # The stop's checkpoint is restored by the next 2-process resume.
     m.resume(run.name)
-    wait_for(lambda: len(events(run.run_dir, "start")) == 3 and
-             [e for e in events(run.run_dir, "step") if e["time"] > final["time"]], START_S,
-             what="a step of the third attempt")
-    assert events(run.run_dir, "start")[-1]["resume_step"] == stopped_at
-    first = [e for e in events(run.run_dir, "step") if e["time"] > final["time"]][0]
-    assert first["step"] == stopped_at + 1
+    first = wait_steps_of_attempt(run.run_dir, 2, after=final["time"])
+    assert events(run.run_dir, "start")[-1]["resume_step"] == stopped_at and first["step"] == stopped_at + 1
     m.stop(timeout=120)
 
     # Another number of processes: refused with the reason, nothing started.
