@@ -78,6 +78,13 @@ def test_data_parallel_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_multiprocess_smoke(tmp_path):
+    results, data = run_bench("multiprocess", tmp_path, timeout=600)
+    assert {"mp_speed_2x2_vs_1x4", "mp_loss_agreement"} <= set(results)
+    assert data["common_steps"] > 0
+
+
+@pytest.mark.slow
 def test_gpu_mfu_smoke(tmp_path):
     results, data = run_bench("gpu_mfu", tmp_path, timeout=600)
     assert {"accel_tokens_per_s", "accel_mfu", "accel_peak_mem_gb", "accel_estimate_error"} <= set(results)
