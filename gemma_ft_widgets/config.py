@@ -179,9 +179,9 @@ class TrainingConfig:
         if "model" not in skip:
             errs += _model_problems(self.model)
             spec = models.MODELS.get(self.model)
-            if spec is not None and spec.family == "gemma4" and self.method == "lora":
-                bad("method", "LoRA is not available for Gemma 4 models (gm.nn.LoRA finds no layer "
-                              "to adapt in them); use 'full'")
+            if spec is not None and spec.family == "gemma4" and self.quantization != "none":
+                bad("quantization", "is not available for Gemma 4 models yet (the gemma library's int "
+                                    "layers do not replace Gemma 4's); use 'none'")
         if "dataset" not in skip and "dataset_format" not in skip:
             errs += _dataset_problems(self, check_files)
         return errs

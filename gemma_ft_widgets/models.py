@@ -95,10 +95,9 @@ _ALL += _named("gemma2-9b", "gemma2", "Gemma2_9B", "gemma2-9b", 9_242_164_736, 1
 _ALL += _named("gemma2-27b", "gemma2", "Gemma2_27B", "gemma2-27b", 27_227_718_144, 1024,
                (46, 4608, 36864, 32, 128, 16, _G2_VOCAB))
 # Gemma 4 (gemma>=4.0; needs Python >= 3.12). Shapes are approximate and only feed the
-# estimate; the trainer builds the network from the library's own config class. gm.nn.LoRA
-# finds no layer to adapt in Gemma 4 (gemma 4.0.1), so these train with method "full" only.
-# Gemma4_26B_A4B and Gemma4_31B are left out on purpose: full fine-tuning at that size does not
-# fit one Colab or Kaggle accelerator, and LoRA, which would, cannot adapt Gemma 4 yet.
+# estimate; the trainer builds the network from the library's own config class. LoRA adapts
+# their einsums through train/lora.py (gm.nn.LoRA alone finds none in gemma 4.0.1).
+# Gemma4_26B_A4B and Gemma4_31B are left out: not tried (MoE experts are not einsums LoRA adapts).
 _ALL += _named("gemma4-e2b", "gemma4", "Gemma4_E2B", "gemma4-e2b", 4_647_449_891, 2048,
                (35, 1536, 6144, 8, 256, 1, _G3_VOCAB), min_gemma="4.0")
 _ALL += _named("gemma4-e4b", "gemma4", "Gemma4_E4B", "gemma4-e4b", 7_518_069_034, 2048,

@@ -143,10 +143,11 @@ def test_sample_dataset_and_demo_config_are_valid():
     assert config.model == "tiny" and config.max_steps > 0
 
 
-def test_lora_on_gemma4_is_refused_before_anything_starts(dataset):
+def test_lora_on_gemma4_is_accepted_and_its_quantization_refused(dataset):
     from gemma_ft_widgets import models
 
     if "gemma4-e2b" not in models.MODELS:
         pytest.skip("the installed gemma has no Gemma 4")
-    errs = errors_of({"dataset": dataset, "model": "gemma4-e2b", "method": "lora"})
-    assert "use 'full'" in errs["method"][0]
+    assert TrainingConfig.from_dict({"dataset": dataset, "model": "gemma4-e2b", "method": "lora"}).method == "lora"
+    errs = errors_of({"dataset": dataset, "model": "gemma4-e2b", "method": "lora", "quantization": "int8"})
+    assert "not available for Gemma 4" in errs["quantization"][0]

@@ -11,6 +11,8 @@ base-model params: what export writes and what the sampler runs.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -18,10 +20,47 @@ MASTER_DTYPE = jnp.float32  # adapters' stored / optimised dtype
 
 
 def wrap(model, rank: int, dtype=jnp.float32):
-    """gm.nn.LoRA around `model`; `dtype` is the adapters' compute dtype (= the base's)."""
-    from gemma import gm
+    """gm.nn.LoRA around `model` (also adapting Gemma 4's einsums, see `_lora_class`); `dtype`
+    is the adapters' compute dtype (= the base's)."""
+    return _lora_class()(rank=rank, model=model, dtype=dtype)
 
-    return gm.nn.LoRA(rank=rank, model=model, dtype=dtype)
+
+def replace_by_lora(module, *, rank: int, dtype):
+    """gm.nn.LoRA's module replacement, plus Gemma 4's Einsum (gemma4/_layers.Einsum, the same
+    interface as gm.nn's, which gm.nn.LoRA's interceptor does not match, so it found no layer
+    to adapt in Gemma 4). Named as gm.nn.LoRA names its adapters: the same parameter tree."""
+    from gemma.gm.nn import _lora as gm_lora
+
+    g4 = _gemma4_einsum()
+    if g4 is not None and type(module) is g4:
+        if module.w_scale is not None:  # the per-layer-input embedding projection: W·s + A·B
+            return module                # would not merge as W + A·B, so it is not adapted
+        name = None if module.weight_name == "w" else f"_LoRAEinsum_{module.weight_name}"
+        return gm_lora._LoRAEinsum(name=name, rank=rank, dtype=dtype, wrapped=module)
+    return gm_lora._replace_by_lora(module, rank=rank, dtype=dtype, verbose=False)
+
+
+def _gemma4_einsum():
+    try:
+        from gemma.gm.nn.gemma4 import _layers as g4_layers
+    except ImportError:  # an older gemma without Gemma 4
+        return None
+    return g4_layers.Einsum
+
+
+@functools.cache
+def _lora_class():
+    import flax.linen as nn
+    from gemma import gm, peft
+
+    class LoRA(gm.nn.LoRA):
+        @nn.compact
+        def __call__(self, *args, **kwargs):
+            replace = functools.partial(replace_by_lora, rank=self.rank, dtype=self.dtype)
+            with peft.ModuleInterceptor(replace):
+                return self.model(*args, **kwargs)
+
+    return LoRA
 
 
 def to_master(tree):

@@ -58,9 +58,11 @@ class QuantizedLoRA(nn.Module):
     @nn.compact
     def __call__(self, *args, **kwargs):
         from gemma import peft
-        from gemma.gm.nn import _lora, _quantization
+        from gemma.gm.nn import _quantization
 
-        to_lora = functools.partial(_lora._replace_by_lora, rank=self.rank, dtype=self.dtype, verbose=False)
+        from . import lora
+
+        to_lora = functools.partial(lora.replace_by_lora, rank=self.rank, dtype=self.dtype)
         to_int = functools.partial(_quantization._replace_by_int, dtype=self.int_dtype)
         with peft.ModuleInterceptor(to_lora), peft.ModuleInterceptor(to_int):
             return self.model(*args, **kwargs)
