@@ -17,6 +17,11 @@ What is counted (the trainer in gemma_ft_widgets/train is the reference):
   the attention output, the full L x L attention logits and probabilities per head (gemma
   uses plain einsum attention), the MLP's gate/up/product, plus one chunk of vocabulary logits
   (the trainer's chunked cross-entropy caps it at 256 MB).
+* quantization (LoRA, int8/int4, train/quantize.py): the einsum weights (all but the tied
+  embedding and the norms) at 8 or 4 bits; without remat the backward pass also keeps each
+  layer's dequantized weights (the einsums' operands), so they count as activations.
+* remat "block" (train/remat.py): the backward pass keeps one (batch, seq, width) input per
+  layer and one layer's activations at a time, plus, when quantized, one layer's weights.
 * time: 6·P·tokens FLOPs for full fine-tuning (4·P·tokens for LoRA: no weight gradients for
   the frozen base) plus attention's 12·layers·L·N·H per token, divided by an assumed sustained
   throughput per device kind (DEVICE_FLOPS). A rough guide, not a benchmark.
@@ -42,6 +47,7 @@ DEVICE_FLOPS = {
 }
 DEVICE_NAMES = {"gpu": "GPU", "tpu": "TPU", "cpu": "CPU"}
 CHUNK_LOGITS_BYTES = 256 * 2**20  # the trainer's cross-entropy chunk (train/step.py)
+QUANT_BITS = {"int8": 8, "int4": 4}  # config.QUANTIZATIONS other than "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +196,14 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
 
     n = max(1, int(num_devices))
     split = n if _get(config, "fsdp", False) else 1
-    weights = spec.params * bpp // split
+    quant = _get(config, "quantization", "none") if method == "lora" else "none"
+    remat = _get(config, "remat", "none")
+    embedding = spec.vocab_size * spec.embed_dim
+    einsum_params = max(0, spec.params - embedding)
+    if quant in QUANT_BITS:
+        weights = (embedding * bpp + einsum_params * QUANT_BITS[quant] // 8) // split
+    else:
+        weights = spec.params * bpp // split
     n_lora = lora_params(spec, rank) if method == "lora" else 0
     trainable = n_lora if method == "lora" else spec.params
     lora_b = n_lora * 4  # LoRA adapters are kept in f32 (train/lora.py MASTER_DTYPE)
@@ -199,6 +212,14 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     grads = trainable * state_bytes // opt_split
     adam = 2 * trainable * state_bytes // opt_split
     acts = activation_bytes(spec, max(1, batch // n), seq, bpp)
+    dequantized = einsum_params * bpp if quant in QUANT_BITS else 0  # kept for the backward pass
+    if remat == "block":
+        layers = spec.num_layers
+        per_layer = activation_bytes(dataclasses.replace(spec, num_layers=1), max(1, batch // n), seq, bpp) \
+            - activation_bytes(dataclasses.replace(spec, num_layers=0), max(1, batch // n), seq, bpp)
+        acts = acts - layers * per_layer + per_layer + layers * max(1, batch // n) * seq * spec.embed_dim * bpp
+        dequantized //= max(1, layers)
+    acts += dequantized
     total = weights + lora_b + grads + adam + acts
 
     tokens = batch * seq

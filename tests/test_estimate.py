@@ -92,3 +92,17 @@ def test_estimate_tracks_the_compiled_step_on_tiny(tmp_path, method, batch, seq)
     assert 1 / 1.5 < ratio < 1.5
     if method == "lora":  # the adapter count the trainer logs is the estimate's formula
         assert tr.trainable_count == e.trainable_params
+
+
+def test_quantization_and_remat_shrink_the_estimate_in_the_expected_order():
+    base = {"model": "gemma3-4b", "method": "lora", "batch_size": 4, "max_seq_len": 512}
+    e = {(q, r): estimate({**base, "quantization": q, "remat": r}, device="gpu")
+         for q in ("none", "int8", "int4") for r in ("none", "block")}
+    assert e["int4", "none"].weights_bytes < e["int8", "none"].weights_bytes < e["none", "none"].weights_bytes
+    # Without remat a quantized run also keeps the dequantized weights for the backward pass.
+    assert e["int8", "none"].activations_bytes > e["none", "none"].activations_bytes
+    for q in ("none", "int8", "int4"):
+        assert e[q, "block"].activations_bytes < e[q, "none"].activations_bytes / 3
+    assert e["int4", "block"].total_bytes < 16e9 * 0.9 < e["none", "none"].total_bytes  # a T4 fits only then
+    full = estimate({**base, "method": "full", "quantization": "int8"}, device="gpu")
+    assert full.weights_bytes == estimate({**base, "method": "full"}, device="gpu").weights_bytes
