@@ -14,6 +14,7 @@ Each test prints its figure (`-s` shows them); docs/export.md lists the measured
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from gemma_ft_widgets.export import load_torch_before_jax
 
@@ -68,8 +69,6 @@ def tokens_for(vocab: int, length: int, seed: int = 0) -> np.ndarray:
 
 def check_hf(tmp_path, model, params, family, tokens, label):
     folder = str(tmp_path / "hf")
-    import os
-
     os.makedirs(folder)
     hf.write(folder, model.config, params, models.tiny_tokenizer_path(), family, dtype="float32")
     want, got = jax_logits(model, params, tokens), hf_logits(folder, tokens)
@@ -145,3 +144,18 @@ def test_a_lora_that_does_not_factor_per_linear_is_refused():
     delta = np.einsum("dr,rckh->ckdh", a, b)
     assert np.array_equal(lb_k @ la_k, delta[0].transpose(0, 2, 1).reshape(16, 8))
     assert np.array_equal(lb_v @ la_v, delta[1].transpose(0, 2, 1).reshape(16, 8))
+
+
+@pytest.mark.slow
+def test_weights_past_the_shard_size_are_sharded_with_an_index(tmp_path):
+    """Past 5 GB the weights go to several files and an index; shown with a 100 KB limit."""
+    spec = model_table.get_model("tiny")
+    net = models.build_network(spec, jnp.float32)
+    params = random_params(net, 4)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    hf.write(str(folder), net.config, params, models.tiny_tokenizer_path(), "tiny", "float32", max_shard_size="100KB")
+    shards = sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+    assert len(shards) > 1 and "model.safetensors.index.json" in os.listdir(folder), shards
+    tokens = tokens_for(spec.vocab_size, 16)
+    assert relative(jax_logits(net, params, tokens), hf_logits(str(folder), tokens)) <= PARITY

@@ -65,7 +65,7 @@ def write_tokenizer(out_dir: str, tokenizer_path: str) -> None:
 
 
 def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype: str = "bfloat16",
-          say=lambda msg: None) -> str:
+          say=lambda msg: None, max_shard_size: str = MAX_SHARD) -> str:
     """Write the folder `out_dir` (which must exist and be empty)."""
     from huggingface_hub import save_torch_state_dict
     from transformers import GenerationConfig
@@ -78,7 +78,7 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
     say(f"converting the weights to {dtype}")
     tensors = state_dict(config, params, dtype)
     say("writing safetensors")
-    save_torch_state_dict(tensors, out_dir, max_shard_size=MAX_SHARD, metadata={"format": "pt"})
+    save_torch_state_dict(tensors, out_dir, max_shard_size=max_shard_size, metadata={"format": "pt"})
     say("writing the tokenizer and chat template")
     write_tokenizer(out_dir, tokenizer_path)
     return out_dir
