@@ -317,7 +317,7 @@ def register_arch(arch: str) -> str:
     this before the trainer reads its config). Returns the model name to put in the config.
 
     The package's model table has only `tiny` and the real Gemma models; the benchmark adds
-    a larger random-weight tiny-family entry (same tokenizer, same Gemma 3 layout) instead of
+    a larger random-weight tiny-family entry (from `tiny-random`) (same tokenizer, same Gemma 3 layout) instead of
     editing the table. Its tokens all fall in the first 512 ids; the rest of the vocabulary
     is still part of every logits matmul, which is what makes the step heavy.
     """
@@ -328,7 +328,7 @@ def register_arch(arch: str) -> str:
     from gemma_ft_widgets import models
 
     shape = dict(ARCHS[arch])
-    spec = dataclasses.replace(models.TINY, **shape)
+    spec = dataclasses.replace(models.TINY_RANDOM, **shape)
     params = _count_params(spec)
     spec = dataclasses.replace(spec, params=params)
     models.MODELS[spec.name] = spec

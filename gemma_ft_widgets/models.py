@@ -33,6 +33,7 @@ class ModelSpec:
     kaggle_handle: str | None = None  # versioned: unversioned handles always hit the network
     min_gemma: str | None = None  # first gemma library version that has gm_class
     instruction_tuned: bool = False
+    base_weights: str | None = None  # tiny family: the packaged weights file (None: random init)
 
     @property
     def label(self) -> str:
@@ -48,14 +49,17 @@ def format_params(n: int) -> str:
     return f"{n / 1e3:.0f}k"
 
 
-# The tiny model: a randomly initialised Gemma-architecture transformer (two layers, one local
-# sliding and one global attention) with the packaged 512-piece tokenizer. Trains at hundreds
-# of steps per second on a CPU.
+# The tiny model: a Gemma-architecture transformer (two layers, one local sliding and one
+# global attention) with the packaged 512-piece tokenizer. Trains at hundreds of steps per
+# second on a CPU. `tiny` starts from the packaged pretrained base (scripts/pretrain_tiny.py),
+# so LoRA on it learns as LoRA on a real Gemma does; `tiny-random` is the same network
+# randomly initialised from the run's seed.
 TINY = ModelSpec(
     name="tiny", family="tiny", params=107_200, default_seq_len=128,
     num_layers=2, embed_dim=64, hidden_dim=128, num_heads=2, head_dim=32, num_kv_heads=1,
-    vocab_size=512,
+    vocab_size=512, base_weights="tiny_base.npz",
 )
+TINY_RANDOM = dataclasses.replace(TINY, name="tiny-random", base_weights=None)
 
 
 def _named(name, family, gm_class, variation, params, seq, shapes, min_gemma=None):
@@ -77,7 +81,7 @@ def _named(name, family, gm_class, variation, params, seq, shapes, min_gemma=Non
 _G3_VOCAB = 262_144
 _G2_VOCAB = 256_128
 
-_ALL: list[ModelSpec] = [TINY]
+_ALL: list[ModelSpec] = [TINY, TINY_RANDOM]
 _ALL += _named("gemma3-270m", "gemma3", "Gemma3_270M", "gemma3-270m", 268_098_176, 1024,
                (18, 640, 2048, 4, 256, 1, _G3_VOCAB))
 _ALL += _named("gemma3-1b", "gemma3", "Gemma3_1B", "gemma3-1b", 999_885_952, 1024,

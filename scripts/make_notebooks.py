@@ -38,10 +38,11 @@ quickstart = [
     md('''
 # Quickstart: fine-tune Gemma from a notebook
 
-This notebook fine-tunes `tiny`, a randomly initialised model with Gemma's architecture and a
-small tokenizer, on the sample dataset that ships with the package. It finishes in a few
-minutes on two CPU cores. The same steps work for `gemma3-1b` on a Colab or Kaggle GPU (see
-`03_gemma3_on_colab_or_kaggle.ipynb`).
+This notebook fine-tunes `tiny` with LoRA on the sample dataset that ships with the package.
+`tiny` is a 107k-parameter model with Gemma's architecture and a small tokenizer, pretrained
+on a small generated corpus (`scripts/pretrain_tiny.py`), so LoRA on it learns as LoRA on a
+real Gemma does. It finishes in a few minutes on two CPU cores. The same steps work for
+`gemma3-1b` on a Colab or Kaggle GPU (see `03_gemma3_on_colab_or_kaggle.ipynb`).
 
 Training does not run in this kernel: it runs in a process group of its own, so it survives a
 kernel restart or a closed tab (`02_survive_a_kernel_restart.ipynb` shows that).
@@ -50,9 +51,10 @@ kernel restart or a closed tab (`02_survive_a_kernel_restart.ipynb` shows that).
     md('''
 ## 1. The control panel
 
-The form is pre-filled with the tiny model and the sample dataset. Errors show next to their
-field, and **Start** stays disabled while the config is invalid. Press **Start**: the panel
-turns into a dashboard with the loss curve, throughput, logs and an **Abort** button.
+The form is pre-filled: LoRA on the tiny model, the sample dataset, 300 steps. Errors show
+next to their field, and **Start** stays disabled while the config is invalid. Press
+**Start**: the panel turns into a dashboard with the loss curve, throughput, logs and an
+**Abort** button. With these defaults the loss falls from about 4 to below 1.
 '''),
     code('''
 panel = ControlPanel(workspace=WORKSPACE)
@@ -64,7 +66,6 @@ Running this notebook unattended (nbval in CI does)? The next cell presses **Sta
 '''),
     code('''
 panel.wait_ready()
-panel.form.set_values({"max_steps": 200})
 panel.form.start_button.click()
 panel.wait_actions()          # Start runs in a worker thread so the kernel stays free
 print(panel.messages[-1] if panel.messages else "started")
@@ -86,10 +87,12 @@ print(final.state.value)
 ## 2. The same from code
 
 `RunManager.start` validates the config first (every problem at once, by field), then
-launches the run and returns as soon as it is starting.
+launches the run and returns as soon as it is starting. `demo_config()` is the form's
+defaults on the sample dataset (what `gemma-ft demo` runs); pass fields to change them.
 '''),
     code('''
-config = demo_config(max_steps=120, method="full", learning_rate=3e-3)
+config = demo_config()
+print(config.model, config.method, config.max_steps, "steps")
 run = manager.start(config)
 print(run.name)
 status = run.wait(timeout=900)
@@ -99,17 +102,21 @@ print(status.state.value, "after", status.step, "steps")
 events, offset = run.metrics()            # pass `since=offset` next time: only new lines are read
 losses = [e["loss"] for e in events if e["event"] == "step"]
 print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f} over {len(losses)} logged steps")
-assert losses[-1] < losses[0]
+evals = [e["eval_loss"] for e in events if e["event"] == "eval"]
+print(f"eval loss {evals[0]:.2f} -> {evals[-1]:.2f}")
+assert losses[-1] < losses[0] / 3 and evals[-1] < 1.0
 '''),
     md('''
 ## 3. Sample from the checkpoint
 
 The playground at the bottom of the panel does this with a button. Sampling runs in a
 subprocess, so this kernel never holds the accelerator memory a training run may need.
+Greedy sampling gives back what the sample dataset taught.
 '''),
     code('''
 reply = manager.sample(run, "What is the capital of India?", max_new_tokens=24)
 print(reply["text"])
+assert reply["text"] == "The capital of India is New Delhi."   # the sample dataset's answer
 '''),
     code('''
 panel.close()   # stops the panel's poller thread; the runs and their files stay

@@ -141,6 +141,9 @@ def test_sample_dataset_and_demo_config_are_valid():
     assert os.path.exists(sample_dataset_path())
     config = demo_config()
     assert config.model == "tiny" and config.max_steps > 0
+    # `gemma-ft demo` runs the panel form's defaults: LoRA, as with a real Gemma.
+    assert config.to_dict() == {**TrainingConfig().to_dict(), "dataset": sample_dataset_path()}
+    assert config.method == "lora"
 
 
 def test_lora_on_gemma4_is_accepted_and_its_quantization_refused(dataset):

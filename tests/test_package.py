@@ -49,3 +49,17 @@ def test_binder_pins_the_front_end_the_tests_run_against():
         pytest.skip("Binder runs Python 3.12 (binder/runtime.txt)")
     installed = {name: metadata.version(name) for name in binder}
     assert installed == binder
+
+
+def test_the_wheel_ships_the_tiny_models_tokenizer_and_pretrained_base(tmp_path):
+    """`tiny` needs its tokenizer and its pretrained weights at run time: both are package data."""
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", root, "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (wheel,) = tmp_path.glob("gemma_ft_widgets-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("tiny_tokenizer.model", "tiny_base.npz", "tiny_base.json", "sample_dataset.jsonl"):
+        assert f"gemma_ft_widgets/data/{name}" in names, name

@@ -63,7 +63,8 @@ class StopAt(loop.StopFlag):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    run_dir = make_run(tmp_path_factory.mktemp("full"), "run", method="full", max_steps=200,
+    # Full fine-tuning from the random init (`tiny-random`): the loss starts at ln(512).
+    run_dir = make_run(tmp_path_factory.mktemp("full"), "run", model="tiny-random", method="full", max_steps=200,
                        learning_rate=3e-3, log_every=10)
     return run_dir, train(run_dir)
 
@@ -85,13 +86,13 @@ def test_full_finetuning_loss_falls_a_lot(full_run):
 
 
 @pytest.mark.slow
-def test_lora_loss_falls_by_a_clear_margin(lora_run):
-    # On a random base the frozen tied embedding caps what LoRA can reach (it plateaus near
-    # 5.8 from ln(512) = 6.24), so "clear margin" is the bar, not "a lot".
+def test_lora_on_the_pretrained_tiny_loss_falls_a_lot(lora_run):
+    # On the random init the frozen tied embedding caps LoRA (it plateaus near 5.8, from
+    # ln(512) = 6.24); on the packaged pretrained base it learns as on a real Gemma.
     _, result = lora_run
     first, last = result.losses[10], result.losses[150]
-    assert last < first - 0.2, result.losses
-    assert result.eval_losses[150] < result.eval_losses[50]
+    assert last < first / 2.5 and last < 1.5, result.losses
+    assert result.eval_losses[150] < result.eval_losses[50] and result.eval_losses[150] < 1.5
 
 
 @pytest.mark.slow
@@ -181,7 +182,7 @@ def test_export_writes_a_checkpoint_gemma_loads(full_run, lora_run, tmp_path):
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.allclose(a, b)), params, loaded.params))
     # A new run can start from the export (a local checkpoint directory).
     again = models.load_model(out)
-    assert again.spec.name == "tiny" and again.tokenizer.vocab_size == 512
+    assert again.spec.name == "tiny-random" and again.tokenizer.vocab_size == 512  # the run's architecture
 
     # LoRA: adapters folded into the base give the same logits as base + adapters.
     run_dir, _ = lora_run

@@ -146,3 +146,42 @@ def test_dtype_is_f32_on_cpu_unless_asked():
     assert models.resolve_dtype("bfloat16") == jax.numpy.bfloat16
     loaded = models.load_model("tiny", dtype_name="bfloat16")
     assert {x.dtype for x in jax.tree.leaves(loaded.params)} == {jax.numpy.dtype("bfloat16")}
+
+
+def test_tiny_loads_the_packaged_base_and_tiny_random_the_seeded_init(tmp_path):
+    """`tiny` is the pretrained base shipped in the package (the same arrays whatever the seed);
+    `tiny-random` is the same network, randomly initialised from the seed."""
+    path = models.packaged_weights_path(table.TINY)
+    with np.load(path, allow_pickle=False) as f:
+        stored = {k: f[k] for k in f.files}
+    a, b = models.load_model("tiny", seed=0), models.load_model("tiny", seed=5)
+    assert a.source == "packaged base tiny_base.npz" and models.param_count(a.params) == table.TINY.params
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(a.params, sep="/")
+    assert set(flat) == set(stored) and all(np.array_equal(flat[k], stored[k]) for k in stored)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a.params, b.params))
+
+    r0, r1 = models.load_model("tiny-random", seed=0), models.load_model("tiny-random", seed=1)
+    assert r0.source == "random init (seed 0)" and r0.tokenizer_path == a.tokenizer_path
+    differ = lambda p, q: not np.array_equal(p["embedder"]["input_embedding"], q["embedder"]["input_embedding"])  # noqa: E731
+    assert differ(r0.params, r1.params) and differ(r0.params, a.params)
+    with open(os.path.splitext(path)[0] + ".json", encoding="utf-8") as f:
+        record = json.load(f)  # how the base was made: scripts/pretrain_tiny.py writes it
+    assert record["made_by"] == "scripts/pretrain_tiny.py" and record["config"]["model"] == "tiny-random"
+
+
+def test_a_weights_file_that_does_not_fit_the_network_is_refused(tmp_path):
+    net = models.build_network(table.TINY)
+    good = models.load_npz_params(models.packaged_weights_path(table.TINY), net, jax.numpy.float32)
+    models.save_npz_params(str(tmp_path / "same.npz"), good)  # round trip
+    again = models.load_npz_params(str(tmp_path / "same.npz"), net, jax.numpy.float32)
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), good, again))
+
+    wrong = dict(good, embedder={"input_embedding": np.zeros((512, 32), np.float32)})
+    models.save_npz_params(str(tmp_path / "wrong.npz"), wrong)
+    with pytest.raises(models.ModelLoadError, match=r"embedder/input_embedding: \(512, 32\) != \(512, 64\)"):
+        models.load_npz_params(str(tmp_path / "wrong.npz"), net, jax.numpy.float32)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(models.ModelLoadError, match="cannot read the weights file"):
+        models.load_npz_params(str(tmp_path / "junk.npz"), net, jax.numpy.float32)

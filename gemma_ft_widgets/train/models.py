@@ -2,8 +2,10 @@
 
 Three sources of weights:
 
-* `tiny`: a randomly initialised gm.nn.Transformer whose architecture is defined here, once,
-  from the shapes in `gemma_ft_widgets.models.TINY`, with the packaged 512-piece tokenizer.
+* `tiny`: a gm.nn.Transformer whose architecture is defined here, once, from the shapes in
+  `gemma_ft_widgets.models.TINY`, with the packaged 512-piece tokenizer and the packaged
+  pretrained weights (data/tiny_base.npz, written by scripts/pretrain_tiny.py).
+  `tiny-random` is the same network randomly initialised from the run's seed.
 * a named Gemma 2/3/4 model: weights through `kagglehub.model_download(<versioned handle>)`,
   loaded with `gm.ckpts.load_params` (which detects the NESTED / FLAT / STACKED / KAULDRON
   layouts), tokenizer = the `tokenizer.model` of the same download. A populated
@@ -51,6 +53,40 @@ class LoadedModel:
 
 def tiny_tokenizer_path() -> str:
     return str(resources.files("gemma_ft_widgets") / "data" / "tiny_tokenizer.model")
+
+
+def packaged_weights_path(spec: model_table.ModelSpec) -> str:
+    return str(resources.files("gemma_ft_widgets") / "data" / spec.base_weights)
+
+
+def save_npz_params(path: str, params) -> None:
+    """Write params as a flat .npz ('layer_0/attn/q_einsum/w' -> array): numpy's own format,
+    readable without pickle (so loading runs no code) and with nothing but numpy."""
+    import numpy as np
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **{k: np.asarray(v) for k, v in flat.items()})
+
+
+def load_npz_params(path: str, model, dtype):
+    """The params of `model` from a .npz written by save_npz_params; every name and shape must
+    match the network (ModelLoadError says which do not)."""
+    import numpy as np
+    from flax import traverse_util
+
+    want = traverse_util.flatten_dict(jax.eval_shape(lambda: init_params_shape(model)), sep="/")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            got = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read the weights file {path}: {e}") from e
+    problems = sorted(set(want) ^ set(got)) + [
+        f"{k}: {got[k].shape} != {want[k].shape}" for k in set(want) & set(got) if got[k].shape != want[k].shape]
+    if problems:
+        raise ModelLoadError(f"{path} does not match the network: {', '.join(problems[:5])}")
+    return traverse_util.unflatten_dict({k: jnp.asarray(v, dtype) for k, v in got.items()}, sep="/")
 
 
 def tiny_config(spec: model_table.ModelSpec | None = None):
@@ -329,14 +365,17 @@ def load_model(model: str, seed: int = 0, dtype_name: str = "auto", spec: model_
     dtype = resolve_dtype(dtype_name)
     if spec is None and model in model_table.MODELS:
         spec = model_table.MODELS[model]
-    if spec is not None and spec.kaggle_handle is None:  # tiny: random weights from the seed
+    if spec is not None and spec.kaggle_handle is None:  # tiny: packaged base or random init
         net = build_network(spec, dtype)
-        params = init_params(net, seed)
+        if spec.base_weights:
+            weights = packaged_weights_path(spec)
+            params, source = load_npz_params(weights, net, dtype), f"packaged base {spec.base_weights}"
+        else:
+            params, source = init_params(net, seed), f"random init (seed {seed})"
         if param_sharding is not None:
             params = jax.device_put(params, param_sharding(params))
         path = tiny_tokenizer_path()
-        return LoadedModel(spec, net, params, make_tokenizer(spec.family, path), path,
-                           f"random init (seed {seed})", dtype)
+        return LoadedModel(spec, net, params, make_tokenizer(spec.family, path), path, source, dtype)
     if spec is not None:
         root = kaggle_download(spec.kaggle_handle)
         ckpt_dir = find_checkpoint_dir(root)

@@ -45,9 +45,9 @@ def kagglehub_tokenizer_path(spec: models.ModelSpec) -> str | None:
 
 
 def tokenizer_path(model: str) -> str | None:
-    if model == "tiny":
-        return tiny_tokenizer_path()
     spec = models.MODELS.get(model)
+    if spec is not None and spec.family == "tiny":
+        return tiny_tokenizer_path()
     if spec is not None:
         return kagglehub_tokenizer_path(spec)
     if model and os.path.isdir(model):  # a local checkpoint folder (or its parent) holds it
@@ -67,7 +67,7 @@ def counter(model: str) -> tuple[Callable[[str], int], str]:
         except Exception:  # noqa: BLE001 - a broken file: fall back, labelled
             sp = None
         if sp is not None:
-            label = "tokenizer: " + (os.path.basename(path) if model == "tiny" else path)
+            label = "tokenizer: " + (os.path.basename(path) if path == tiny_tokenizer_path() else path)
             return (lambda text: len(sp.encode(text))), label
     return (lambda text: math.ceil(len(text) / 4)), APPROX_LABEL
 

@@ -153,6 +153,12 @@ def path_points(d: str) -> int:
     return len(re.findall(r"[ML]\s*-?[\d.eE+-]+\s*,\s*-?[\d.eE+-]+", d or ""))
 
 
+def path_ys(d: str) -> list[float]:
+    """The y of each point of an SVG polyline path (SVG y grows downwards: a falling loss
+    draws growing y values)."""
+    return [float(y) for y in re.findall(r"[ML]\s*-?[\d.eE+-]+\s*,\s*(-?[\d.eE+-]+)", d or "")]
+
+
 # -- the tutorial notebooks ----------------------------------------------------------------
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "notebooks")
 QUICKSTART = "01_quickstart.ipynb"

@@ -1,5 +1,6 @@
 """The quickstart in JupyterLab with the real trainer: the panel renders, Start trains, and the
-loss line grows while the run trains. Also takes the README's screenshot: with
+loss line grows while the run trains; a first run with the form's defaults, untouched, ends
+with a loss curve that falls. That run also takes the README's screenshot: with
 GEMMA_FT_UPDATE_DOCS=1 the dashboard's picture is copied to docs/panel.png."""
 
 import os
@@ -71,7 +72,36 @@ def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, a
         assert x_labels and all(s.replace(",", "").isdigit() and int(s.replace(",", "")) % 10 == 0
                                 for s in x_labels), (figure, x_labels)
         assert y_labels and len(set(y_labels)) == len(y_labels), (figure, y_labels)
-    shot = drive.screenshot_span(page, artifacts, "lab_training-3-dashboard.png", ".gft-dashboard",
+    drive.screenshot_span(page, artifacts, "lab_training-3-dashboard.png", ".gft-dashboard",
+                          ".gft-dashboard .gft-loss-figure")
+
+
+def test_first_run_with_the_forms_defaults_draws_a_falling_curve(lab, page, workspaces, artifacts):
+    """What a new user sees: Start pressed on the untouched form (LoRA on the pretrained `tiny`,
+    the sample dataset, the default steps). The run finishes and its loss line falls: the last
+    points are drawn far below the first ones."""
+    rel, folder = lab.folder("first_run")
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}")
+    drive.show_panel(page)
+    page.wait_for_selector(".gft-panel .gft-form", state="visible")
+    page.locator(".gft-panel .gft-start").click(timeout=60_000)
+    page.wait_for_selector(".gft-dashboard .gft-loss-figure svg", state="visible", timeout=60_000)
+    drive.wait_badge(page, "FINISHED", 900)
+    status = RunManager(ws).status()
+    assert (status.state.value, status.model) == ("FINISHED", "tiny") and status.step == status.max_steps
+    events, _ = RunManager(ws).metrics(status.run_dir)
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert losses[-1] < losses[0] / 3, (losses[0], losses[-1])
+    with drive.explain_curves(page):
+        d = drive.wait_loss_points(page, status.max_steps // 2, 60)
+        ys = drive.path_ys(d)
+        tenth = max(1, len(ys) // 10)
+        start, end = sum(ys[:tenth]) / tenth, sum(ys[-tenth:]) / tenth
+        # Falling: the last tenth sits in the lower part of the drawn range, the first in the upper.
+        assert end - start > 0.5 * (max(ys) - min(ys)), (start, end, min(ys), max(ys))
+        drive.assert_no_widget_errors(page)
+    shot = drive.screenshot_span(page, artifacts, "lab_training-first-run.png", ".gft-dashboard",
                                  ".gft-dashboard .gft-loss-figure")
     if os.environ.get("GEMMA_FT_UPDATE_DOCS") == "1":
         shutil.copyfile(shot, DOCS_PNG)
