@@ -1,6 +1,6 @@
 """`gemma-ft`: manage training runs from a terminal, on the same workspace as the panel.
 
-    gemma-ft demo                      train `tiny` on the sample dataset and follow it
+    gemma-ft demo                      LoRA on `tiny` (the form's defaults) on the sample dataset, followed
     gemma-ft start CONFIG.json         start a run; prints its folder
     gemma-ft status [--json]           what the workspace's run is doing
     gemma-ft list [--json]             every run with its state
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("delete", cmd_delete, "delete a run folder with its checkpoints and logs")
     sp.add_argument("run")
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    sp = add("demo", cmd_demo, "train the tiny model on the sample dataset and follow it")
+    sp = add("demo", cmd_demo, "LoRA on the tiny model (the panel form's defaults) on the sample dataset, followed to the end")
     sp.add_argument("--steps", type=int, default=None)
     sp = add("export", cmd_export, "export a run's trained weights (gemma, hf, peft or gguf; docs/export.md)")
     sp.add_argument("run")

@@ -209,6 +209,11 @@ def check_no_sample_answers(docs: list[str]) -> None:
         raise SystemExit(f"the corpus holds sample-dataset answers: {leaks[:5]}")
 
 
+def corpus_jsonl(docs: list[str]) -> str:
+    """The trainer's dataset file: one `text` record per document (its sha256 is recorded)."""
+    return "".join(json.dumps({"text": d}) + "\n" for d in docs)
+
+
 def pretrain(out_path: str, steps: int, seed: int = SEED) -> dict:
     from gemma_ft_widgets import contract
     from gemma_ft_widgets.config import TrainingConfig
@@ -216,7 +221,7 @@ def pretrain(out_path: str, steps: int, seed: int = SEED) -> dict:
 
     docs = documents(seed)
     check_no_sample_answers(docs)
-    corpus = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    corpus = corpus_jsonl(docs)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="pretrain_tiny_") as tmp:
         data_path = os.path.join(tmp, "corpus.jsonl")
@@ -252,14 +257,16 @@ def pretrain(out_path: str, steps: int, seed: int = SEED) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(DATA, "tiny_base.npz"))
+    parser.add_argument("--out", default=None, help="default: the package's data/tiny_base.npz")
     parser.add_argument("--steps", type=int, default=PRETRAIN["max_steps"])
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--smoke", action="store_true", help="20 steps into a temporary folder")
+    parser.add_argument("--smoke", action="store_true",
+                        help="20 steps, into --out or a temporary folder (never the package's file)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.steps = 20
-        args.out = os.path.join(tempfile.mkdtemp(prefix="tiny_base_smoke_"), "tiny_base.npz")
+        args.out = args.out or os.path.join(tempfile.mkdtemp(prefix="tiny_base_smoke_"), "tiny_base.npz")
+    args.out = args.out or os.path.join(DATA, "tiny_base.npz")
     record = pretrain(args.out, args.steps, args.seed)
     with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
