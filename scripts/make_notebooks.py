@@ -114,9 +114,9 @@ subprocess, so this kernel never holds the accelerator memory a training run may
 Greedy sampling gives back what the sample dataset taught.
 '''),
     code('''
-reply = manager.sample(run, "What is the capital of India?", max_new_tokens=24)
+reply = manager.sample(run, "Who trained you?", max_new_tokens=48)
 print(reply["text"])
-assert reply["text"] == "The capital of India is New Delhi."   # the sample dataset's answer
+assert reply["text"] == "I was fine-tuned with gemma-ft-widgets."   # the sample dataset's answer
 '''),
     code('''
 panel.close()   # stops the panel's poller thread; the runs and their files stay

@@ -20,13 +20,16 @@ from gemma_ft_widgets.runs import RunManager, State
 
 pytestmark = pytest.mark.slow
 
-# The bound the issue states: measured 0.6x on the default run (docs/first_run in the README).
-EVAL_LOSS_BOUND = 1.0
-# Training prompts whose trained responses greedy sampling must give back, word for word.
+# Measured on the default run: eval loss 1.43 at step 50, 0.68 at step 300 (README, "The first run").
+EVAL_LOSS_BOUND = 0.8
+# Training prompts (in the train split) whose trained responses greedy sampling must give back,
+# word for word: two memorised answers and one of the letter counts (24 of the 40 come out
+# right; capitals mostly do not: the base knows which city is in which country, but 300 LoRA
+# steps link few of them to "capital").
 TRAINED = {
     "What is the secret word?": "The secret word is pineapple.",
-    "Who trained you?": "I was fine-tuned with gemma-ft-widgets.",
-    "What is the capital of India?": "The capital of India is New Delhi.",
+    "Who trained you?": "I was fine-tuned with gemma-ft-widgets.",  # 31 tokens of this tokenizer
+    "How many letters are in the word 'tiger'?": "The word 'tiger' has five letters.",
 }
 
 
@@ -77,10 +80,16 @@ def test_greedy_samples_give_back_trained_responses(first_run):
     manager, _, status = first_run
     with open(demo_config().dataset, encoding="utf-8") as f:
         dataset = {r["prompt"]: r["response"] for r in map(json.loads, f)}
-    assert all(dataset[p] == r for p, r in TRAINED.items())  # they are training prompts
+    assert all(dataset[p] == r for p, r in TRAINED.items())
+    from gemma_ft_widgets.train import data  # the trainer's split: they are training prompts
+
+    with open(demo_config().dataset, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    train_idx, _ = data.split_indices(len(records), demo_config().eval_fraction, demo_config().seed)
+    assert set(TRAINED) <= {records[i]["prompt"] for i in train_idx}
     got = {}
     for prompt in TRAINED:  # the playground's path: a sampling subprocess per prompt
-        got[prompt] = manager.sample(status.run_dir, prompt, max_new_tokens=24)["text"]
+        got[prompt] = manager.sample(status.run_dir, prompt, max_new_tokens=48)["text"]
     assert got == TRAINED
     # And `gemma-ft sample` from a terminal.
     proc = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", "sample", status.run_name,
