@@ -17,6 +17,7 @@ import pytest
 
 from gemma_ft_widgets import contract, demo_config
 from gemma_ft_widgets.runs import RunManager, State
+from gemma_ft_widgets.runs.manager import package_env
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,7 @@ def test_greedy_samples_give_back_trained_responses(first_run):
     # And `gemma-ft sample` from a terminal.
     proc = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", "sample", status.run_name,
                            "What is the secret word?", "--workspace", manager.workspace],
-                          capture_output=True, text=True, timeout=300, cwd=os.path.dirname(manager.workspace))
+                          capture_output=True, text=True, timeout=300, cwd=os.path.dirname(manager.workspace),
+                          env=package_env())  # this checkout's package, whatever the cwd
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == TRAINED["What is the secret word?"] + "\n"
