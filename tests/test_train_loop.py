@@ -144,7 +144,9 @@ def test_the_panels_playground_samples_the_picked_checkpoint(full_run):
 def test_metrics_events_follow_the_contract(full_run):
     run_dir, _ = full_run
     kinds = [e["event"] for e in events(run_dir)]
-    assert kinds[:3] == ["start", "data", "compile"] and kinds[-1] == "final"
+    assert kinds[:4] == ["start", "devices", "data", "compile"] and kinds[-1] == "final"
+    assert events(run_dir, "devices")[0] == {**events(run_dir, "devices")[0], "platform": "cpu", "count": 1,
+                                             "processes": 1}
     start = events(run_dir, "start")[0]
     assert start["attempt"] == 1 and start["resume_step"] is None and start["max_steps"] == 200
     data_ev = events(run_dir, "data")[0]
@@ -152,7 +154,7 @@ def test_metrics_events_follow_the_contract(full_run):
     assert data_ev["truncated"] == 0
     assert events(run_dir, "compile")[0]["seconds"] > 0
     steps = events(run_dir, "step")
-    assert [s["step"] for s in steps] == list(range(10, 201, 10))
+    assert [s["step"] for s in steps] == [1] + list(range(10, 201, 10))  # the first step of an attempt always
     keys = {"event", "time", "step", "loss", "lr", "tokens_per_s", "step_time_s", "elapsed_s",
             "device_mem_bytes", "host_rss_bytes"}
     for s in steps:

@@ -684,7 +684,7 @@ class RunManager:
             contract.append_status(run_dir, ended.value if ended in ENDED_STATES else "ORPHANED",
                                    f"lock cleared by {by} ({why})")
 
-    def _wait_for_ending_run(self, timeout: float = 5.0) -> None:
+    def _wait_for_ending_run(self, timeout: float = 15.0) -> None:
         """A run that wrote its result is about to drop its lock: let it, rather than refuse."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
