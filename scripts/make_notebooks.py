@@ -225,13 +225,19 @@ are on Colab and Kaggle.
 ## Install
 
 On Colab (Python 3.12) or Kaggle, from the repository this notebook came with: set `SOURCE`
-to its git URL, or to the folder you uploaded it to.
+to its git URL, or to the folder you uploaded it to. The same line serves Colab GPU, Kaggle GPU
+and Kaggle TPU. The package asks for jax in a range (`>=0.10,<0.13`), and the line names the
+runtime's own jax and jaxlib, so pip keeps them and the CUDA plugin or libtpu that goes with
+them. Restart the session afterwards if pip says so.
 '''),
     code('''
 # NBVAL_SKIP
 # (needs the network)
+from importlib.metadata import version
+
 SOURCE = "git+https://github.com/OWNER/gemma_ft_widgets"   # edit: the repository's URL, or a folder
-%pip install -q "gemma_ft_widgets @ {SOURCE}"
+KEEP = " ".join(f"{p}=={version(p)}" for p in ("jax", "jaxlib"))   # the runtime's own: pip keeps them
+%pip install -q "gemma_ft_widgets @ {SOURCE}" {KEEP}
 '''),
     md('''
 ## Where runs live
@@ -252,6 +258,18 @@ elif os.path.isdir("/kaggle/working"):
 else:
     WORKSPACE = "gemma_ft_runs"
 print(WORKSPACE)
+'''),
+    md('''
+## Check the environment
+
+`gemma-ft doctor` says which jax is installed, what accelerator the machine has, and which
+devices jax really sees. A run refuses to start when the machine has a GPU or TPU that jax
+does not see (it says which `pip install` fixes it), unless the config says `allow_cpu: true`.
+'''),
+    code('''
+from gemma_ft_widgets import doctor
+
+print(doctor.format_report(doctor.report(WORKSPACE)))
 '''),
     md('''
 ## Kaggle credentials
