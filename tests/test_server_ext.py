@@ -143,7 +143,9 @@ def test_security_auth_xsrf_names_and_stop_only_the_named_run(servers, tmp_path,
     old = start_cli_run(ws1, make_config(max_steps=3))
     wait_for(lambda: RunManager(ws1).status().state.value == "FINISHED", 30, 0.1, "the short run to finish")
     a = start_cli_run(ws1, make_config(max_steps=100000))
-    b = start_cli_run(ws2, make_config(max_steps=100000))
+    # Another model, so another folder name: two runs started in the same second in two
+    # workspaces are both tiny-<that second>, and `b` would name `a` in workspace 0.
+    b = start_cli_run(ws2, make_config(model="tiny-random", max_steps=100000))
     for ws in (ws1, ws2):
         wait_for(lambda: RunManager(ws).status().state.value == "RUNNING", 30, 0.1, "RUNNING")
     trainer_b = RunManager(ws2).status().trainer_pid
