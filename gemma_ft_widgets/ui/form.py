@@ -50,6 +50,7 @@ ADVANCED_FIELDS = [
     ("dtype", "dtype", "dtype"),
     ("fsdp", "FSDP (shard params)", "bool"),
     ("remat", "Recompute activations", "remat"),
+    ("num_processes", "Trainer processes", "int"),
     ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
     ("notify", "Notify URL (webhook)", "secret"),
 ]
