@@ -31,7 +31,7 @@ def test_bad_magic_arguments_print_usage(ip, capsys):
 
 
 def test_colab_custom_widget_manager_is_switched_on_once(monkeypatch, tmp_path):
-    from gemma_ft_widgets import ext
+    from gemma_ft_widgets import colab as colab_helper
 
     calls = []
     output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(1))
@@ -39,8 +39,8 @@ def test_colab_custom_widget_manager_is_switched_on_once(monkeypatch, tmp_path):
     colab.output = output
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setitem(sys.modules, "google.colab.output", output)
-    monkeypatch.setattr(ext, "_colab_done", False)
+    monkeypatch.setattr(colab_helper, "_colab_done", False)
     said = []
-    assert ext.enable_colab_widgets(out=said.append) is True
-    assert ext.enable_colab_widgets(out=said.append) is False
+    assert colab_helper.enable_colab_widgets(out=said.append) is True
+    assert colab_helper.enable_colab_widgets(out=said.append) is False
     assert calls == [1] and len(said) == 1 and "custom widget manager" in said[0]

@@ -23,6 +23,7 @@ import psutil
 from .. import contract
 from . import identity, liveness, lockfile, sampling
 from .errors import RunError
+from .launch import package_env
 from .lockfile import LockRead
 from .metrics import MetricsSummary
 from .state import ACTIVE_STATES, ENDED_STATES, Proc, State
@@ -38,16 +39,6 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 def default_workspace() -> str:
     return os.path.abspath(os.path.expanduser(os.environ.get(contract.WORKSPACE_ENV) or contract.DEFAULT_WORKSPACE))
-
-
-def package_env() -> dict[str, str]:
-    """The environment for our subprocesses: they import this very copy of the package."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if os.path.basename(root) in ("site-packages", "dist-packages"):
-        return dict(os.environ)  # installed: importable anyway; never put site-packages first
-    path = os.environ.get("PYTHONPATH", "")
-    parts = [p for p in path.split(os.pathsep) if p]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([root] + [p for p in parts if p != root])}
 
 
 class Run:

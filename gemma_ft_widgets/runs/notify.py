@@ -1,5 +1,5 @@
-"""Webhook notifications when a run ends: `python -m gemma_ft_widgets.runs.notify RUN_DIR
---workspace WS --attempt K`.
+"""Webhook notifications when a run ends: the payload, the one-per-attempt claim, the POST, and
+`spawn`, which starts the sending process (`runs/notifier.py`).
 
 The URL comes from the run's config (`notify`) or the workspace's settings.json. One JSON
 POST per ended attempt (FINISHED, FAILED, ABORTED, ORPHANED), with `text` and `content` keys
@@ -14,7 +14,6 @@ redacted to its scheme and host: a URL's path and query often hold the secret.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from .. import contract
 from ..webhook_url import redact
 
 TIMEOUT_S = 5.0
+NOTIFIER_MODULE = "gemma_ft_widgets.runs.notifier"
 TRIES = 2  # one retry
 RETRY_AFTER_S = 1.0
 
@@ -96,18 +96,18 @@ def claim(run_dir: str, attempt: int) -> bool:
 
 def spawn(run_dir: str, workspace: str, attempt: int, config: dict[str, Any] | None) -> None:
     """Send in a detached process, if a URL is configured and this attempt was not sent yet."""
-    from .manager import package_env
+    from .launch import package_env
 
     if os.path.exists(os.path.join(run_dir, f"{contract.NOTIFIED_PREFIX}{attempt}")):
         return  # sent already: the cheap check first, status reads call this on every poll
     if webhook_url(workspace, config) is None:
         return
-    subprocess.Popen([sys.executable, "-m", __name__, run_dir, "--workspace", workspace,
+    subprocess.Popen([sys.executable, "-m", NOTIFIER_MODULE, run_dir, "--workspace", workspace,
                       "--attempt", str(attempt)], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=package_env())
 
 
-def _log(run_dir: str, message: str) -> None:
+def log_outcome(run_dir: str, message: str) -> None:
     """A NOTIFY line in status.log, keeping the file's mtime: it orders the runs ("newest")."""
     path = os.path.join(run_dir, contract.STATUS_LOG_NAME)
     try:
@@ -117,25 +117,3 @@ def _log(run_dir: str, message: str) -> None:
     contract.append_status(run_dir, "NOTIFY", message)
     if before is not None:
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .manager import RunManager
-    from .status import read_config
-
-    p = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.notify")
-    p.add_argument("run_dir")
-    p.add_argument("--workspace", required=True)
-    p.add_argument("--attempt", type=int, required=True)
-    args = p.parse_args(argv)
-    url = webhook_url(args.workspace, read_config(args.run_dir))
-    if url is None or not claim(args.run_dir, args.attempt):
-        return 0
-    status = RunManager(args.workspace).status(os.path.basename(args.run_dir))
-    ok, what = send(url, payload(args.run_dir, status))
-    _log(args.run_dir, f"webhook {what}")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

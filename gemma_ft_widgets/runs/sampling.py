@@ -14,14 +14,13 @@ import tempfile
 import time
 
 from .errors import RunError
+from .launch import package_env
 
 SAMPLE_MODULE = "gemma_ft_widgets.train.sample"
 EXPORT_MODULE = "gemma_ft_widgets.export"
 
 
 def _env() -> dict[str, str]:
-    from .manager import package_env
-
     return package_env()
 
 

@@ -63,7 +63,7 @@ class ControlPanel(w.VBox):
                  poll_interval: float = 1.0, trainer: str | None = None,
                  manager: RunManager | None = None, max_points: int = plots.MAX_POINTS,
                  stop_timeout: float = 30.0, defaults: dict[str, Any] | None = None, **kwargs):
-        from ..ext import enable_colab_widgets
+        from ..colab import enable_colab_widgets
 
         enable_colab_widgets()  # bqplot needs Colab's custom widget manager; says so once
         self.manager = manager or RunManager(workspace, trainer=trainer)
