@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import tempfile
 from typing import Any, Iterator
 
@@ -22,6 +23,7 @@ WORKSPACE_ENV = "GEMMA_FT_WORKSPACE"
 QUEUE_NAME = ".queue.json"  # runs waiting for the active-run slot (runs/queue.py)
 QUEUE_GUARD_NAME = ".queue.json.guard"  # flock()ed around every queue change
 SETTINGS_NAME = "settings.json"  # workspace settings, e.g. {"notify": URL}
+ATTEMPT_ENV = "GEMMA_FT_ATTEMPT"  # tells the trainer which attempt it is (1 + resumes)
 TRAINER_ENV = "GEMMA_FT_TRAINER"  # python module run as the trainer (tests use a simulated one)
 DEFAULT_TRAINER = "gemma_ft_widgets.train"
 # Multi-process runs (num_processes > 1): the supervisor tells each trainer where the
@@ -53,11 +55,21 @@ def process_log_name(name: str, process: int) -> str:
 SUPERVISOR_LOG_NAME = "supervisor.log"
 RESULT_NAME = "result.json"
 STOP_REQUEST_NAME = "stop_request.json"
+RESULT_ATTEMPT_RE = re.compile(r"result\.attempt-(\d+)\.json")  # an earlier attempt's result.json, set aside
 RUN_INFO_NAME = "run_info.json"  # {"name", "group", "queue_id"} of a run started by name or by the queue
 NOTIFIED_PREFIX = ".notified-attempt-"  # + K: the webhook for attempt K's ending was sent (once)
 CHECKPOINTS_DIR = "checkpoints"
+UPLOADS_DIR = "uploads"  # workspace level: datasets uploaded through the panel's form
 CHECKPOINT_PREFIX = "step_"
 RUN_FLOCK_NAME = ".run.flock"  # flock()ed by the supervisor and trainer of a live attempt (runs/liveness.py)
+
+# Subprocesses that report phases (sampler, exporter) print them to stderr as this + PHASE.
+PROGRESS_PREFIX = "progress: "
+
+
+def result_attempt_name(attempt: int | str) -> str:
+    return f"result.attempt-{attempt}.json"
+
 
 # Trainer exit codes (besides 0 = finished).
 EXIT_FAILED = 1
@@ -288,8 +300,18 @@ def where_now(fd: int) -> str | None:
     return None if target.endswith(" (deleted)") else os.path.dirname(target)
 
 
+def checkpoint_name(step: int | str) -> str:
+    """`step_N`: a checkpoint's folder name."""
+    return f"{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoint_rel(step: int | str) -> str:
+    """`checkpoints/step_N`: how messages and result.json name a checkpoint (relative to the run)."""
+    return f"{CHECKPOINTS_DIR}/{checkpoint_name(step)}"
+
+
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
-    return os.path.join(os.fspath(run_dir), CHECKPOINTS_DIR, f"{CHECKPOINT_PREFIX}{step}")
+    return os.path.join(os.fspath(run_dir), CHECKPOINTS_DIR, checkpoint_name(step))
 
 
 DAMAGED_SUFFIX = ".damaged"  # step_N.damaged: a checkpoint that failed to restore, kept for inspection

@@ -18,7 +18,7 @@ import sys
 from .. import contract
 from . import DEFAULT_FORMAT, DTYPES, FORMATS, ExportError, check_request
 
-PROGRESS_PREFIX = "progress: "
+PROGRESS_PREFIX = contract.PROGRESS_PREFIX
 DEFAULT_DTYPE = {"hf": "bfloat16", "peft": "float32", "gguf": "f16"}
 
 

@@ -692,17 +692,17 @@ class RunManager:
     def _set_aside_result(self, run_dir: str, attempt: int | None) -> int:
         """Rename result.json to result.attempt-<k>.json; return the next attempt number."""
         done = []
-        for path in glob.glob(os.path.join(run_dir, "result.attempt-*.json")):
-            m = re.fullmatch(r"result\.attempt-(\d+)\.json", os.path.basename(path))
+        for path in glob.glob(os.path.join(run_dir, contract.result_attempt_name("*"))):
+            m = contract.RESULT_ATTEMPT_RE.fullmatch(os.path.basename(path))
             if m:
                 done.append(int(m.group(1)))
         prev = max([attempt or 1, *done])
         current = os.path.join(run_dir, contract.RESULT_NAME)
         if os.path.exists(current):
-            target = os.path.join(run_dir, f"result.attempt-{prev}.json")
+            target = os.path.join(run_dir, contract.result_attempt_name(prev))
             if os.path.exists(target):
                 prev += 1
-                target = os.path.join(run_dir, f"result.attempt-{prev}.json")
+                target = os.path.join(run_dir, contract.result_attempt_name(prev))
             os.rename(current, target)
         return prev + 1
 
@@ -758,7 +758,7 @@ def _result_key(run_dir: str) -> tuple | None:
 def _checkpoint_step(checkpoint: Any, steps: list[int], name: str | None) -> int:
     text = str(checkpoint).rstrip("/").split("/")[-1].removeprefix(contract.CHECKPOINT_PREFIX)
     if not text.isdigit() or int(text) not in steps:
-        have = ", ".join(f"{contract.CHECKPOINT_PREFIX}{s}" for s in steps) or "none"
+        have = ", ".join(contract.checkpoint_name(s) for s in steps) or "none"
         raise RunError(f"no checkpoint {checkpoint!r} in {name} (it has: {have})")
     return int(text)
 
@@ -769,7 +769,7 @@ def _refuse_other_process_count(run_dir: str, step: int | None) -> None:
     if step is None:
         return
     want = (read_config(run_dir) or {}).get("num_processes", 1)
-    rel = f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{step}"
+    rel = contract.checkpoint_rel(step)
     try:
         saved = contract.read_json(os.path.join(run_dir, rel, "meta.json")).get("num_processes", 1)
     except (OSError, ValueError, AttributeError):

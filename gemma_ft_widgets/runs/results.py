@@ -101,7 +101,7 @@ def stderr_tail(run_dir: str, since: int = 0, max_bytes: int = 64 * 1024, proces
 def _aborted_reason(summary: MetricsSummary, steps: list[int]) -> str:
     """A stop says what was saved: nothing when it came before the first step or checkpoint."""
     final = summary.last_final or {}
-    last = f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{steps[-1]}" if steps else None
+    last = contract.checkpoint_rel(steps[-1]) if steps else None
     if not summary.stepped:
         return ("stopped on request while starting, before any step; "
                 + (f"the last checkpoint is {last}" if last else "no checkpoint was saved"))
@@ -137,7 +137,7 @@ def write_result(run_dir: str, attempt: int, returncode: int | None, started_at:
     result = {
         **outcome,
         "final_step": summary.value("step", "step") if summary.last_step else None,
-        "last_checkpoint": f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{steps[-1]}" if steps else None,
+        "last_checkpoint": contract.checkpoint_rel(steps[-1]) if steps else None,
         "started_at": started_at,
         "ended_at": contract.utc_now(),
         "attempt": attempt,

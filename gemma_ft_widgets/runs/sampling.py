@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from .. import contract
 from .errors import RunError
 from .launch import package_env
 
@@ -28,7 +29,7 @@ def _tail(text: str, n: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-PROGRESS_PREFIX = "progress: "  # train/sample.py --progress; the runs layer does not import it
+PROGRESS_PREFIX = contract.PROGRESS_PREFIX  # train/sample.py and export --progress
 
 
 def _watch(cmd: list[str], tmp: str, timeout: float | None, on_progress, what: str) -> tuple[int, str, str]:

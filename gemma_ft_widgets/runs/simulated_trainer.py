@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         resume = ckpt
         break
-    attempt = int(os.environ.get("GEMMA_FT_ATTEMPT", "1"))
+    attempt = int(os.environ.get(contract.ATTEMPT_ENV, "1"))
     emit("start", attempt=attempt, resume_step=resume, max_steps=max_steps, pid=os.getpid())
     print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume
           else f"simulated trainer: attempt {attempt}, fresh start", flush=True)

@@ -200,7 +200,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.model = (config or {}).get("model")
     st.checkpoints = checkpoints
     st.damaged_checkpoints = _damaged(run_dir) if st.checkpoints is not None else []
-    st.last_checkpoint = _checkpoint_name(checkpoints[-1]) if checkpoints else None
+    st.last_checkpoint = contract.checkpoint_rel(checkpoints[-1]) if checkpoints else None
     st.metrics_offset = summary.reader.offset
     st.corrupt_metric_lines = summary.reader.corrupt_lines
     st.stop_requested = facts.stop_requested
@@ -304,10 +304,6 @@ def _final_of(summary: MetricsSummary, lock: dict[str, Any] | None) -> dict[str,
 
 def _same(a: Any, b: str) -> bool:
     return isinstance(a, str) and os.path.realpath(a) == os.path.realpath(b)
-
-
-def _checkpoint_name(step: int) -> str:
-    return f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{step}"
 
 
 def _iso(t: float) -> str:

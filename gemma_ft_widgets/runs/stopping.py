@@ -48,6 +48,13 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
+def _in_group(p: psutil.Process, pgid: Any) -> bool:
+    try:
+        return os.getpgid(p.pid) == pgid
+    except OSError:
+        return False
+
+
 def _wait(cond: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -111,7 +118,10 @@ def stop_processes(workspace: str, check: LockCheck, force: bool, timeout: float
                 send_kill = identity.signal_verified(p, signal.SIGKILL)
                 if send_kill:
                     report.sent.append(f"SIGKILL to pid {p.pid}")
-        _wait(all_gone, kill_timeout)
+        # The group's other members were killed too, but a loaded machine takes a moment to
+        # deliver it: wait for them as well, so only real leftovers are killed (and reported).
+        _wait(lambda: all_gone() and not any(_running(m) and _in_group(m, pgid) for m in seen.values()),
+              kill_timeout)
     # Leftovers (e.g. a data loader the trainer forked) die with the run, never outlive it.
     leftovers = [m for m in seen.values() if _running(m)]
     if leftovers:

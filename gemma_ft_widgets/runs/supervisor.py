@@ -25,7 +25,6 @@ from . import identity, liveness, lockfile
 from .results import write_result
 from .status import read_config, stop_requested
 
-ATTEMPT_ENV = "GEMMA_FT_ATTEMPT"  # tells the trainer which attempt it is (1 + resumes)
 POLL_S = 0.05  # how often the trainers of a multi-process run are polled
 PEER_GRACE_S = 3.0  # after one process failed, its peers may end on their own this long
 CLEAN_PEER_WAIT_S = 60.0  # after one process ended cleanly, the others follow within this
@@ -156,7 +155,7 @@ def _coordinator(n: int) -> str | None:
 
 
 def _trainer_env(attempt: int, n: int, k: int, coordinator: str | None) -> dict[str, str]:
-    env = {**os.environ, ATTEMPT_ENV: str(attempt)}
+    env = {**os.environ, contract.ATTEMPT_ENV: str(attempt)}
     for key in (contract.COORDINATOR_ENV, contract.NUM_PROCESSES_ENV, contract.PROCESS_ID_ENV):
         env.pop(key, None)
     devices = os.environ.get(contract.CPU_DEVICES_ENV)

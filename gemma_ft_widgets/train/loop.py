@@ -125,7 +125,7 @@ def data_line(summary: dict, max_seq_len: int) -> str:
 
 
 def _attempt(run_dir: str) -> int:
-    env = os.environ.get("GEMMA_FT_ATTEMPT")
+    env = os.environ.get(contract.ATTEMPT_ENV)
     if env and env.isdigit():
         return int(env)
     lock = os.path.join(os.path.dirname(os.path.abspath(run_dir)), contract.LOCK_NAME)
@@ -376,7 +376,7 @@ class Trainer:
             path = contract.checkpoint_path(self.run_dir, ckpt_step)
             saved_by = checkpoints.saved_processes(path)
             if saved_by != self.processes:
-                raise SetupError(f"{contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{ckpt_step} was saved by "
+                raise SetupError(f"{contract.checkpoint_rel(ckpt_step)} was saved by "
                                  f"{saved_by} process(es); resume it with num_processes {saved_by} "
                                  f"(this attempt has {self.processes})")
             meta = checkpoints.read_meta(path)
@@ -387,9 +387,9 @@ class Trainer:
                 # One process renames it (the others see the same failure on the same folder).
                 marked = (contract.mark_damaged(self.run_dir, ckpt_step, str(e)) if self.chief
                           else "(marked by process 0)")
-                damaged.append(f"{contract.CHECKPOINT_PREFIX}{ckpt_step} ({e})")
+                damaged.append(f"{contract.checkpoint_name(ckpt_step)} ({e})")
                 self.event("checkpoint_damaged", step=ckpt_step, reason=str(e), kept_as=marked)
-                print(f"warning: checkpoint {contract.CHECKPOINT_PREFIX}{ckpt_step} cannot be restored: {e}; "
+                print(f"warning: checkpoint {contract.checkpoint_name(ckpt_step)} cannot be restored: {e}; "
                       f"kept as {marked}; trying the previous one", file=sys.stderr, flush=True)
                 continue
             if meta.get("config_hash") and meta["config_hash"] != checkpoints.config_hash(cfg.to_dict()):
@@ -665,7 +665,7 @@ def _diverged(trainer: Trainer, e: Diverged) -> int:
     except Exception:  # noqa: BLE001
         pass
     last = checkpoints.latest(trainer.run_dir)
-    kept = (f"the last finite checkpoint is {contract.CHECKPOINTS_DIR}/{contract.CHECKPOINT_PREFIX}{last}"
+    kept = (f"the last finite checkpoint is {contract.checkpoint_rel(last)}"
             if last is not None else "no checkpoint was saved before it")
     lr = trainer.config.learning_rate
     trainer.event("diverged", step=e.step, what=e.what, value=_name(e.value), checkpoint=last)

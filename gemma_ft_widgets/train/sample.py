@@ -24,7 +24,7 @@ import time
 
 from .. import contract
 
-PROGRESS_PREFIX = "progress: "
+PROGRESS_PREFIX = contract.PROGRESS_PREFIX
 _CACHE: dict = {}
 _CACHE_MAX = 2
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import ipywidgets as w
 import traitlets as t
 
+from .. import contract
 from ..config import ConfigError, TrainingConfig, sample_dataset_path
 from ..runs import RunError, RunManager, State
 from ..runs import queue as runqueue
@@ -94,7 +95,7 @@ class ControlPanel(w.VBox):
         except Exception:  # noqa: BLE001
             pass
         form_defaults.update(defaults or {})
-        self.form = ConfigForm(os.path.join(self.workspace, "uploads"), on_start=self._start,
+        self.form = ConfigForm(os.path.join(self.workspace, contract.UPLOADS_DIR), on_start=self._start,
                                defaults=form_defaults, on_queue=self._enqueue)
         self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
         self.outcome = OutcomeView(on_export=self._export)
