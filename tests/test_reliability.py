@@ -550,7 +550,7 @@ def test_a_read_only_workspace_with_runs_can_be_read_but_not_written(small_mount
     p = ControlPanel(ws, poll=False)
     panels.append(p)
     assert (p.state, p.view, p.run_dir) == ("ABORTED", "finished", aborted.run_dir)
-    assert [v for _, v in p.history.select.options] == [aborted.run_dir, run.run_dir]
+    assert [r.run_dir for r in p.history.model.rows] == [aborted.run_dir, run.run_dir]
     p.outcome.resume_button.click()
     assert p.wait_actions(30) and any("not writable" in m for m in p.messages)  # the panel's message log
     p.outcome.new_run_button.click()

@@ -58,7 +58,7 @@ def test_idle_workspace_shows_the_form(make_panel, workspace):
     assert p.body.children == (p.form,)
     assert p.form.fields["dataset"].value == sample_dataset_path()
     assert p.form.valid and not p.form.start_button.disabled
-    assert p.history.select.options == ()
+    assert p.history.model.rows == []
     assert p.playground.generate_button.disabled
 
 
@@ -353,18 +353,20 @@ def test_history_lists_runs_selects_one_and_overlays_two(make_panel, workspace, 
     p.outcome.new_run_button.click()
     second = start(p, max_steps=45)
     until(p, lambda: p.state == "FINISHED")
-    options = p.history.select.options
-    assert [v for _, v in options] == [second, first]  # newest first
-    label = options[1][0]
-    assert "FINISHED" in label and "30/30" in label and "loss" in label and "UTC" in label
-    p.history.select.value = (first,)
+    rows = p.history.model.rows
+    assert [r.run_dir for r in rows] == [second, first]  # newest first
+    assert (rows[1].state, rows[1].step, rows[1].max_steps) == ("FINISHED", 30, 30)
+    assert "FINISHED" in p.history.row_widgets[1].cells.value and "30/30" in p.history.row_widgets[1].cells.value
+    p.history.row_widgets[1].check.value = True  # tick the first run
     assert p.run_dir == first and p.view == "finished"
     assert len(p.dashboard.loss_line.x) == 30
-    p.history.select.value = (first, second)
+    p.history.row_widgets[0].check.value = True  # and the second: compared
+    assert p.history.selected == (first, second)
     assert p.history.overlay_figure.layout.display is None and p.history.overlay_figure in p.history.children
-    assert sorted(len(m.x) for m in p.history.overlay_figure.marks) == [30, 45]
-    assert sorted(m.labels[0] for m in p.history.overlay_figure.marks) == sorted(
-        os.path.basename(d) for d in (first, second))
+    train = [m for m in p.history.overlay_figure.marks if not m.labels[0].endswith(" eval")]
+    assert sorted(len(m.x) for m in train) == [30, 45]
+    assert sorted(m.labels[0] for m in train) == sorted(os.path.basename(d) for d in (first, second))
+    assert "max_steps" in p.history.diff_html.value  # the config keys that differ
     p.history.show_current_button.click()
     assert p.history.selected == () and p.history.overlay_figure.layout.display == "none"
     assert p.history.overlay_figure not in p.history.children  # not rendered at size 0

@@ -28,11 +28,12 @@ from ..runs.results import stderr_tail
 from . import fmt, plots
 from .dashboard import Dashboard
 from .form import ConfigForm
-from .history import HistoryView
 from .outcome import OutcomeView
 from .playground import Playground
 from .poller import Poller
 from .queue_view import QueueView
+from .run_table import RunTable
+from .run_table_model import overlay_series
 from .series import RunSeries
 from .toast import ToastBanner
 
@@ -99,7 +100,7 @@ class ControlPanel(w.VBox):
                                defaults=form_defaults, on_queue=self._enqueue)
         self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
         self.outcome = OutcomeView(on_export=self._export)
-        self.history = HistoryView(on_select=self._selected)
+        self.history = RunTable(on_select=self._selected, on_delete=self._delete)
         self.playground = Playground(on_generate=self._generate)
         self.queue_view = QueueView(on_remove=self._queue_remove, on_pause=self._queue_pause,
                                     on_resume=self._queue_resume)
@@ -120,7 +121,7 @@ class ControlPanel(w.VBox):
         self.loading.add_class("gft-loading")
         self.body = w.VBox([self.loading])
         self.sections = w.Accordion(children=[self.history, self.playground, self.queue_view],
-                                    titles=("Run history", "Playground", "Queue (0)"), selected_index=None)
+                                    titles=("Runs", "Playground", "Queue (0)"), selected_index=None)
         self.sections.add_class("gft-sections")
         self.toast = ToastBanner()  # the extension's toasts, where there is no extension
         self.message_log = w.HTML(layout=w.Layout(display="none"))
@@ -433,18 +434,18 @@ class ControlPanel(w.VBox):
                 self.history.show_overlay([])
                 self._overlay_key = None
             return
-        lines, key = [], []
+        read = {}
         for run_dir in selected:
             series = self._series_for(run_dir)
             try:
                 series.read(self._metrics_path(run_dir))
             except RunError:
                 continue
-            lines.append((os.path.basename(run_dir), series.step.values, series.loss.values))
-            key.append((run_dir, series.version))
-        if tuple(key) != self._overlay_key:
-            self.history.show_overlay(lines, self.max_points)
-            self._overlay_key = tuple(key)
+            read[run_dir] = series
+        key = tuple((d, s.version) for d, s in read.items())
+        if key != self._overlay_key:
+            self.history.show_overlay(overlay_series(selected, read.get), self.max_points)
+            self._overlay_key = key
 
     def _playground_run(self, shown):
         if shown is not None:  # the run shown (or selected in the history)
@@ -593,6 +594,26 @@ class ControlPanel(w.VBox):
             self._navigate("auto", "")
         else:
             self._request_refresh()  # two or more: the overlay
+
+    def _delete(self, run_dir: str) -> None:
+        """The run table's confirmed Delete: RunManager.delete (it refuses a live run)."""
+        table = self.history
+
+        def work():
+            try:
+                said = self.manager.delete(run_dir)
+            except RunError as e:
+                table.say(fmt.note(f"Not deleted: {fmt.esc(e)}", "error"))
+                self.note(str(e), "error")
+                return
+            with self._lock:
+                table.model.forget(run_dir)
+            if self._pinned == run_dir:
+                self._navigate("auto", "")
+            table.say(fmt.note(fmt.esc(said), "ok"))
+            self.note(said, "ok")
+
+        self._spawn("delete", work)
 
     def _navigate(self, mode: str, pinned: str) -> None:
         """Switch what the panel shows. Runs on the kernel's main thread (a click), so it never

@@ -199,7 +199,7 @@ def throughput_figure() -> tuple[bq.Figure, bq.Lines]:
 
 def overlay_figure() -> bq.Figure:
     """Loss of several runs, one line each (lines set with `set_overlay`)."""
-    fig, xs, ys = _figure("Loss, selected runs", "step", "loss", "gft-overlay-figure")
+    fig, xs, ys = _figure("Loss, selected runs (line: train, dots: eval)", "step", "loss", "gft-overlay-figure")
     fig.layout.display = "none"
     return fig
 
@@ -228,16 +228,22 @@ def set_line(line: bq.Lines, x, y, max_points: int = MAX_POINTS, decimator: Deci
         line.y = dy
 
 
-def set_overlay(fig: bq.Figure, series: list[tuple[str, Sequence[float], Sequence[float]]],
-                max_points: int = MAX_POINTS) -> list[bq.Lines]:
-    """Replace the overlay's lines by one per (label, x, y); hidden when fewer than two."""
+def set_overlay(fig: bq.Figure, series: list[tuple], max_points: int = MAX_POINTS) -> list[bq.Lines]:
+    """Replace the overlay's lines by one per (label, x, y), and with (label, x, y, eval_x,
+    eval_y) a dotted eval line in the same colour; hidden when fewer than two."""
     xs, ys = fig.axes[0].scale, fig.axes[1].scale
     old = list(fig.marks)
     lines = []
-    for i, (label, x, y) in enumerate(series):
-        line = _line(xs, ys, label, COLOURS[i % len(COLOURS)])
+    for i, (label, x, y, *evals) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        line = _line(xs, ys, label, colour)
         set_line(line, x, y, max_points)
         lines.append(line)
+        if evals and len(evals[0]):
+            ev = _line(xs, ys, f"{label} eval", colour, markers=True)
+            ev.line_style, ev.display_legend = "dotted", False
+            set_line(ev, evals[0], evals[1], max_points)
+            lines.append(ev)
     with fig.hold_sync():
         fig.marks = lines
         fig.layout.display = None if len(series) >= 2 else "none"

@@ -1,0 +1,285 @@
+"""The run table: a row per run (state, model, method, key hyperparameters, eval losses,
+steps, wall time across attempts, local start time, tags, note), sortable by a click on a
+column's header, filtered by text and state, a page at a time. Tick one run to view it in
+the panel, edit its note, download its metrics as CSV or delete it; tick two or more to
+overlay their train and eval curves and see the config keys that differ.
+
+The state lives in `RunTableModel` (ui/run_table_model.py); this module only draws it. The
+rows are a fixed pool of widgets (one page), whose values change only when what they show did.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import ipywidgets as w
+
+from ..runs import RunError
+from . import fmt, plots
+from .download import csv_link
+from .run_table_model import ALL_STATES, COLUMNS, STATES, RunRow, RunTableModel, local_time
+
+CHECK_PX = 30
+GRID = "display:grid;grid-template-columns:" + " ".join(f"{px}px" for _, _, px, _ in COLUMNS)
+TABLE_PX = CHECK_PX + sum(px for _, _, px, _ in COLUMNS)
+CELL = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:0 4px"
+
+
+def _cell(text: str, title: str = "", align: str = "left") -> str:
+    tip = f' title="{fmt.esc(title)}"' if title else ""
+    return f'<div style="{CELL};text-align:{align}"{tip}>{text}</div>'
+
+
+def row_html(r: RunRow) -> str:
+    """One row's cells, laid out on the header's columns."""
+    num = lambda x: _cell(fmt.number(x), align="right")  # noqa: E731
+    steps = f"{'—' if r.step is None else r.step}/{r.max_steps or '—'}"
+    wall = fmt.duration(r.wall_s) + (f" ({r.attempts}×)" if r.attempts > 1 else "")
+    tags = " ".join(f'<span style="background:#eceff1;border-radius:8px;padding:0 6px">{fmt.esc(x)}</span>'
+                    for x in r.tags)
+    cells = [
+        _cell(f"<code>{fmt.esc(r.name)}</code>", r.run_dir),
+        _cell(fmt.badge(r.state)),
+        _cell(fmt.esc(r.model), r.model), _cell(fmt.esc(r.method), r.method),
+        num(r.lr), _cell(fmt.esc(r.batch if r.batch is not None else fmt.DASH), align="right"),
+        num(r.final_eval), num(r.best_eval), _cell(steps, align="right"),
+        _cell(wall, f"{r.attempts} attempt(s)" if r.attempts else "", align="right"),
+        _cell(local_time(r.started), "local time"), _cell(tags, ", ".join(r.tags)),
+        _cell(fmt.esc(r.note), r.note),
+    ]
+    return f'<div class="gft-run-cells" style="{GRID};font-size:12px;line-height:26px">' + "".join(cells) + "</div>"
+
+
+def diff_html(diff: list[tuple[str, list[Any]]], names: Sequence[str]) -> str:
+    if not diff:
+        return '<span style="color:#666">The selected runs have the same config.</span>'
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{fmt.esc(n)}</th>" for n in names)
+    body = "".join(
+        f"<tr><td style='padding:2px 8px'><code>{fmt.esc(k)}</code></td>"
+        + "".join(f"<td style='padding:2px 8px'>{fmt.esc(fmt.DASH if v is None else v)}</td>" for v in values)
+        + "</tr>" for k, values in diff)
+    return (f'<div style="overflow-x:auto"><b>Config keys that differ</b><table style="font-size:12px;'
+            f'border-collapse:collapse"><tr><th style="text-align:left;padding:2px 8px">key</th>{head}</tr>'
+            f"{body}</table></div>")
+
+
+class _RowWidgets:
+    def __init__(self, on_toggle: Callable[["_RowWidgets", bool], None]):
+        self.run_dir = ""
+        self.check = w.Checkbox(value=False, indent=False, layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))
+        self.cells = w.HTML(layout=w.Layout(width=f"{TABLE_PX - CHECK_PX}px", margin="0"))
+        self.box = w.HBox([self.check, self.cells], layout=w.Layout(align_items="center", display="none",
+                                                                     border_bottom="1px solid #eee"))
+        self.box.add_class("gft-run-row")
+        self.check.observe(lambda c: on_toggle(self, c["new"]), "value")
+
+
+class RunTable(w.VBox):
+    """Public names: `model` (RunTableModel), `filter_text` [gft-run-filter], `state_pick`
+    [gft-run-state-filter], `sort_buttons[key]` [gft-sort-<key>], `row_widgets` (the page's
+    rows [gft-run-row]: .check, .cells, .run_dir), `count_label` [gft-run-count], `prev_button`,
+    `next_button`, `show_current_button` [gft-show-current], `note_text` [gft-run-note],
+    `save_note_button` [gft-save-note], `csv_button` [gft-csv], `csv_html` [gft-csv-output],
+    `delete_button` [gft-delete-run], `confirm_delete_button` [gft-delete-confirm],
+    `cancel_delete_button` [gft-delete-cancel], `message` [gft-run-table-message],
+    `overlay_figure` [gft-overlay-figure], `overlay_lines`, `diff_html` [gft-config-diff];
+    property `selected`; `set_runs(statuses)`, `show_overlay(series)`."""
+
+    def __init__(self, on_select: Callable[[tuple[str, ...]], None] | None = None,
+                 on_delete: Callable[[str], None] | None = None, page_size: int | None = None, **kwargs):
+        self.on_select = on_select
+        self.model = RunTableModel(on_delete=on_delete, **({"page_size": page_size} if page_size else {}))
+        m = self.model
+        self.hint = w.HTML('<span style="color:#666">Tick a run to view it; tick two or more to compare '
+                           'their curves and configs. Click a column title to sort.</span>')
+        self.filter_text = w.Text(placeholder="filter: name, model, tag, note…", layout=w.Layout(width="220px"))
+        self.filter_text.add_class("gft-run-filter")
+        self.state_pick = w.Dropdown(options=[("all states", ALL_STATES)] + [(s, s) for s in STATES],
+                                     value=ALL_STATES, layout=w.Layout(width="130px"))
+        self.state_pick.add_class("gft-run-state-filter")
+        self.count_label = w.HTML()
+        self.count_label.add_class("gft-run-count")
+        self.prev_button = w.Button(icon="chevron-left", tooltip="previous page", layout=w.Layout(width="36px"))
+        self.next_button = w.Button(icon="chevron-right", tooltip="next page", layout=w.Layout(width="36px"))
+        self.show_current_button = w.Button(description="Show current run", icon="crosshairs",
+                                            layout=w.Layout(width="160px"))
+        self.show_current_button.add_class("gft-show-current")
+        w.link((self.filter_text, "value"), (m, "text_filter"))
+        w.link((self.state_pick, "value"), (m, "state_filter"))
+        self.prev_button.on_click(lambda _b: setattr(m, "page", m.page - 1))
+        self.next_button.on_click(lambda _b: setattr(m, "page", m.page + 1))
+        self.show_current_button.on_click(lambda _b: setattr(m, "selected", ()))
+
+        self.sort_buttons: dict[str, w.Button] = {}
+        head = [w.HTML(layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))]
+        for key, title, px, _ in COLUMNS:
+            b = w.Button(description=title, tooltip=f"sort by {title.lower()}",
+                         layout=w.Layout(width=f"{px}px", margin="0", padding="0 2px"))
+            b.add_class(f"gft-sort-{key}")
+            b.on_click(lambda _b, key=key: m.sort_by(key))
+            self.sort_buttons[key] = b
+            head.append(b)
+        self.row_widgets = [_RowWidgets(self._toggled) for _ in range(m.page_size)]
+        table = w.VBox([w.HBox(head, layout=w.Layout(width=f"{TABLE_PX}px"))] + [r.box for r in self.row_widgets],
+                       layout=w.Layout(width=f"{TABLE_PX}px"))
+        # The table is wider than a narrow notebook: it scrolls inside its own box.
+        self.table = w.Box([table], layout=w.Layout(overflow_x="auto", overflow_y="hidden", width="100%"))
+        self.table.add_class("gft-run-table")
+
+        self.selected_label = w.HTML()
+        self.note_text = w.Text(placeholder="a note on this run", layout=w.Layout(flex="1 1 200px", min_width="120px"))
+        self.note_text.add_class("gft-run-note")
+        self.save_note_button = w.Button(description="Save note", icon="save", layout=w.Layout(width="110px"))
+        self.save_note_button.add_class("gft-save-note")
+        self.csv_button = w.Button(description="Metrics CSV", icon="download", layout=w.Layout(width="125px"))
+        self.csv_button.add_class("gft-csv")
+        self.delete_button = w.Button(description="Delete…", icon="trash", button_style="danger",
+                                      layout=w.Layout(width="100px"))
+        self.delete_button.add_class("gft-delete-run")
+        self.confirm_delete_button = w.Button(description="Yes, delete", button_style="danger",
+                                              layout=w.Layout(width="auto", min_width="110px"))
+        self.confirm_delete_button.add_class("gft-delete-confirm")
+        self.cancel_delete_button = w.Button(description="Cancel", layout=w.Layout(width="auto", min_width="80px"))
+        self.cancel_delete_button.add_class("gft-delete-cancel")
+        self.confirm_label = w.HTML()
+        self.confirm_box = w.HBox([self.confirm_label, self.confirm_delete_button, self.cancel_delete_button],
+                                  layout=w.Layout(display="none", flex_flow="row wrap", align_items="center",
+                                                  grid_gap="4px"))
+        self.csv_html = w.HTML()
+        self.csv_html.add_class("gft-csv-output")
+        self.message = w.HTML()
+        self.message.add_class("gft-run-table-message")
+        self.save_note_button.on_click(lambda _b: self._save_note())
+        self.csv_button.on_click(lambda _b: self._csv())
+        self.delete_button.on_click(lambda _b: self.selected and m.request_delete(self.selected[0]))
+        self.confirm_delete_button.on_click(lambda _b: m.confirm_delete())
+        self.cancel_delete_button.on_click(lambda _b: m.cancel_delete())
+        self.actions = w.VBox([
+            self.selected_label,
+            w.HBox([self.note_text, self.save_note_button, self.csv_button, self.delete_button],
+                   layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center")),
+            self.confirm_box, self.csv_html], layout=w.Layout(display="none"))
+        self.actions.add_class("gft-run-actions")
+
+        self.overlay_figure = plots.overlay_figure()
+        self.overlay_lines: list = []
+        self.diff_html = w.HTML()
+        self.diff_html.add_class("gft-config-diff")
+        self._quiet = 0
+        self._shown_selection: tuple = ()
+        controls = w.HBox([self.filter_text, self.state_pick, self.count_label, self.prev_button, self.next_button,
+                           self.show_current_button],
+                          layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center"))
+        # The overlay joins the children only while it has lines to show: a hidden bqplot figure
+        # still renders, at size 0, and the browser logs negative-size errors for it.
+        self._base = (self.hint, controls, self.table, self.message, self.actions)
+        super().__init__(self._base, **kwargs)
+        self.add_class("gft-history-view")
+        m.observe(lambda _c: self.render(), ["version", "page", "confirming_delete"])
+        m.observe(self._selection_changed, "selected")
+        self.render()
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        return tuple(self.model.selected)
+
+    def set_runs(self, statuses: Sequence[Any]) -> None:
+        self.model.set_runs(statuses)
+
+    def clear_selection(self) -> None:
+        self.model.selected = ()
+
+    # -- drawing ----------------------------------------------------------------------------
+    def render(self) -> None:
+        m = self.model
+        for key, title, _, _ in COLUMNS:
+            text = title + ((" ▼" if m.descending else " ▲") if key == m.sort_key else "")
+            if self.sort_buttons[key].description != text:
+                self.sort_buttons[key].description = text
+        rows = m.page_rows
+        total, shown = len(m._all), len(m.rows)
+        first = m.page * m.page_size
+        count = (f"{first + 1:,}–{first + len(rows):,} of {shown:,}" if rows else "no runs")
+        if shown != total:
+            count += f" (filtered from {total:,})"
+        _set(self.count_label, "value", f'<span style="color:#555">{count}</span>')
+        _set(self.prev_button, "disabled", m.page <= 0)
+        _set(self.next_button, "disabled", m.page >= m.pages - 1)
+        self._quiet += 1
+        try:
+            for i, slot in enumerate(self.row_widgets):
+                r = rows[i] if i < len(rows) else None
+                slot.run_dir = r.run_dir if r else ""
+                _set(slot.box.layout, "display", None if r else "none")
+                if r is not None:
+                    _set(slot.cells, "value", row_html(r))
+                    _set(slot.check, "value", r.run_dir in m.selected)
+        finally:
+            self._quiet -= 1
+        self._render_actions()
+
+    def _render_actions(self) -> None:
+        m = self.model
+        one = m.row(m.selected[0]) if len(m.selected) == 1 else None
+        _set(self.actions.layout, "display", None if one is not None else "none")
+        if one is not None:
+            _set(self.selected_label, "value", f"<b>{fmt.esc(one.name)}</b> {fmt.badge(one.state)}")
+            if self._shown_selection != m.selected:
+                self.note_text.value = one.note
+                self.csv_html.value = ""
+        confirming = m.confirming_delete
+        _set(self.confirm_box.layout, "display", None if confirming else "none")
+        if confirming:
+            _set(self.confirm_label, "value",
+                 f"Delete <b>{fmt.esc(os.path.basename(confirming))}</b> and every file in it?")
+        _set(self.delete_button, "disabled", bool(confirming))
+        if len(m.selected) >= 2:
+            _set(self.diff_html, "value", diff_html(m.diff(), list(m.selected_configs())))
+        self._shown_selection = m.selected
+
+    def show_overlay(self, series: list[tuple], max_points: int = plots.MAX_POINTS) -> None:
+        self.overlay_lines = plots.set_overlay(self.overlay_figure, series, max_points)
+        extra = (self.overlay_figure, self.diff_html) if len(series) >= 2 else ()
+        if self.children != self._base + extra:
+            self.children = self._base + extra
+
+    def say(self, html: str) -> None:
+        self.message.value = html
+
+    # -- events -----------------------------------------------------------------------------
+    def _toggled(self, slot: _RowWidgets, on: bool) -> None:
+        if not self._quiet and slot.run_dir:
+            self.model.toggle(slot.run_dir, on)
+
+    def _selection_changed(self, change) -> None:
+        self.message.value = ""
+        if self.model.confirming_delete and self.model.confirming_delete not in self.model.selected:
+            self.model.cancel_delete()
+        self.render()
+        if self.on_select is not None:
+            self.on_select(self.selected)
+
+    def _save_note(self) -> None:
+        if len(self.selected) != 1:
+            return
+        try:
+            self.model.set_note(self.selected[0], self.note_text.value)
+        except RunError as e:
+            self.say(fmt.note(f"Note not saved: {fmt.esc(e)}", "error"))
+            return
+        self.say(fmt.note("Note saved.", "ok"))
+
+    def _csv(self) -> None:
+        if len(self.selected) != 1:
+            return
+        try:
+            self.csv_html.value = csv_link(self.selected[0])
+        except OSError as e:
+            self.say(fmt.note(f"No CSV: {fmt.esc(e)}", "error"))
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Set a trait only when it changes (each change is a message to the browser)."""
+    if getattr(obj, name) != value:
+        setattr(obj, name, value)
