@@ -124,7 +124,7 @@ class RunTable(w.VBox):
         table = w.VBox([w.HBox(head, layout=w.Layout(width=f"{TABLE_PX}px"))] + [r.box for r in self.row_widgets],
                        layout=w.Layout(width=f"{TABLE_PX}px"))
         # The table is wider than a narrow notebook: it scrolls inside its own box.
-        self.table = w.Box([table], layout=w.Layout(overflow_x="auto", overflow_y="hidden", width="100%"))
+        self.table = w.Box([table], layout=w.Layout(overflow="auto hidden", width="100%"))
         self.table.add_class("gft-run-table")
 
         self.selected_label = w.HTML()
