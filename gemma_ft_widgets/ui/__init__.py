@@ -15,7 +15,7 @@ ControlPanel
     Methods: refresh() (one synchronous poll), close(), wait_ready(), wait_actions(),
     note(); properties paused (all views gone: polling skipped), polls; attributes manager, workspace, messages, polling, closed, message_log [gft-panel-log],
     active_label [gft-active-run], body, run_view [gft-run-view], sections (Accordion:
-    0 = history, 1 = playground) [gft-sections]. The panel itself [gft-panel].
+    0 = runs, 1 = playground, 2 = queue) [gft-sections]. The panel itself [gft-panel].
 panel.form (ConfigForm) [gft-form]
     fields[name] (one widget per TrainingConfig field) [gft-field-<name>],
     errors[name] (HTML next to the field) [gft-error-<name>], upload (FileUpload, copies
@@ -43,10 +43,17 @@ panel.outcome (OutcomeView) [gft-outcome-view]
     banner [gft-outcome], stderr_tail [gft-stderr-tail], resume_button [gft-resume],
     new_run_button [gft-new-run], playground_button [gft-open-playground], clean_button
     [gft-clean].
-panel.history (HistoryView) [gft-history-view]
-    select (SelectMultiple; values are run folders) [gft-history], selected,
-    show_current_button [gft-show-current], overlay_figure [gft-overlay-figure],
-    overlay_lines.
+panel.history (RunTable, ui/run_table.py) [gft-history-view]
+    the run table: model (RunTableModel: traits sort_key, descending, text_filter,
+    state_filter, page, page_size, selected, confirming_delete; rows, page_rows, row(dir),
+    sort_by(key), set_note(), diff()), filter_text [gft-run-filter], state_pick
+    [gft-run-state-filter], sort_buttons[key] [gft-sort-<key>], row_widgets (.check, .cells,
+    .run_dir) [gft-run-row], count_label [gft-run-count], show_current_button
+    [gft-show-current], note_text [gft-run-note], save_note_button [gft-save-note],
+    csv_button [gft-csv], csv_html [gft-csv-output], delete_button [gft-delete-run],
+    confirm_delete_button [gft-delete-confirm], cancel_delete_button [gft-delete-cancel],
+    message [gft-run-table-message], overlay_figure [gft-overlay-figure], overlay_lines,
+    diff_html [gft-config-diff]; selected.
 panel.playground (Playground) [gft-playground]
     run_label [gft-playground-run], prompt [gft-prompt], max_new_tokens
     [gft-max-new-tokens], generate_button [gft-generate], progress [gft-sample-progress],

@@ -172,7 +172,7 @@ class ControlPanel(w.VBox):
             self._poller.stop()
         with self._lock:
             roots = [self, self.form, self.run_view, self.dashboard, self.outcome, self.history,
-                     self.history.overlay_figure, self.playground, self.body, self.loading]
+                     self.history.overlay_figure, self.history.diff_html, self.playground, self.body, self.loading]
             for widget in _widget_tree(roots):
                 w.Widget.close(widget)
             self._series.clear()
