@@ -199,6 +199,8 @@ def main(argv=None) -> int:
     many = many_runs(10, 200 if args.smoke else 1000, rounds, args.keep)
     C.result("refresh_many_vs_few_runs", ratio=many["ratio"], target=RATIO_TARGET, op="<=",
              note=f"{many['counts'][1]:,} vs {many['counts'][0]:,} finished runs")
+    C.result("refresh_many_vs_few_runs_one_open", ratio=many["open_ratio"], target=RATIO_TARGET, op="<=",
+             note=f"{many['counts'][1]:,} vs {many['counts'][0]:,} runs, one not ended (the run table re-sorts)")
     C.result("first_attach_big", value=attach["big"], unit="s", target=ATTACH_TARGET_S, op="<=",
              note=f"{big_n:,} lines, decimated={decimated}")
     C.result("first_attach_decimated", value=drawn_big, unit="pts", target=2 * plots.MAX_POINTS + 2, op="<=")
@@ -235,6 +237,7 @@ def many_runs(few: int, many: int, rounds: int, keep: bool) -> dict:
                 listed = managers[n].runs()
                 list_times[n].append(time.perf_counter() - t)
                 assert len(listed) == n
+        table = run_table_costs(panels, counts, max(rounds, 20))
         for panel in panels.values():
             panel.close()
     med = {n: C.median(v) for n, v in times.items()}
@@ -242,7 +245,50 @@ def many_runs(few: int, many: int, rounds: int, keep: bool) -> dict:
     C.table(["finished runs", "panel refresh median (ms)", "min–max (ms)", "RunManager.runs() median (ms)"],
             [(f"{n:,}", 1e3 * med[n], C.spread([1e3 * x for x in times[n]]), 1e3 * lmed[n]) for n in counts],
             title=f"Panel refresh with many runs in the workspace ({max(rounds, 20)} rounds, alternated)")
-    return {"counts": counts, "refresh_s": times, "runs_s": list_times, "ratio": med[many] / med[few]}
+    return {"counts": counts, "refresh_s": times, "runs_s": list_times, "ratio": med[many] / med[few], **table}
+
+
+def run_table_costs(panels: dict, counts: tuple, rounds: int) -> dict:
+    """The run table (ui/run_table.py) with `counts` runs: its first build (every row read
+    from its run folder: status.log, note, config, best eval), a panel refresh while one run
+    has not ended (its status is new at each poll, so the table re-sorts and re-filters its
+    rows: the cost a live run adds), and a click on a column header (sort) and a filter."""
+    from gemma_ft_widgets.ui import ControlPanel
+    from gemma_ft_widgets.ui.run_table_model import RunTableModel
+
+    build, open_refresh, sort, filt = ({n: [] for n in counts} for _ in range(4))
+    for n in counts:
+        statuses = panels[n].manager.runs()
+        for _ in range(3):
+            t = time.perf_counter()
+            RunTableModel().set_runs(statuses)
+            build[n].append(time.perf_counter() - t)
+        # One run whose result.json is gone: not ended, so its status is computed at each poll
+        # (a new panel: the old one's manager has it cached as ended).
+        open_dir = statuses[-1].run_dir
+        os.replace(os.path.join(open_dir, "result.json"), os.path.join(open_dir, "result.set-aside.json"))
+        panels[n].close()
+        panels[n] = ControlPanel(panels[n].workspace, poll=False)
+    for r in range(rounds):
+        for n in (counts if r % 2 == 0 else counts[::-1]):
+            panel = panels[n]
+            t = time.perf_counter()
+            panel.refresh()
+            open_refresh[n].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            panel.history.model.sort_by("best_eval" if r % 2 else "name")
+            sort[n].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            panel.history.model.text_filter = "" if r % 2 else "tiny"
+            filt[n].append(time.perf_counter() - t)
+            assert len(panel.history.model.rows) == n
+    med = lambda d: {n: C.median(v) for n, v in d.items()}  # noqa: E731
+    C.table(["runs", "first table build (ms)", "refresh, one run open (ms)", "sort click (ms)", "filter (ms)"],
+            [(f"{n:,}", 1e3 * med(build)[n], 1e3 * med(open_refresh)[n], 1e3 * med(sort)[n], 1e3 * med(filt)[n])
+             for n in counts], title=f"Run table ({rounds} rounds, alternated; medians)")
+    m = med(open_refresh)
+    return {"table_build_s": build, "open_refresh_s": open_refresh, "sort_s": sort, "filter_s": filt,
+            "open_ratio": m[counts[1]] / m[counts[0]]}
 
 
 if __name__ == "__main__":

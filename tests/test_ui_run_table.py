@@ -254,3 +254,29 @@ def test_delete_asks_first_and_refuses_a_live_run(make_panel, workspace, sim_env
     assert t.selected == ()
     RunManager(workspace).stop(force=True)
     wait_for(lambda: not RunManager(workspace).status().active, what="stopped")
+
+
+def test_a_changed_status_moves_its_row_only_when_the_sort_says_so(four_runs):
+    """A poll with a run in progress hands a new status for it: the row is rebuilt, and moves
+    if its sort value changed (else it is put where it was)."""
+    import dataclasses
+
+    ws, d = four_runs
+    statuses = RunManager(ws).runs()
+    m = RunTableModel()
+    m.set_runs(statuses)
+    m.sort_by("steps")  # a count: descending first
+    assert m.descending
+    assert [r.step for r in m.rows] == [20, 20, 20, 20]
+    i = next(k for k, st in enumerate(statuses) if st.run_dir == d["c"])
+    polled = list(statuses)
+    polled[i] = dataclasses.replace(statuses[i], step=25)
+    m.set_runs(polled)
+    assert m.rows[0].name == "c-run" and m.rows[0].step == 25  # moved up
+    m.sort_by("name")
+    before = [r.name for r in m.rows]
+    polled = list(polled)
+    polled[i] = dataclasses.replace(polled[i], step=26, eval_loss=0.3)
+    m.set_runs(polled)
+    assert [r.name for r in m.rows] == before and m.row(d["c"]).step == 26  # in place
+    assert m.rows[before.index("c-run")].final_eval == 0.3

@@ -67,6 +67,7 @@ def diff_html(diff: list[tuple[str, list[Any]]], names: Sequence[str]) -> str:
 class _RowWidgets:
     def __init__(self, on_toggle: Callable[["_RowWidgets", bool], None]):
         self.run_dir = ""
+        self.row: RunRow | None = None  # the row drawn last
         self.check = w.Checkbox(value=False, indent=False, layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))
         self.cells = w.HTML(layout=w.Layout(width=f"{TABLE_PX - CHECK_PX}px", margin="0"))
         self.box = w.HBox([self.check, self.cells], layout=w.Layout(align_items="center", display="none",
@@ -213,7 +214,9 @@ class RunTable(w.VBox):
                 slot.run_dir = r.run_dir if r else ""
                 _set(slot.box.layout, "display", None if r else "none")
                 if r is not None:
-                    _set(slot.cells, "value", row_html(r))
+                    if slot.row is not r:  # rows are rebuilt when they change: same row, same cells
+                        slot.row = r
+                        _set(slot.cells, "value", row_html(r))
                     _set(slot.check, "value", r.run_dir in m.selected)
         finally:
             self._quiet -= 1
