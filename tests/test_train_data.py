@@ -166,3 +166,19 @@ def test_the_trainers_data_line_reports_truncation():
     summary = {"format": "chat", "train_examples": 90, "eval_examples": 10, "truncated": 7, "dropped": 0}
     assert data_line(summary, 64) == "data: chat format, 90 train / 10 eval examples; 7 of 100 examples truncated to max_seq_len 64"
     assert "truncated" not in data_line({**summary, "truncated": 0}, 64)
+
+
+def test_the_check_before_start_counts_what_the_trainer_drops(tmp_path, tok):
+    """length_check (sentencepiece, no jax) and the trainer's tokenizer agree on which
+    examples max_seq_len drops, prompt by prompt near the limit."""
+    from gemma_ft_widgets import datasets, length_check
+
+    rows = [{"prompt": "word " * n, "response": "x"} for n in range(0, 60, 3)]
+    path = write_jsonl(tmp_path / "ramp.jsonl", rows)
+    records, fmt = datasets.load_records(path)
+    prompts = [datasets.render_example(r, fmt)[0] for r in records]
+    counts, how = length_check.prompt_tokens("tiny", prompts)
+    assert how == "exact" and counts == [len(tok.encode(p)) for p in prompts]
+    for limit in (16, 32, 48):
+        ds = data.prepare(path, "auto", tok, limit, eval_fraction=0.0, seed=0)
+        assert ds.dropped == sum(c >= limit for c in counts) and 0 < ds.dropped < len(rows), limit

@@ -781,13 +781,16 @@ def _refuse_other_process_count(run_dir: str, step: int | None) -> None:
 
 
 def _refuse_what_cannot_fit(cfg) -> None:
-    """Before anything is created: a config whose memory estimate exceeds this machine."""
+    """Before anything is created: a config whose memory estimate exceeds this machine, or
+    whose max_seq_len leaves nothing to train or an empty eval split (length_check.py)."""
     from ..config import ConfigError, FieldError
     from ..estimate import fit_problem
+    from ..length_check import length_problems
 
     problem = fit_problem(cfg)
-    if problem is not None:
-        raise ConfigError([FieldError(*problem)])
+    errors = ([FieldError(*problem)] if problem is not None else []) + length_problems(cfg)
+    if errors:
+        raise ConfigError(errors)
 
 
 def _iso_time(t: float) -> str:

@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from .. import datasets
+from .. import datasets, length_check
 
 MAX_EVAL_EXAMPLES = 1024  # eval cost stays bounded on big datasets
 
@@ -113,14 +113,11 @@ def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: flo
     train_idx, eval_idx = split_indices(len(records), eval_fraction, seed)
     train, t1, d1 = tokenize([records[i] for i in train_idx], fmt, tokenizer, max_seq_len)
     evals, t2, d2 = tokenize([records[i] for i in eval_idx], fmt, tokenizer, max_seq_len)
+    # Start refuses these before launch (length_check.py); here for a tokenizer it had not.
     if len(train) == 0:
-        raise datasets.DatasetError([
-            f"{path}: no training example keeps a response token within max_seq_len="
-            f"{max_seq_len} (all {len(train_idx)} dropped); raise max_seq_len"])
+        raise datasets.DatasetError([length_check.nothing_to_train(path, len(train_idx), max_seq_len)])
     if len(eval_idx) and len(evals) == 0:  # eval_fraction asked for an eval split: never a silent none
-        raise datasets.DatasetError([
-            f"{path}: all {len(eval_idx)} eval examples were dropped: their prompt fills max_seq_len="
-            f"{max_seq_len}, leaving no response token; raise max_seq_len, or set eval_fraction to 0"])
+        raise datasets.DatasetError([length_check.eval_emptied(path, len(eval_idx), max_seq_len)])
     return Dataset(train, evals, fmt, t1 + t2, d1 + d2, max_seq_len, d1, d2)
 
 
