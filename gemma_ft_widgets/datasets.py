@@ -16,6 +16,7 @@ FORMATS = ("text", "prompt_response", "alpaca", "chat")
 START, END = "<start_of_turn>", "<end_of_turn>"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is reported, never loaded whole
 _ROLES = {"system", "user", "assistant", "model"}
+MAX_EVAL_EXAMPLES = 1024  # eval cost stays bounded on big datasets
 
 
 class DatasetError(ValueError):
@@ -193,6 +194,20 @@ def cut_note(summary: dict) -> str:
         note += (f"; {dropped} dropped" + (f" ({where})" if where else "")
                  + ": the prompt fills max_seq_len, no response token is left to learn")
     return note
+
+
+def split_indices(n: int, eval_fraction: float, seed: int):
+    """(train, eval) indices, sorted numpy arrays: a seeded shuffle, then the first
+    round(n * eval_fraction) examples are held out. The trainer's split, and the check before
+    start's (length_check.py); numpy, imported here only when a split is made."""
+    import numpy as np
+
+    perm = np.random.default_rng([seed, 0x5EED]).permutation(n)
+    n_eval = int(round(n * eval_fraction)) if eval_fraction > 0 else 0
+    if eval_fraction > 0 and n >= 2:
+        n_eval = max(1, n_eval)
+    n_eval = min(n_eval, n - 1, MAX_EVAL_EXAMPLES)
+    return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
 def _normalise(record: dict, fmt: str) -> dict:

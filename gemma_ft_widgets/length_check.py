@@ -6,7 +6,7 @@ that eval_fraction asked for, must be refused at Start, before a run folder exis
 the trainer has loaded the model. The rule: an example is dropped when its prompt has at
 least max_seq_len tokens (the trainer's sequence is BOS + prompt + response, shifted by one;
 a response always has a token, the end-of-turn or EOS). The split is the trainer's own
-(`train.data.split_indices`, numpy only).
+(`datasets.split_indices`).
 
 Prompts are counted with the model's own sentencepiece file when it is on this machine
 (tokenizers.py): exact. A named model that is not downloaded yet has no tokenizer here, and
@@ -62,7 +62,6 @@ def length_problems(config: Any) -> list:
     eval split where eval_fraction asked for one. [] when it trains, or when the file cannot
     be read (config validation reports that)."""
     from .config import FieldError
-    from .train.data import split_indices  # numpy only: the trainer's split, not a copy
 
     try:
         records, fmt = datasets.load_records(config.dataset, config.dataset_format)
@@ -73,7 +72,7 @@ def length_problems(config: Any) -> list:
     if not any(len(p.encode("utf-8")) + 1 >= limit for p in prompts):
         return []  # no prompt can reach the limit: a token covers at least one byte (or the BOS)
     counts, how = prompt_tokens(config.model, prompts)
-    train_idx, eval_idx = split_indices(len(records), config.eval_fraction, config.seed)
+    train_idx, eval_idx = datasets.split_indices(len(records), config.eval_fraction, config.seed)
     errors = []
     if all(counts[i] >= limit for i in train_idx):
         shortest = min(counts[i] for i in train_idx)

@@ -14,7 +14,7 @@ import sys
 
 from gemma_ft_widgets import length_check
 from gemma_ft_widgets.config import TrainingConfig
-from gemma_ft_widgets.train.data import split_indices
+from gemma_ft_widgets.datasets import split_indices
 
 LONG = {"prompt": "word " * 200, "response": "x"}  # > 200 tokens with the tiny tokenizer
 SHORT = {"prompt": "a", "response": "b"}

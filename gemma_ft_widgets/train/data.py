@@ -27,8 +27,8 @@ import dataclasses
 import numpy as np
 
 from .. import datasets, length_check
+from ..datasets import MAX_EVAL_EXAMPLES, split_indices  # noqa: F401 - the split's home is datasets
 
-MAX_EVAL_EXAMPLES = 1024  # eval cost stays bounded on big datasets
 
 
 @dataclasses.dataclass
@@ -94,16 +94,6 @@ def tokenize(records: list[dict], fmt: str, tokenizer, max_seq_len: int) -> tupl
         keep[i] = mask[i].any()
     dropped = int((~keep).sum())
     return Arrays(inputs[keep], targets[keep], mask[keep]), truncated, dropped
-
-
-def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded shuffle, then the first round(n * eval_fraction) examples are held out."""
-    perm = np.random.default_rng([seed, 0x5EED]).permutation(n)
-    n_eval = int(round(n * eval_fraction)) if eval_fraction > 0 else 0
-    if eval_fraction > 0 and n >= 2:
-        n_eval = max(1, n_eval)
-    n_eval = min(n_eval, n - 1, MAX_EVAL_EXAMPLES)
-    return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
 def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: float, seed: int) -> Dataset:
