@@ -97,3 +97,23 @@ def test_a_run_that_ended_while_its_lock_was_missing_reads_as_ended(manager, mak
     assert not liveness.held(run.run_dir)
     manager.start(make_config(max_steps=3))  # nothing blocks a new run
     wait_state(manager, State.FINISHED)
+
+
+def test_the_panel_restores_a_deleted_lock(manager, make_config, workspace, make_panel):
+    """The panel's "Restore lock" shows while status says the lock is missing, and writes it
+    back through RunManager.restore_lock (what `gemma-ft restore-lock` calls)."""
+    p = make_panel()
+    button = p.dashboard.restore_lock_button
+    run, pids = _start_and_lose_the_lock(manager, make_config, workspace)
+    wait_for(lambda: p.refresh() or p.state == "RUNNING", 30, what="the panel shows the run")
+    assert button.layout.display != "none" and not button.disabled
+    assert "workspace lock is missing" in p.dashboard.phase.value
+    button.click()
+    assert p.wait_actions(60)
+    assert "restored the lock of " + run.name in p.dashboard.message.value, p.dashboard.message.value
+    lock = lockfile.read_lock(workspace)
+    assert lock.present and lockfile.names(lock.data, run.run_dir)
+    assert set(lock_pids(workspace)) == set(pids)
+    p.refresh()
+    assert button.layout.display == "none" and not manager.status(run.name).lock_missing
+    assert p.state == "RUNNING" and "workspace lock is missing" not in p.dashboard.phase.value

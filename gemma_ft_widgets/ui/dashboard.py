@@ -54,13 +54,14 @@ class Dashboard(w.VBox):
     (loss, eval_loss, lr, tokens_per_s, eta, elapsed, device_mem, host_mem), `loss_figure`,
     `loss_line`, `eval_line`, `throughput_figure`, `throughput_line`, `transitions`,
     `log_stream`, `logs`, `abort_button`, `confirm_button`, `cancel_button`, `stopping_label`,
-    `force_button`, `message`; trait `confirming`."""
+    `force_button`, `restore_lock_button`, `message`; trait `confirming`."""
 
     confirming = t.Bool(False)
 
     def __init__(self, on_stop: Callable[[], None] | None = None,
-                 on_force: Callable[[], None] | None = None, **kwargs):
-        self.on_stop, self.on_force = on_stop, on_force
+                 on_force: Callable[[], None] | None = None,
+                 on_restore_lock: Callable[[], None] | None = None, **kwargs):
+        self.on_stop, self.on_force, self.on_restore_lock = on_stop, on_force, on_restore_lock
         self.state = ""
         self.badge = w.HTML(fmt.badge("IDLE"))
         self.badge.add_class("gft-state-badge")
@@ -107,9 +108,17 @@ class Dashboard(w.VBox):
                                      tooltip="SIGTERM, then SIGKILL to the run's process group",
                                      layout=w.Layout(width="120px"))
         self.force_button.add_class("gft-force")
+        # Shown while status says the run lives but its workspace lock was deleted: the same
+        # RunManager.restore_lock as `gemma-ft restore-lock`.
+        self.restore_lock_button = w.Button(description="Restore lock", icon="lock",
+                                            tooltip="write the workspace lock again from the run's live processes",
+                                            layout=w.Layout(width="140px", display="none"))
+        self.restore_lock_button.add_class("gft-restore-lock")
+        self.restore_lock_button.on_click(self._restore_lock_clicked)
         self.message = w.HTML()
         self.message.add_class("gft-dashboard-message")
-        self.controls = w.HBox([self.abort_button, self.confirm_box, self.stopping_label, self.force_button],
+        self.controls = w.HBox([self.abort_button, self.confirm_box, self.stopping_label, self.force_button,
+                                self.restore_lock_button],
                                layout=w.Layout(align_items="center"))
         self.controls.add_class("gft-controls")
 
@@ -145,6 +154,11 @@ class Dashboard(w.VBox):
         if self.on_force is not None:
             self.on_force()
 
+    def _restore_lock_clicked(self, _b=None) -> None:
+        self.restore_lock_button.disabled = True  # until the next status says whether it is still missing
+        if self.on_restore_lock is not None:
+            self.on_restore_lock()
+
     def set_controls(self, state: str, stopping: bool, can_stop: bool = True) -> None:
         """Abort for an active run; 'stopping…' and Force kill while it stops."""
         self.state, self._stopping = state, stopping
@@ -173,6 +187,10 @@ class Dashboard(w.VBox):
             if devices else ""
         _set(self.run_label, "value", f"<b>{name}</b>{model}{attempt}{on}")
         _set(self.phase, "value", self._phase(state, status, series))
+        lock_missing = bool(getattr(status, "lock_missing", False)) and not status.foreign_host
+        _show(self.restore_lock_button, lock_missing)
+        if not lock_missing:
+            _set(self.restore_lock_button, "disabled", False)
 
         step = status.step if status.step is not None else (series.latest("step") if series else None)
         total = status.max_steps

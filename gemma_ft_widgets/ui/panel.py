@@ -98,7 +98,7 @@ class ControlPanel(w.VBox):
         form_defaults.update(defaults or {})
         self.form = ConfigForm(os.path.join(self.workspace, contract.UPLOADS_DIR), on_start=self._start,
                                defaults=form_defaults, on_queue=self._enqueue)
-        self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force)
+        self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force, on_restore_lock=self._restore_lock)
         self.outcome = OutcomeView(on_export=self._export)
         self.history = RunTable(on_select=self._selected, on_delete=self._delete)
         self.playground = Playground(on_generate=self._generate)
@@ -532,6 +532,20 @@ class ControlPanel(w.VBox):
                 self._stop_in_flight = False
 
         self._spawn("stop", work)
+
+    def _restore_lock(self) -> None:
+        run_dir = self.run_dir
+
+        def work():
+            try:
+                text = self.manager.restore_lock(run_dir or None)
+            except RunError as e:
+                self.dashboard.message.value = fmt.note(f"Lock not restored: {fmt.esc(e)}", "error")
+                return
+            self.dashboard.message.value = fmt.note(fmt.esc(text), "ok")
+            self.note(text, "ok")
+
+        self._spawn("restore-lock", work)
 
     def _force(self) -> None:
         self._stop_in_flight = True
