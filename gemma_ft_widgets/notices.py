@@ -18,10 +18,12 @@ import statistics
 import time
 from typing import Any
 
-from . import contract
+from . import contract, stall
 
-STALL_FACTOR = 10.0  # "stalled": nothing written for this many typical steps ...
-STALL_MIN_S = 120.0  # ... and never sooner than this (an eval or a checkpoint save takes a while)
+# "stalled": stall.py's rule, the one `gemma-ft status` and the panel use (the server's
+# GemmaFT.stall_factor / stall_min_seconds settings can loosen or tighten it)
+STALL_FACTOR = stall.PAUSE_FACTOR
+STALL_MIN_S = stall.MIN_STALL_S
 TAIL_BYTES = 16 * 1024  # the last events of metrics.jsonl: enough for ~50 steps, one small read
 
 
@@ -30,7 +32,7 @@ class Progress:
     step_time_s: float | None = None  # median of the recent steps
     eta_s: float | None = None  # remaining steps times step_time_s (active runs only)
     idle_s: float | None = None  # seconds since metrics.jsonl was last written (active runs only)
-    stalled: bool = False  # RUNNING, yet silent for longer than expected
+    stalled: bool = False  # RUNNING, yet silent for longer than stall.py's limit
     last_step: dict[str, Any] | None = None  # the newest step event (latest metrics)
     last_eval: dict[str, Any] | None = None  # the newest eval event among the recent ones
 
@@ -82,8 +84,9 @@ def progress(status: Any, now: float | None = None, stall_factor: float = STALL_
         out.idle_s = round(max(0.0, now - os.stat(os.path.join(run_dir, contract.METRICS_NAME)).st_mtime), 1)
     except OSError:
         out.idle_s = None
-    if state == "RUNNING" and out.idle_s is not None and out.last_step is not None:
-        out.stalled = out.idle_s > max(stall_min_s, stall_factor * (out.step_time_s or 0.0))
+    basis = getattr(status, "stall_basis_s", None)  # the run's longest pause, seen or expected
+    if state == "RUNNING" and out.idle_s is not None and out.last_step is not None and basis is not None:
+        out.stalled = out.idle_s > stall.limit(basis, stall_factor, stall_min_s)
     return out
 
 

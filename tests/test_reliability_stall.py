@@ -16,7 +16,8 @@ import pytest
 
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
-from gemma_ft_widgets.runs import RunManager, State, lockfile, stall
+from gemma_ft_widgets import stall
+from gemma_ft_widgets.runs import RunManager, State, lockfile
 from gemma_ft_widgets.runs.status import check_lock
 from gemma_ft_widgets.ui import ControlPanel
 

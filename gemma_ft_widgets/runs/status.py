@@ -13,8 +13,8 @@ from typing import Any
 
 import psutil
 
-from .. import contract
-from . import identity, liveness, stall
+from .. import contract, stall
+from . import identity, liveness
 from .lockfile import LockRead
 from .metrics import MetricsSummary
 from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
@@ -56,7 +56,8 @@ class RunStatus:
     lock_missing: bool = False  # alive (its folder's flock is held) but no workspace lock names it
     last_step_at: str | None = None  # when the latest step event was written
     damaged_checkpoints: list[str] = dataclasses.field(default_factory=list)  # checkpoints/step_N.damaged
-    stalled_s: float | None = None  # RUNNING, but nothing written for this long (past runs/stall.py's limit)
+    stalled_s: float | None = None  # RUNNING, but nothing written for this long (past stall.py's limit)
+    stall_basis_s: float | None = None  # RUNNING: its longest pause, seen or expected (stall.basis)
     # A multi-process run: [{"process", "pid", "host", "alive"}] of its trainers (from the lock
     # while it runs, from result.json once it ended), None for a run of one process.
     processes: list[dict[str, Any]] | None = None
@@ -234,6 +235,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     step_time = (summary.last_step or {}).get("time")
     st.last_step_at = _iso(step_time) if isinstance(step_time, (int, float)) else None
     if state == State.RUNNING and st.foreign_host is None:
+        if summary.stepped:
+            st.stall_basis_s = round(stall.basis(summary, config), 3)
         quiet = stall.stalled_for(summary, config, time.time())
         if quiet is not None:
             st.stalled_s = round(quiet[0], 1)

@@ -17,7 +17,8 @@ class GemmaFT(Configurable):
         "$GEMMA_FT_WORKSPACE, else ./gemma_ft_runs (the rule of the panel and the CLI), from the root.")
     ).tag(config=True)
     stall_factor = Float(notices.STALL_FACTOR, help=(
-        "A RUNNING run is stalled when it wrote nothing for this many typical steps ...")).tag(config=True)
+        "A RUNNING run is stalled when it wrote nothing for this many times its longest pause, "
+        "seen or expected (gemma_ft_widgets/stall.py) ...")).tag(config=True)
     stall_min_seconds = Float(notices.STALL_MIN_S, help=(
         "... and for at least this many seconds.")).tag(config=True)
 

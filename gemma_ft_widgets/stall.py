@@ -1,10 +1,14 @@
 """Stall detection: a RUNNING run that has written nothing for much longer than it ever paused.
 
+The one stall rule: `gemma-ft status` and the panel (runs/status.py) and the notices of the
+JupyterLab extension and the panel's banner (notices.py) all use it.
+
 A trainer frozen by SIGSTOP, a hung filesystem or a stuck collective keeps its processes alive,
 so the process table says RUNNING forever. The run's own events say otherwise: the threshold
 is derived from how it has behaved so far (the longest pause between its events since its
 first step: log intervals, evals, checkpoint saves), from the pauses it will make (an eval of
-its eval split, log_every steps), and never below MIN_STALL_S.
+its eval split, log_every steps), and never below MIN_STALL_S. `summary` is a
+runs.metrics.MetricsSummary (read by duck type: this module sits below runs/).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .metrics import MetricsSummary
 
 MIN_STALL_S = 20.0
 PAUSE_FACTOR = 5.0  # a stall is this many times the longest pause seen, or expected
 
 
-def threshold(summary: MetricsSummary, config: dict[str, Any] | None) -> float:
-    """Seconds without an event after which a RUNNING run counts as stalled."""
+def basis(summary: Any, config: dict[str, Any] | None) -> float:
+    """The longest pause the run has made between events since its first step, or will make
+    (log_every steps, an eval of its eval split), in seconds."""
     cfg = config or {}
     step_s = (summary.last_step or {}).get("step_time_s")
     expected = 0.0
@@ -30,10 +34,19 @@ def threshold(summary: MetricsSummary, config: dict[str, Any] | None) -> float:
         batch = cfg.get("batch_size") if isinstance(cfg.get("batch_size"), int) else 1
         if eval_examples:  # a forward pass is cheaper than a train step: a safe bound
             expected = max(expected, math.ceil(eval_examples / max(batch, 1)) * step_s)
-    return max(MIN_STALL_S, PAUSE_FACTOR * max(summary.max_gap, expected))
+    return max(summary.max_gap, expected)
 
 
-def stalled_for(summary: MetricsSummary, config: dict[str, Any] | None, now: float) -> tuple[float, float] | None:
+def limit(basis_s: float, factor: float = PAUSE_FACTOR, min_s: float = MIN_STALL_S) -> float:
+    """Seconds without an event after which a RUNNING run counts as stalled."""
+    return max(min_s, factor * basis_s)
+
+
+def threshold(summary: Any, config: dict[str, Any] | None) -> float:
+    return limit(basis(summary, config))
+
+
+def stalled_for(summary: Any, config: dict[str, Any] | None, now: float) -> tuple[float, float] | None:
     """(seconds since the last event, threshold) when past the threshold, else None."""
     if summary.last_time is None or not summary.stepped:
         return None
