@@ -427,7 +427,31 @@ def sliced_intervals(intervals: Sequence[tuple[float, float, float]], slices, la
     units = sum(u for u, _ in per.values())
     secs = sum(d for _, d in per.values())
     return {"median": median(rates), "pooled": units / secs if secs else float("nan"),
-            "turns": len(rates), "seconds": secs, "per_turn": rates}
+            "turns": len(rates), "seconds": secs, "per_turn": rates,
+            "by_turn": {s: u / d for s, (u, d) in per.items() if d > 0}}
+
+
+def paired_ratios(slices: Sequence[tuple[str, float, float]], on: dict[str, Any], off: dict[str, Any]) -> list[float]:
+    """Per cycle, the `on` turn's rate over the `off` turn's beside it (sliced_intervals'
+    results of two labels taking turns in pairs, as `alternate` gives them): neighbouring
+    turns share the machine's load, so a drifting load cancels out of each ratio."""
+    out = []
+    for i in range(0, len(slices) - 1, 2):
+        pair = (i, i + 1)
+        a = next((on["by_turn"][k] for k in pair if k in on["by_turn"]), None)
+        b = next((off["by_turn"][k] for k in pair if k in off["by_turn"]), None)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def quartiles(xs: Sequence[float]) -> tuple[float, float]:
+    """(25th, 75th) percentiles: the spread a median is reported with."""
+    xs = sorted(x for x in xs if x is not None)
+    if len(xs) < 2:
+        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 def sliced_processes(specs: dict[str, dict], slice_s: float, cycles: int, root: str,

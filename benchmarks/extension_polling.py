@@ -7,14 +7,15 @@ No browser: a client process stands in for open JupyterLab tabs and GETs
 `jupyter server` (with its other extensions, as installed) with gemma_ft_widgets.server
 enabled on the run's workspace.
 
-One real run (RunManager.start) trains the tiny model on a tiny batch. Once it logs steps, the
-observers get alternate turns of a few seconds: "polled" (server + client running) and
-"alone" (both frozen with SIGSTOP). Ratio = median polled / median alone tokens/s per turn,
-from the trainer's own step events. Also printed: the server's and the client's CPU seconds
-during the polled turns, and the answers' latency.
+The harness is _observed_run.py's (shared with monitoring_overhead.py): one real run of the
+tiny model; server and client alternate turns "polled" (running) and "alone" (frozen with
+SIGSTOP), 16 cycles of 3 s by default (about 2 minutes with start-up). The figure is the
+median over cycles of polled / alone tokens/s, each cycle's two turns side by side, printed
+with its quartiles; also printed: the server's and the client's CPU seconds during the
+polled turns, and the answers' latency.
 
     python benchmarks/extension_polling.py
-    python benchmarks/extension_polling.py --cycles 20 --rate 2
+    python benchmarks/extension_polling.py --cycles 24 --rate 2
     python benchmarks/extension_polling.py --smoke          # the simulated trainer, short
 """
 
@@ -32,9 +33,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _observed_run as R  # noqa: E402
 
 TARGET = 0.98
-SIM = "gemma_ft_widgets.runs.simulated_trainer"
 
 CLIENT = r"""
 import json, signal, sys, time, urllib.request
@@ -102,106 +103,40 @@ def start_server(root: str, ws: str) -> tuple[subprocess.Popen, str, str]:
     return proc, url, token
 
 
+def start_observers_at(rate: float):
+    def start(root: str, ws: str) -> dict:
+        server, url, token = start_server(root, ws)
+        with open(os.path.join(root, "client.out"), "w") as f:
+            client = subprocess.Popen([C.PY, "-c", CLIENT, url, token, str(rate)],
+                                      stdout=f, stderr=subprocess.STDOUT, env=C.env())
+        time.sleep(2.0)
+        return {"server": (server, signal.SIGTERM), "client": (client, signal.SIGTERM)}
+
+    return start
+
+
+def collect(root: str) -> dict:
+    client = [json.loads(x) for x in open(os.path.join(root, "client.out")) if x.startswith("{")]
+    return {"client": client[-1] if client else {}}
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__)
-    p.add_argument("--cycles", type=int, default=None, help="polled/alone turn pairs (default 16)")
-    p.add_argument("--slice", type=float, default=None, help="seconds per turn (default 3)")
+    R.add_args(p, "polled")
     p.add_argument("--rate", type=float, default=1.0, help="polls per second (default 1: five tabs)")
-    p.add_argument("--trainer", choices=("real", "sim"), default=None,
-                   help="the trainer (default real; --smoke: sim)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seq", type=int, default=64)
     args = p.parse_args(argv)
-    cycles = args.cycles or args.rounds or (2 if args.smoke else 16)
-    slice_s = args.slice or (1.2 if args.smoke else 3.0)
-    trainer = args.trainer or ("sim" if args.smoke else "real")
     C.print_machine()
-
-    from gemma_ft_widgets import contract
-    from gemma_ft_widgets.runs import RunManager, State
-    from monitoring_overhead import cpu_seconds
-
-    if trainer == "sim":
-        os.environ["GEMMA_FT_SIM_STEP_TIME"] = "0.01"
-    module = SIM if trainer == "sim" else contract.DEFAULT_TRAINER
-    os.environ[contract.TRAINER_ENV] = module
-    observers: dict[str, subprocess.Popen] = {}
-    with C.TempDir("extension_polling", args.keep) as root:
-        ws = os.path.join(root, "ws")
-        dataset = C.make_dataset(os.path.join(root, "data.jsonl"), n=64)
-        manager = RunManager(ws, trainer=module)
-        run = manager.start({"model": "tiny", "dataset": dataset, "batch_size": args.batch,
-                             "max_seq_len": args.seq, "max_steps": 1_000_000, "warmup_steps": 0,
-                             "eval_fraction": 0.0, "eval_every": 1_000_000, "checkpoint_every": 100,
-                             "keep_checkpoints": 3, "log_every": 1, "lora_rank": 8})
-        client_out = os.path.join(root, "client.out")
-        cpu = {}
-        try:
-            manager.wait(until=State.RUNNING, timeout=900, interval=0.2)
-            observers["server"], url, token = start_server(root, ws)
-            with open(client_out, "w") as f:
-                observers["client"] = subprocess.Popen([C.PY, "-c", CLIENT, url, token, str(args.rate)],
-                                                       stdout=f, stderr=subprocess.STDOUT, env=C.env())
-            time.sleep(2.0)
-            pids = [o.pid for o in observers.values()]
-
-            def alive():
-                for name, o in observers.items():
-                    if o.poll() is not None:
-                        raise RuntimeError(f"{name} exited with {o.returncode}")
-                if manager.status().state is not State.RUNNING:
-                    raise RuntimeError(f"the run is {manager.status().state.value}")
-
-            cpu0 = {name: cpu_seconds(o.pid) for name, o in observers.items()}
-            slices = C.alternate({"polled": lambda on: None,
-                                  "alone": lambda on: (C.freeze if on else C.thaw)(pids)},
-                                 slice_s, cycles, alive)
-            cpu = {name: cpu_seconds(o.pid) - cpu0[name] for name, o in observers.items()}
-        finally:
-            for o in observers.values():
-                C.thaw([o.pid])
-                if o.poll() is None:
-                    o.send_signal(signal.SIGTERM)
-            for o in observers.values():
-                try:
-                    o.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    o.kill()
-                    o.wait()
-            report = manager.stop(timeout=60)
-            if not report.nothing_to_stop and not report.group_gone:
-                manager.stop(force=True)
-        events = C.read_events(run.run_dir)
-        client = [json.loads(x) for x in open(client_out) if x.startswith("{")]
-
-    tokens = args.batch * args.seq
-    points, other = [], False
-    for e in events:
-        if e.get("event") == "step":
-            points.append((e["time"], tokens, not other))
-            other = False
-        elif e.get("event") in ("checkpoint", "eval"):
-            other = True
-    on = C.sliced_rate(points, slices, "polled")
-    off = C.sliced_rate(points, slices, "alone")
-    ratio = on["median"] / off["median"]
-    polled_s = sum(b - a for lab, a, b in slices if lab == "polled")
-    C.table(["trainer", "tokens/s median of turns", "min–max", "pooled", "turns"], [
-        ("alone (server + client frozen)", off["median"], C.spread(off["per_turn"]), off["pooled"], off["turns"]),
-        (f"polled ({args.rate:g}/s GET /gemma-ft/api/workspaces)", on["median"], C.spread(on["per_turn"]),
-         on["pooled"], on["turns"]),
-    ], title=f"Extension polling ({trainer} trainer, tiny batch {args.batch} x seq {args.seq}; "
-             f"{cycles} cycles of {slice_s} s turns)")
-    c = client[-1] if client else {}
-    print(f"CPU during the polled turns: server {C.fmt(cpu.get('server'))} s, client {C.fmt(cpu.get('client'))} s "
-          f"over {polled_s:.1f} s ({100 * sum(cpu.values()) / max(polled_s, 1e-9):.1f}% of one core); "
-          f"polls {c.get('polls')}, errors {c.get('errors')}, states {c.get('states')}, latency median "
+    m = R.measure(args, "extension_polling", "polled", start_observers_at(args.rate), collect)
+    R.report(m, f"polled ({args.rate:g}/s GET /gemma-ft/api/workspaces)", "alone (server + client frozen)",
+             f"Extension polling (tiny batch {args.batch} x seq {args.seq})")
+    c = m["client"]
+    print(f"polls {c.get('polls')}, errors {c.get('errors')}, states {c.get('states')}, latency median "
           f"{C.fmt(c.get('median_ms'))} ms, p95 {C.fmt(c.get('p95_ms'))} ms")
-    if trainer == "sim":
-        print("(simulated trainer: its steps are sleeps, so this run checks the mechanism only)")
-    C.result("extension_polling", ratio=ratio, target=TARGET, note=f"{trainer} trainer: polled / alone tokens/s")
+    C.result("extension_polling", ratio=m["ratio"], target=TARGET,
+             note=f"{m['trainer']} trainer: polled / alone tokens/s, median of {len(m['pairs'])} paired cycles")
     C.result("extension_poll_latency_ms", value=c.get("median_ms"), unit="ms", target=None)
-    C.finish(args, {"polled": on, "alone": off, "cpu_s": cpu, "client": c, "trainer": trainer, "rate": args.rate})
+    C.finish(args, {"polled": m["on"], "alone": m["off"], "pairs": m["pairs"], "quartiles": m["quartiles"],
+                    "cpu_s": m["cpu_s"], "client": c, "trainer": m["trainer"], "rate": args.rate})
     return 0
 
 

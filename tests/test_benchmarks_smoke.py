@@ -105,6 +105,16 @@ def test_sliced_intervals_count_only_within_one_turn():
     assert _common.sliced_intervals(intervals, slices, "b")["turns"] == 0
 
 
+def test_paired_ratios_compare_the_two_turns_of_each_cycle():
+    """Each cycle's ratio is taken between its own two turns (neighbours in time share the
+    machine's load), whichever came first; a cycle missing a side is left out."""
+    slices = [("on", 0, 1), ("off", 1, 2), ("off", 2, 3), ("on", 3, 4), ("on", 4, 5), ("off", 5, 6)]
+    on = {"by_turn": {0: 10.0, 3: 30.0, 4: 8.0}}
+    off = {"by_turn": {1: 20.0, 2: 30.0}}
+    assert _common.paired_ratios(slices, on, off) == pytest.approx([0.5, 1.0])
+    assert _common.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
+
+
 def test_result_lines(capsys):
     assert _common.result("x", ratio=0.5, target=0.95) is False
     assert _common.result("y", value=0.4, unit="s", target=1.0, op="<=") is True
