@@ -1,7 +1,7 @@
 """The JupyterLab extension in a real JupyterLab and Chromium: a run started from a terminal
 shows in the status bar of a notebook without a panel, FINISHED and FAILED raise toasts and
 mark the tab title, the launcher opens a working panel, and after a server restart the status
-bar catches up. No console errors."""
+bar catches up; a stalled and an orphaned run raise their toasts. No console errors."""
 
 from __future__ import annotations
 
@@ -245,3 +245,31 @@ def test_notebook7_gets_the_toasts(lab, page):
     # (its settings load trips over the plugin lab.py disables); nothing else may show up.
     known = re.compile(r"reading 'schema'")
     assert not console_errors(page, known), console_errors(page, known)
+
+
+def test_stalled_and_orphaned_runs_raise_their_toasts(lab, page):
+    """A trainer frozen with SIGSTOP shows STALLED in the status bar and raises the stalled
+    toast once stall.py's limit passes (20 s for this run's short pauses); SIGKILL to its
+    supervisor and trainer (identity verified through the lock) then raises the orphaned one."""
+    import psutil
+
+    page.goto(f"{lab.server.url}/lab?reset&token={lab.server.token}", timeout=120_000)
+    page.wait_for_selector("#jp-main-statusbar", timeout=120_000)
+    page.wait_for_timeout(3000)  # the extension's first poll: the baseline
+    name = lab.start_run(max_steps=100000, step_time=0.05)
+    wait_status(page, r"RUNNING.*step \d+/100000", 40)
+    procs = verified_processes(lab.ws)  # pid + create time + cmdline checked
+    procs["trainer"].suspend()  # SIGSTOP: alive, silent
+    try:
+        text = toast(page, "Fine-tuning run stalled", 90)
+        assert name in text and "written nothing for" in text
+        wait_status(page, r"STALLED", 10)
+    finally:
+        for p in (procs["supervisor"], procs["trainer"]):
+            p.send_signal(9)  # SIGKILL, also to the stopped trainer
+        psutil.wait_procs([procs["supervisor"], procs["trainer"]], timeout=20)
+    text = toast(page, "Fine-tuning run orphaned", 60)
+    assert name in text and "orphaned at step" in text
+    wait_status(page, r"ORPHANED", 10)
+    assert RunManager(lab.ws).status().state.value == "ORPHANED"
+    assert not console_errors(page), console_errors(page)
