@@ -3,6 +3,7 @@ notices.py for runs that end while the panel watches, with real runs of the simu
 
 from __future__ import annotations
 
+import os
 import time
 
 from gemma_ft_widgets import notices
@@ -52,6 +53,14 @@ def test_stalled_and_eta_come_from_the_metrics_tail(manager, make_config, monkey
     assert later.stalled and later.idle_s > 3000
     note = notices.notice(st, later)
     assert note["level"] == "warning" and note["key"].endswith(":stalled@5") and "1 h" in note["text"]
+    # one rule: the notice turns at stall.py's limit for this run, the one `gemma-ft status` uses
+    from gemma_ft_widgets import contract, stall
+
+    limit = stall.limit(st.stall_basis_s)
+    written = os.stat(os.path.join(st.run_dir, contract.METRICS_NAME)).st_mtime
+    assert limit == stall.MIN_STALL_S  # this run's pauses are short: the floor
+    assert not notices.progress(st, now=written + limit - 1).stalled
+    assert notices.progress(st, now=written + limit + 1).stalled
 
 
 def until_step(manager, step):
