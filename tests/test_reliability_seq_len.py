@@ -88,3 +88,14 @@ def test_a_model_without_a_local_tokenizer_is_refused_only_when_sure(tmp_path, m
     merely_long = tmp_path / "long.jsonl"
     merely_long.write_text(json.dumps({"prompt": "w" * 64 * 20, "response": "x"}) + "\n")
     assert length_check.length_problems(cfg.replace(dataset=str(merely_long))) == []
+
+
+def test_the_queue_refuses_such_a_config_when_it_is_added(tmp_path, manager):
+    data, seed = eval_only_long(tmp_path)
+    from gemma_ft_widgets.config import ConfigError
+    import pytest
+
+    with pytest.raises(ConfigError, match="all 2 eval examples were dropped"):
+        manager.queue.add({"model": "tiny", "dataset": data, "max_seq_len": 32, "eval_fraction": 0.1,
+                           "seed": seed, "batch_size": 2, "max_steps": 5})
+    assert manager.queue.list().entries == [] and manager.runs() == []

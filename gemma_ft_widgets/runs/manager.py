@@ -200,6 +200,12 @@ class RunManager:
     def lock_present(self) -> bool:
         return lockfile.read_lock(self.workspace).present
 
+    def refuse_what_cannot_start(self, config) -> None:
+        """ConfigError for a validated config that start would refuse before creating anything:
+        it cannot fit this machine, or max_seq_len leaves nothing to train (the queue checks
+        this when an entry is added, not only when it starts)."""
+        _refuse_what_cannot_fit(config)
+
     def start(self, config: Any, name: str | None = None, group: str | None = None,
               queue_id: str | None = None) -> Run:
         """Validate `config` (TrainingConfig or dict), then create the run folder and the lock

@@ -187,6 +187,8 @@ class RunQueue:
         from ..config import TrainingConfig
 
         checked = [c if isinstance(c, TrainingConfig) else TrainingConfig.from_dict(c) for c in configs]
+        for c in checked:
+            self.manager.refuse_what_cannot_start(c)
         self.manager._make_workspace()
         entries = [new_entry(c.to_dict(), n, group) for c, n in zip(checked, names)]
         with editing(self.workspace) as q:
