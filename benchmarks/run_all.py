@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-ORDER = ("trainer_overhead", "monitoring_overhead", "refresh_cost", "import_attach", "start_stop",
+ORDER = ("trainer_overhead", "monitoring_overhead", "refresh_cost", "columns_parser", "import_attach", "start_stop",
          "data_parallel", "multiprocess", "extension_polling", "gpu_mfu")
 
 

@@ -45,6 +45,11 @@ def test_refresh_cost_smoke(tmp_path):
             "refresh_many_vs_few_runs"} <= set(results)
 
 
+def test_columns_parser_smoke(tmp_path):
+    results, _ = run_bench("columns_parser", tmp_path, "--lines", "3000", "--rounds", "1")
+    assert "columns_parser_msgspec_vs_hand" in results
+
+
 def test_import_attach_smoke(tmp_path):
     results, data = run_bench("import_attach", tmp_path, "--rounds", "1")
     assert {"import_attach_s", "import_attach_heavy_modules", "import_attach_vs_import_jax"} <= set(results)
