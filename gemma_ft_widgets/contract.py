@@ -22,6 +22,7 @@ DEFAULT_WORKSPACE = "gemma_ft_runs"
 WORKSPACE_ENV = "GEMMA_FT_WORKSPACE"
 QUEUE_NAME = ".queue.json"  # runs waiting for the active-run slot (runs/queue.py)
 QUEUE_GUARD_NAME = ".queue.json.guard"  # flock()ed around every queue change
+SAMPLERS_DIR = ".samplers"  # <pid>.json per warm playground sampler (runs/warm_sampler.py)
 SETTINGS_NAME = "settings.json"  # workspace settings, e.g. {"notify": URL}
 ATTEMPT_ENV = "GEMMA_FT_ATTEMPT"  # tells the trainer which attempt it is (1 + resumes)
 TRAINER_ENV = "GEMMA_FT_TRAINER"  # python module run as the trainer (tests use a simulated one)

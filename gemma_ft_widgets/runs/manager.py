@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from .. import contract
-from . import identity, liveness, lockfile, sampling
+from . import identity, liveness, lockfile, sampling, warm_sampler
 from .errors import RunError
 from .launch import package_env
 from .lockfile import LockRead
@@ -634,6 +634,7 @@ class RunManager:
         }
 
     def _launch(self, run_dir: str, attempt: int) -> None:
+        warm_sampler.end_all(self.workspace)  # the playground's warm samplers give the accelerator back
         cmd = [sys.executable, "-m", SUPERVISOR_MODULE, run_dir, "--workspace", self.workspace,
                "--trainer", self.trainer, "--attempt", str(attempt)]
         mine = lambda d: lockfile.names(d, run_dir, attempt)

@@ -155,7 +155,29 @@ def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpo
         while len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = loaded
-    text = format_prompt(prompt)
+    text = complete(loaded, format_prompt(prompt), max_new_tokens, say=say)
+    return {"text": text, "checkpoint": path, "seconds": round(time.time() - t0, 3)}
+
+
+def sampling_method(temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0):
+    """The gemma library's sampling method for these settings: greedy at temperature 0, else
+    top-k (k > 0) or nucleus (top-p; 1.0 samples the whole distribution). The library has no
+    method doing both cuts; the kernel side refuses a request asking for both."""
+    from gemma import gm
+
+    if temperature <= 0:
+        return gm.text.Greedy()
+    if top_k > 0:
+        return gm.text.TopkSampling(temperature=float(temperature), k=int(top_k))
+    return gm.text.TopPSampling(p=float(top_p), temperature=float(temperature))
+
+
+def complete(loaded, text: str, max_new_tokens: int, sampling=None, seed: int | None = None, say=None) -> str:
+    """The model's answer to `text` (already in the turn format), cut at its end of turn.
+
+    Samplers are kept per (cache length, output buffer) on `loaded`, so a repeated call of a
+    similar size reuses jax's compiled functions (each distinct sampling method compiles once)."""
+    say = say or (lambda phase: None)
     n_prompt = len(loaded.tokenizer.encode(text)) + 1
     max_out = _bucket(max_new_tokens)
     cache_length = max(1024, _bucket(n_prompt + max_out, (1024, 2048, 4096, 8192, 16384, 32768)))
@@ -165,8 +187,8 @@ def sample_detailed(run_dir: str, prompt: str, max_new_tokens: int = 64, checkpo
         say("building the sampler")
         sampler = samplers[(cache_length, max_out)] = _sampler(loaded, cache_length, max_out)
     say(f"generating up to {max_new_tokens} tokens")
-    out = sampler.sample(text, max_new_tokens=max_new_tokens)
-    return {"text": clean_output(out), "checkpoint": path, "seconds": round(time.time() - t0, 3)}
+    out = sampler.sample(text, max_new_tokens=max_new_tokens, sampling=sampling, rng=seed)
+    return clean_output(out)
 
 
 def main(argv: list[str] | None = None) -> int:
