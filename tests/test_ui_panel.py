@@ -387,13 +387,15 @@ def test_playground_samples_in_a_worker_and_shows_progress(make_panel, sim_env, 
     release = threading.Event()
     calls = []
 
-    def fake_sample(run, prompt, max_new_tokens=64, checkpoint=None, timeout=300, on_progress=None):
-        calls.append((run, prompt, max_new_tokens, checkpoint, threading.current_thread() is threading.main_thread()))
+    def fake_generate(run, messages, checkpoint=None, model="tuned", on_progress=None, **settings):
+        calls.append((run, messages[-1]["content"], settings["max_new_tokens"], checkpoint,
+                      threading.current_thread() is threading.main_thread()))
         on_progress("loading the model and step_20")  # what the sampling subprocess reports
         release.wait(10)
-        return {"text": "Paris.", "checkpoint": os.path.join(run, "checkpoints", "step_20"), "seconds": 0.5}
+        return {"text": "Paris.", "checkpoint": os.path.join(run, "checkpoints", "step_20"), "seconds": 0.5,
+                "seed": settings["seed"]}
 
-    monkeypatch.setattr(p.manager, "sample", fake_sample)
+    monkeypatch.setattr(p.samplers, "generate", fake_generate)  # the real one: tests/test_warm_sampler.py
     p.outcome.playground_button.click()
     assert p.sections.selected_index == 1
     pg.generate_button.click()
@@ -461,7 +463,7 @@ def test_playground_shows_a_sampling_failure(make_panel, sim_env, monkeypatch):
     def broken(*a, **k):
         raise RunError("sampling failed (exit 1):\nno jax here")
 
-    monkeypatch.setattr(p.manager, "sample", broken)
+    monkeypatch.setattr(p.samplers, "generate", broken)
     p.playground.prompt.value = "hi"
     p.playground.generate_button.click()
     assert p.wait_actions(30)

@@ -25,6 +25,7 @@ from ..config import ConfigError, TrainingConfig, sample_dataset_path
 from ..runs import RunError, RunManager, State
 from ..runs import queue as runqueue
 from ..runs.results import stderr_tail
+from ..runs.warm_sampler import WarmSamplers
 from . import fmt, plots
 from .dashboard import Dashboard
 from .form import ConfigForm
@@ -102,6 +103,7 @@ class ControlPanel(w.VBox):
         self.outcome = OutcomeView(on_export=self._export)
         self.history = RunTable(on_select=self._selected, on_delete=self._delete)
         self.playground = Playground(on_generate=self._generate)
+        self.samplers = WarmSamplers(self.workspace)  # the playground's warm processes; closed with the panel
         self.queue_view = QueueView(on_remove=self._queue_remove, on_pause=self._queue_pause,
                                     on_resume=self._queue_resume)
 
@@ -170,6 +172,7 @@ class ControlPanel(w.VBox):
         self._closed = True
         if self._poller is not None:
             self._poller.stop()
+        self.samplers.close()
         with self._lock:
             roots = [self, self.form, self.run_view, self.dashboard, self.outcome, self.history,
                      self.history.overlay_figure, self.history.diff_html, self.playground, self.body, self.loading]
@@ -667,20 +670,27 @@ class ControlPanel(w.VBox):
 
         self._spawn("export", work)
 
-    def _generate(self, run_dir: str, prompt: str, max_new_tokens: int, checkpoint: int | None = None) -> None:
+    def _generate(self, run_dir: str, checkpoint: int | None, messages: list, base_messages: list | None,
+                  settings: dict) -> None:
+        """The playground's Generate: its warm sampler (started on first use) answers, then the
+        base model too when comparing, in a worker thread; the phases are shown live."""
         pg = self.playground
         pg.busy = True
-        pg.output.value = ""
+        pg.output.value = pg.base_output.value = ""
 
         def work():
             result: dict[str, Any] = {}
             phase = ["starting the sampler in a separate process"]
 
             def call():
+                say = lambda p: phase.__setitem__(0, p)  # noqa: E731
                 try:
-                    result["out"] = self.manager.sample(run_dir, prompt, max_new_tokens=max_new_tokens,
-                                                        checkpoint=checkpoint,
-                                                        on_progress=lambda p: phase.__setitem__(0, p))
+                    result["out"] = self.samplers.generate(run_dir, messages, checkpoint=checkpoint,
+                                                           on_progress=say, **settings)
+                    if base_messages is not None:
+                        phase[0] = "the base model"
+                        result["base"] = self.samplers.generate(run_dir, base_messages, checkpoint=checkpoint,
+                                                                model="base", on_progress=say, **settings)
                 except Exception as e:  # noqa: BLE001
                     result["error"] = e
 
@@ -695,13 +705,15 @@ class ControlPanel(w.VBox):
                 if "error" in result:
                     pg.progress.value = fmt.note(f"Sampling failed: {fmt.esc(result['error'])}", "error")
                     return
-                out = result["out"]
-                pg.output.value = str(out.get("text", ""))
-                ckpt = str(out.get("checkpoint") or "")
+                out, base = result["out"], result.get("base")
+                pg.show_answers(messages[-1]["content"], str(out.get("text", "")),
+                                None if base is None else str(base.get("text", "")))
+                ckpt = str(out.get("checkpoint") or "base weights")
                 if ckpt.startswith(run_dir.rstrip(os.sep) + os.sep):
                     ckpt = os.path.relpath(ckpt, run_dir)  # checkpoints/step_N
-                pg.progress.value = (f'<span style="color:#555">{fmt.esc(ckpt)} · '
-                                     f'{fmt.number(out.get("seconds"), 3)} s</span>')
+                seconds = out.get("seconds", 0) + (base.get("seconds", 0) if base else 0)
+                pg.progress.value = (f'<span style="color:#555">{fmt.esc(ckpt)} · {fmt.number(seconds, 3)} s'
+                                     f' · seed {out.get("seed")}</span>')
             finally:
                 pg.busy = False
 
