@@ -255,3 +255,9 @@ def render_example(record: dict, fmt: str) -> tuple[str, str]:
 def render_prompt(user_text: str) -> str:
     """A single user turn, ready for the model to answer (the playground uses it)."""
     return _turn("user", user_text) + f"{START}model\n"
+
+
+def render_conversation(messages: list[dict]) -> str:
+    """A conversation ({"role": "user" | "assistant" | "system", "content"} messages, the last
+    one the user's), laid out as training lays out a chat record, ready for the model's answer."""
+    return render_example({"messages": list(messages) + [{"role": "assistant", "content": ""}]}, "chat")[0]

@@ -22,9 +22,9 @@ bad request or a sampling error):
     {"id": 2, "op": "idle_timeout", "seconds": S}   -> {"id": 2, "ok": true}
     {"id": 3, "op": "close"}                         -> {"id": 3, "ok": true}, then it exits 0
 
-It also exits 0 on end of file on stdin (the kernel closed the pipe, or died) and when no
-request came for the idle timeout. The conversation is rendered with the trainer's own turn
-layout (datasets.render_example, "chat": `<start_of_turn>user … <end_of_turn>`), so the model
+It also exits 0 on end of file on stdin (the kernel closed the pipe, or died; while loading
+too) and when no request came for the idle timeout. The conversation is rendered with the trainer's own turn
+layout (datasets.render_conversation: `<start_of_turn>user … <end_of_turn>`), so the model
 sees what it was trained on; the kernel keeps the history and sends it whole each time, so the
 process holds no conversation state and a restarted one loses nothing. "base" is the run's
 base model without the fine-tuning, loaded on its first request.
@@ -38,6 +38,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 
 from .. import contract
@@ -96,7 +97,7 @@ class Server:
         return self.models[which]
 
     def generate(self, req: dict, say) -> dict:
-        from ..datasets import render_example
+        from ..datasets import render_conversation
         from . import sample
 
         which = req.get("model", "tuned")
@@ -110,7 +111,7 @@ class Server:
         if len(messages) == 1 and "<start_of_turn>" in messages[0]["content"]:
             prompt = messages[0]["content"]  # already laid out in turns: used as it is
         else:
-            prompt, _ = render_example({"messages": list(messages) + [{"role": "assistant", "content": ""}]}, "chat")
+            prompt = render_conversation(messages)
         method = sample.sampling_method(float(req.get("temperature", 0.0)), float(req.get("top_p", 1.0)),
                                         int(req.get("top_k", 0)))
         seed = int(req.get("seed", 0))
@@ -151,6 +152,15 @@ class Server:
                 self.send({"id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"})
 
 
+def _end_if_stdin_stirs(loading: threading.Event) -> None:
+    """While the model loads (minutes for a large one), the kernel sends nothing but a close
+    request or, by closing the pipe or dying, an end of file: either means stop loading now."""
+    while loading.is_set():
+        ready, _, _ = select.select([0], [], [], 0.2)
+        if ready and loading.is_set():
+            os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.train.sample_server",
                                      description="A warm sampling process for the playground (JSON lines).")
@@ -164,12 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for us
     server = Server(args.run_dir, args.checkpoint, out)
+    loading = threading.Event()
+    loading.set()
+    threading.Thread(target=_end_if_stdin_stirs, args=(loading,), daemon=True).start()
     try:
         path = server.load()
     except Exception as e:  # noqa: BLE001 - reported to the kernel, which shows it
         server.send({"event": "error", "error": f"{type(e).__name__}: {e}" if not isinstance(
             e, (FileNotFoundError, ValueError)) else str(e)})
         return contract.EXIT_CONFIG_ERROR
+    loading.clear()  # before "ready": only after it may a request arrive
     server.send({"event": "ready", "checkpoint": path, "pid": os.getpid()})
     return server.serve(Lines(0), args.idle_timeout)
 
