@@ -21,7 +21,7 @@ import pytest
 from gemma_ft_widgets import contract, datasets
 from gemma_ft_widgets.config import TrainingConfig, sample_dataset_path
 from gemma_ft_widgets.runs import RunError, RunManager
-from gemma_ft_widgets.runs.manager import package_env
+from gemma_ft_widgets.runs.launch import package_env
 from gemma_ft_widgets.runs.warm_sampler import SERVER_MODULE, WarmSamplers, check_request, registry_dir
 
 from .conftest import SIM_TRAINER, wait_for

@@ -37,6 +37,7 @@ import psutil
 
 from .. import contract
 from . import identity
+from .launch import package_env
 from .errors import RunError
 from .state import Proc
 
@@ -101,8 +102,6 @@ class WarmSampler:
         if checkpoint is not None:
             self.cmd += ["--checkpoint", str(checkpoint)]
         fd, self.log_path = tempfile.mkstemp(prefix="sampler-", suffix=".log", dir=folder)
-        from .manager import package_env
-
         env = package_env()
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the accelerator with a live run
         with os.fdopen(fd, "wb") as log:
