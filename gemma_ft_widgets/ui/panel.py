@@ -375,7 +375,7 @@ class ControlPanel(w.VBox):
         run_dir = st.run_dir or ""
         series = self._series_for(run_dir) if run_dir else None
         if series is not None:
-            series.read(self._metrics_path(run_dir))
+            series.read(self._resolved_run_dir(run_dir))
         d = self.dashboard
         if run_dir != self.run_dir and d.message.value:
             d.message.value = ""  # a stop report of the run shown before
@@ -415,9 +415,9 @@ class ControlPanel(w.VBox):
         if self.body.children != (widget,):
             self.body.children = (widget,)
 
-    def _metrics_path(self, run_dir: str) -> str:
-        """The run's folder, where RunSeries.read finds metrics.jsonl (RunError when the run
-        is not in the workspace)."""
+    def _resolved_run_dir(self, run_dir: str) -> str:
+        """The run's folder, resolved in the workspace (RunError when it is not there):
+        RunSeries.read finds metrics.jsonl in it."""
         return self.manager.resolve(run_dir)
 
     def _series_for(self, run_dir: str) -> RunSeries:
@@ -441,7 +441,7 @@ class ControlPanel(w.VBox):
         for run_dir in selected:
             series = self._series_for(run_dir)
             try:
-                series.read(self._metrics_path(run_dir))
+                series.read(self._resolved_run_dir(run_dir))
             except RunError:
                 continue
             read[run_dir] = series
