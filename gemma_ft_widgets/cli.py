@@ -72,6 +72,8 @@ def _describe(st: RunStatus) -> str:
                 + {True: "alive", False: "gone", None: "?"}[p.get("alive")] for p in st.processes))
         if st.exit_code is not None or st.signal_name:
             lines.append(f"exit:       code {_fmt(st.exit_code)}   signal {_fmt(st.signal_name)}")
+        if st.job:
+            lines.append(f"job:        {st.job.get('kind')} job {st.job.get('job_id')} {_fmt(st.job.get('state'))}")
         if st.foreign_host:
             lines.append(f"host:       {st.foreign_host} (not this machine)")
         if st.can_resume:
@@ -90,6 +92,30 @@ def cmd_start(args) -> int:
     print(run.run_dir)
     st = run.status()
     print(f"{st.state.value}: follow it with `{PROG} logs --follow` or `{PROG} status`", file=sys.stderr)
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from .config import TrainingConfig
+    from .runs import scheduled, slurm
+
+    config = TrainingConfig.from_json_file(args.config)  # before anything is created
+    if args.slurm:
+        opts = slurm.Options(nodes=args.nodes, tasks_per_node=args.tasks_per_node, partition=args.partition,
+                             time=args.time, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                             extra=tuple(args.sbatch_option or ()))
+        run_dir, path, job_id = scheduled.launch_slurm(_manager(args), config, opts, args.submit)
+        print(run_dir)
+        print(f"submitted as Slurm job {job_id}: follow it with `{PROG} status`" if job_id else
+              f"batch script: {path}; submit it with `sbatch {path}`", file=sys.stderr)
+        return 0
+    from .runs import k8s
+
+    path = k8s.write_manifest(_manager(args), config, k8s.Options(
+        processes=args.processes, image=args.image, port=args.port, namespace=args.namespace,
+        claim=args.volume_claim, mount=args.mount_path))
+    print(path)
+    print(f"apply it with `kubectl apply -f {path}`", file=sys.stderr)
     return 0
 
 
@@ -386,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("start", cmd_start, "start a run from a config JSON file; prints the run folder")
     sp.add_argument("config")
+    sp = add("launch", cmd_launch, "run a config past this host: a Slurm batch job (--slurm) or a Kubernetes "
+             "manifest (--k8s); docs/multihost.md")
+    sp.add_argument("config")
+    where = sp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--slurm", action="store_true", help="write the run's sbatch script (one task per process)")
+    where.add_argument("--k8s", action="store_true", help="write an Indexed Job + headless Service manifest")
+    sp.add_argument("--submit", action="store_true", help="--slurm: sbatch it, and hold the workspace lock")
+    sp.add_argument("--nodes", type=int, default=1, help="--slurm: nodes (default 1)")
+    sp.add_argument("--tasks-per-node", type=int, default=1, help="--slurm: trainer processes per node (default 1)")
+    sp.add_argument("--partition", default=None)
+    sp.add_argument("--time", default=None, help="--slurm: time limit, e.g. 02:00:00")
+    sp.add_argument("--gpus-per-node", type=int, default=None)
+    sp.add_argument("--cpus-per-task", type=int, default=None)
+    sp.add_argument("--sbatch-option", action="append", metavar="--OPT=VALUE", help="another #SBATCH line")
+    sp.add_argument("--processes", type=int, default=2, help="--k8s: pods, one trainer process each")
+    sp.add_argument("--image", default=None, help="--k8s: a container image with this package installed")
+    sp.add_argument("--port", type=int, default=None, help="--k8s: the coordinator's port")
+    sp.add_argument("--namespace", default="default")
+    sp.add_argument("--volume-claim", default=None, help="--k8s: a ReadWriteMany claim holding the workspace")
+    sp.add_argument("--mount-path", default=None, help="--k8s: where the claim is mounted (default: the workspace)")
     sp = add("status", cmd_status, "state of the active (or newest) run")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--json", action="store_true")

@@ -32,6 +32,9 @@ DEFAULT_TRAINER = "gemma_ft_widgets.train"
 COORDINATOR_ENV = "GEMMA_FT_COORDINATOR"  # host:port of process 0's coordination service
 NUM_PROCESSES_ENV = "GEMMA_FT_NUM_PROCESSES"
 PROCESS_ID_ENV = "GEMMA_FT_PROCESS_ID"
+# "auto": a scheduler started the trainers (runs/job_supervisor.py); jax.distributed detects
+# the coordinator, the process count and id from the scheduler's environment.
+DISTRIBUTED_ENV = "GEMMA_FT_DISTRIBUTED"
 # CPU only: forced host devices per trainer process (XLA's --xla_force_host_platform_device_count),
 # read by the supervisor; how one machine stands in for several hosts in tests and benchmarks.
 CPU_DEVICES_ENV = "GEMMA_FT_CPU_DEVICES_PER_PROCESS"

@@ -317,6 +317,15 @@ class RunManager:
                 f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
             st = self.status()
             return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
+        if lock.data.get("scheduler"):  # its trainers are the scheduler's: stopped through it
+            from .scheduled import stop_job
+
+            report = stop_job(self.workspace, lock.data, force, timeout)
+            st = self.status(report.run_dir)
+            report.state, report.reason = st.state, st.reason
+            report.message = report.message or (f"stopped {st.run_name} in {report.seconds:.1f} s ("
+                                                f"{', '.join(report.sent)}); now {st.state.value}: {st.reason}")
+            return report
         check = check_lock(lock.data)
         deadline = time.monotonic() + 5.0
         while not check.procs and check.launcher == Proc.ALIVE and time.monotonic() < deadline:

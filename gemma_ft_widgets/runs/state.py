@@ -60,6 +60,10 @@ class Facts:
     result_error: str | None = None  # result.json exists but is unreadable / invalid
     final: dict[str, Any] | None = None  # the trainer's `final` event after its latest `start`
     lock_missing: bool = False  # no lock names this run, yet its processes hold the run's flock
+    # A run launched through a scheduler: {"kind", "job_id", "state", "active", "error"}
+    # (active None: the scheduler could not be asked).
+    job: dict[str, Any] | None = None
+    prepared: str | None = None  # a batch script written by `gemma-ft launch` and not submitted
 
 
 def derive_state(f: Facts) -> tuple[State, str]:
@@ -79,12 +83,16 @@ def derive_state(f: Facts) -> tuple[State, str]:
         return State.FAILED, f"result file unreadable ({f.result_error})"
     if _final_state(f) is not None:
         return _from_final(f)
+    if f.prepared and not f.stepped:
+        return State.IDLE, f"batch script written, not submitted: sbatch {f.prepared}"
     return State.ORPHANED, "no result and no lock (the run was interrupted or its lock was cleaned)"
 
 
 def _with_lock(f: Facts) -> tuple[State, str]:
     lock = f.lock or {}
     same_attempt_result = f.result is not None and f.result.get("attempt") == lock.get("attempt")
+    if lock.get("scheduler"):
+        return _from_result(f.result) if same_attempt_result else _scheduled(f)
     host = lock.get("hostname")
     if host != f.host:
         if same_attempt_result:  # the run ended over there; only its lock is left
@@ -113,6 +121,34 @@ def _with_lock(f: Facts) -> tuple[State, str]:
     if _final_state(f) is not None:  # the trainer ended on its own, but nobody wrote result.json
         return _from_final(f)
     return State.ORPHANED, _why_dead(f)
+
+
+def _scheduled(f: Facts) -> tuple[State, str]:
+    """A run whose trainers a scheduler runs: the job's state, not pids, says whether it lives."""
+    job = f.job or {}
+    kind = str(job.get("kind") or "scheduler").capitalize()
+    name = f"{kind} job {job.get('job_id')}"
+    if job.get("job_id") is None:
+        if f.launcher == Proc.ALIVE:
+            return State.STARTING, f"submitting to {kind}"
+        return State.ORPHANED, f"the submission to {kind} did not complete (no job id was recorded)"
+    state = job.get("state")
+    if job.get("active") is False:  # the job ended without writing result.json
+        if _final_state(f) is not None:
+            return _from_final(f)
+        if state is None:
+            return State.ORPHANED, f"{name} is no longer known to {kind} and left no result"
+        if state.startswith("CANCELLED") or f.stop_requested:
+            return State.ABORTED, f"{name} was cancelled ({state}) before it wrote a result"
+        return State.FAILED, f"{name} ended {state} without writing a result"
+    unknown = f"; cannot ask {kind}: {job.get('error')}" if job.get("active") is None else ""
+    if f.stop_requested:
+        return State.STOPPING, f"stop requested; {name} is being cancelled{unknown}"
+    if state == "PENDING":
+        return State.STARTING, f"{name} is queued (PENDING)"
+    if f.stepped:
+        return State.RUNNING, f"{name} ({state}){unknown}"
+    return State.STARTING, f"{name} ({state}): the trainers are starting{unknown}"
 
 
 def _final_state(f: Facts) -> State | None:

@@ -61,6 +61,7 @@ class RunStatus:
     # A multi-process run: [{"process", "pid", "host", "alive"}] of its trainers (from the lock
     # while it runs, from result.json once it ended), None for a run of one process.
     processes: list[dict[str, Any]] | None = None
+    job: dict[str, Any] | None = None  # launched through a scheduler: {"kind", "job_id", "state"}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -81,6 +82,9 @@ class LockCheck:
     procs: dict[str, psutil.Process] = dataclasses.field(default_factory=dict)  # verified, alive
     # Processes 1.. of a multi-process run: alive ones are in `procs` as "trainer.<k>" too.
     peers: dict[int, Proc] = dataclasses.field(default_factory=dict)
+    # A run launched through a scheduler (the lock's "scheduler"): what the scheduler says of its
+    # job (runs/scheduled.py), instead of pids.
+    job: dict[str, Any] | None = None
 
     @property
     def trainer_roles(self) -> list[str]:
@@ -89,6 +93,8 @@ class LockCheck:
 
     @property
     def alive(self) -> bool:
+        if self.job is not None:  # unknown (the scheduler cannot be asked) is not proof of death
+            return self.job.get("active") is not False or self.launcher == Proc.ALIVE
         return bool(self.procs) or (self.supervisor == Proc.NONE and self.launcher == Proc.ALIVE)
 
     @property
@@ -98,6 +104,12 @@ class LockCheck:
 
 
 def check_lock(data: dict[str, Any]) -> LockCheck:
+    if data.get("scheduler"):  # its processes are the scheduler's, wherever they run
+        from . import scheduled
+
+        check = LockCheck(data, foreign=False, rebooted=False, job=scheduled.job_of(data))
+        check.launcher = identity.launcher_process(data)
+        return check
     foreign = data.get("hostname") != identity.hostname()
     rebooted = not foreign and data.get("boot_id") != identity.boot_id()
     check = LockCheck(data, foreign, rebooted)
@@ -175,6 +187,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         result_error=result_error,
         final=_final_of(summary, data),
         lock_missing=lock_missing,
+        prepared=_prepared(run_dir) if data is None and result is None and not lock_missing else None,
     )
     if lock_missing:
         last_attempt = (summary.last_start or {}).get("attempt")
@@ -184,7 +197,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
             facts,
             supervisor=lock_check.supervisor, trainer=lock_check.trainer, launcher=lock_check.launcher,
             pids={"supervisor": data.get("supervisor_pid"), "trainer": data.get("trainer_pid")},
-            stop_requested=stop_requested(run_dir, data.get("attempt")),
+            stop_requested=stop_requested(run_dir, data.get("attempt")), job=lock_check.job,
         )
     state, reason = derive_state(facts)
 
@@ -242,6 +255,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
             st.stalled_s = round(quiet[0], 1)
             st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
     st.processes = _processes(data, lock_check, result)
+    if lock_check is not None and lock_check.job is not None:
+        st.job = dict(lock_check.job)
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
@@ -262,6 +277,14 @@ def _processes(lock: dict | None, check: LockCheck | None, result: dict | None) 
                             "exit_code": e.get("exit_code"), "signal_name": e.get("signal_name")})
         return out
     return None
+
+
+def _prepared(run_dir: str) -> str | None:
+    """The batch script of a run launched for a scheduler but not submitted, if any."""
+    from .slurm import SCRIPT_NAME
+
+    path = os.path.join(run_dir, SCRIPT_NAME)
+    return path if os.path.exists(path) else None
 
 
 def _pid_alive(entry: dict) -> bool:

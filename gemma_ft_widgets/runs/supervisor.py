@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", args.trainer, run_dir]
         try:
             coordinator = _coordinator(n)
-            envs = [_trainer_env(attempt, n, k, coordinator) for k in range(n)]
+            envs = [trainer_env(attempt, n, k, coordinator) for k in range(n)]
         except ValueError as e:
             return _cannot_start(run_dir, ws, attempt, started_at, run_flock, str(e))
         try:
@@ -154,11 +154,15 @@ def _coordinator(n: int) -> str | None:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def _trainer_env(attempt: int, n: int, k: int, coordinator: str | None) -> dict[str, str]:
-    env = {**os.environ, contract.ATTEMPT_ENV: str(attempt)}
-    for key in (contract.COORDINATOR_ENV, contract.NUM_PROCESSES_ENV, contract.PROCESS_ID_ENV):
+def trainer_env(attempt: int, n: int, k: int, coordinator: str | None,
+                environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Process k of n's environment (also runs/job_task.py's, under a scheduler)."""
+    environ = dict(os.environ) if environ is None else environ
+    env = {**environ, contract.ATTEMPT_ENV: str(attempt)}
+    for key in (contract.COORDINATOR_ENV, contract.NUM_PROCESSES_ENV, contract.PROCESS_ID_ENV,
+                contract.DISTRIBUTED_ENV):
         env.pop(key, None)
-    devices = os.environ.get(contract.CPU_DEVICES_ENV)
+    devices = environ.get(contract.CPU_DEVICES_ENV)
     if devices:
         if not devices.isdigit() or int(devices) < 1:
             raise ValueError(f"{contract.CPU_DEVICES_ENV} must be a positive integer, got {devices!r}")

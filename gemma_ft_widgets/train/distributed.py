@@ -34,7 +34,11 @@ INIT_TIMEOUT_S = 300
 
 def settings() -> tuple[str, int, int] | None:
     """(coordinator address, number of processes, this process's id) when this trainer is one
-    of several, else None. A malformed environment is a setup error, never a silent 1."""
+    of several, else None. A malformed environment is a setup error, never a silent 1.
+    Under a scheduler (contract.DISTRIBUTED_ENV=auto) the address is "auto": jax reads them
+    from the scheduler's environment (SLURM_* for Slurm)."""
+    if os.environ.get(contract.DISTRIBUTED_ENV) == "auto":
+        return "auto", 0, 0
     raw = os.environ.get(contract.NUM_PROCESSES_ENV)
     if not raw or raw == "1":
         return None
@@ -58,6 +62,9 @@ def initialize() -> int:
 
     coordinator, n, k = s
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator == "auto":  # jax's cluster detection (SlurmCluster: SLURM_JOB_ID, SLURM_PROCID, ...)
+        jax.distributed.initialize(initialization_timeout=INIT_TIMEOUT_S)
+        return jax.process_count()
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=k,
                                initialization_timeout=INIT_TIMEOUT_S)
     return n

@@ -1,0 +1,109 @@
+"""Issue 16: a run launched through a REAL Slurm (Debian's slurm-wlm and munge, started by the
+fixture as root on this one node; tests/slurm_cluster.py). `gemma-ft launch --slurm --submit`
+sbatches a 2-task job; srun starts 2 real tiny trainers that join through jax.distributed's
+Slurm detection. Status and stop go through the job (scontrol, scancel), never pids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gemma_ft_widgets import contract
+from gemma_ft_widgets.runs import RunManager, State, lockfile, slurm
+
+from .slurm_cluster import SlurmCluster, missing
+from .test_multiprocess import config, events
+
+START_S = 600  # two jobs of model loads and compiles on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = missing()
+    if why:
+        if os.environ.get("GEMMA_FT_REQUIRE_SLURM"):
+            pytest.fail(f"a real Slurm is required here (GEMMA_FT_REQUIRE_SLURM), but {why}")
+        pytest.skip(f"no Slurm: {why}")
+    c = SlurmCluster(str(tmp_path_factory.mktemp("slurm"))).start()
+    yield c
+    c.stop()
+
+
+def cli(*args, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def losses(run_dir: str) -> list[float]:
+    return [e["loss"] for e in events(run_dir, "step")]
+
+
+@pytest.mark.slow
+def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_through_scancel(
+        cluster, tmp_path, monkeypatch):
+    """`launch --slurm --submit` of 2 tasks x 2 forced devices: FINISHED, seen by `status`
+    while it runs and after, losses equal to a local 2-process run within 1e-5. A second job is
+    stopped by `gemma-ft stop` (scancel --signal=INT to the tasks): ABORTED with a checkpoint,
+    the run folder kept, the job ended, the lock gone."""
+    for key in list(os.environ):
+        if key.startswith("GEMMA_FT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv(contract.CPU_DEVICES_ENV, "2")
+    monkeypatch.setenv("SLURM_CONF", cluster.conf)
+    from gemma_ft_widgets.runs.manager import package_env
+
+    env = package_env()
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config()))
+    ws = str(tmp_path / "ws")
+    m = RunManager(ws, trainer=contract.DEFAULT_TRAINER)
+    # The reference, at the same time: the local supervisor's 2 processes.
+    local = RunManager(str(tmp_path / "local"), trainer=contract.DEFAULT_TRAINER)
+    ref = local.start({**config(), "num_processes": 2})
+
+    out = cli("launch", str(cfg), "--slurm", "--tasks-per-node", "2", "--submit", "-w", ws, env=env)
+    assert out.returncode == 0, out.stderr
+    run_dir = out.stdout.strip()
+    assert "submitted as Slurm job" in out.stderr
+    job_id = lockfile.read_lock(ws).data["scheduler"]["job_id"]
+    assert slurm.job_state(job_id) in ("PENDING", "RUNNING")
+    script = open(os.path.join(run_dir, slurm.SCRIPT_NAME)).read()
+    assert "#SBATCH --ntasks-per-node=2" in script and "gemma_ft_widgets.runs.job_supervisor" in script
+    seen = json.loads(cli("status", "--json", "-w", ws, env=env).stdout)
+    assert seen["active"] and seen["job"]["job_id"] == job_id and seen["state"] in ("STARTING", "RUNNING")
+
+    st = m.wait(until=State.FINISHED, timeout=START_S)
+    assert st.state == State.FINISHED, (st.reason, open(os.path.join(run_dir, contract.SUPERVISOR_LOG_NAME)).read())
+    assert slurm.job_state(job_id) == "COMPLETED" and not lockfile.read_lock(ws).present
+    out = cli("status", "-w", ws, env=env)
+    assert "FINISHED" in out.stdout, out.stdout
+    assert local.wait(until=State.FINISHED, timeout=START_S).state == State.FINISHED
+    got, want = losses(run_dir), losses(ref.run_dir)
+    assert len(got) == len(want) == 20
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-5, (got, want)
+    devices = events(run_dir, "devices")[-1]
+    assert devices["count"] == 4 and devices["processes"] == 2 and devices["local_count"] == 2
+    # Each task kept its own logs, named as under the local supervisor.
+    assert os.path.getsize(os.path.join(run_dir, contract.process_log_name(contract.STDOUT_NAME, 1))) > 0
+
+    # A long second job, stopped through Slurm once it trains.
+    cfg.write_text(json.dumps(config(max_steps=100000)))
+    out = cli("launch", str(cfg), "--slurm", "--tasks-per-node", "2", "--submit", "-w", ws, env=env)
+    assert out.returncode == 0, out.stderr
+    second = out.stdout.strip()
+    job2 = lockfile.read_lock(ws).data["scheduler"]["job_id"]
+    st = m.wait(second, until=State.RUNNING, timeout=START_S)
+    assert st.state == State.RUNNING and st.job["state"] == "RUNNING"
+    out = cli("stop", "-w", ws, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"scancel --signal=INT" in out.stdout, out.stdout
+    st = m.status(second)
+    assert st.state == State.ABORTED, (st.reason, open(os.path.join(second, contract.SUPERVISOR_LOG_NAME)).read())
+    assert st.checkpoints and os.path.isdir(second) and not st.active
+    assert slurm.job_state(job2) == "COMPLETED" or slurm.job_state(job2).startswith("CANCELLED")
+    assert not lockfile.read_lock(ws).present
