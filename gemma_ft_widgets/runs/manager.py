@@ -751,7 +751,8 @@ class RunManager:
         if st.foreign_host:
             return f"cannot resume {name}: it is active on host {st.foreign_host}"
         if st.active:
-            return (f"cannot resume {name}: it is {st.state.value} (still active)"
+            return (f"cannot resume {name}: it is {st.state.value} (still active"
+                    + (f": {st.reason})" if st.state == State.ORPHANED else ")")
                     + ("; its workspace lock is missing: `gemma-ft restore-lock` puts it back" if st.lock_missing else ""))
         if st.state == State.FINISHED:
             return (f"nothing to resume: {name} FINISHED; to train it further, `gemma-ft resume {name} "

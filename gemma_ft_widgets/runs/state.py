@@ -63,7 +63,11 @@ class Facts:
     # A run launched through a scheduler: {"kind", "job_id", "state", "active", "error"}
     # (active None: the scheduler could not be asked).
     job: dict[str, Any] | None = None
-    prepared: str | None = None  # a batch script written by `gemma-ft launch` and not submitted
+    # Processes 1.. of a multi-process run still alive (process -> pid): the run is not over
+    # while any of them lives, even with its supervisor and process 0 gone.
+    live_peers: dict[int, Any] = dataclasses.field(default_factory=dict)
+    # No lock, no result: the batch script or manifest `gemma-ft launch` wrote into the folder.
+    prepared: str | None = None
 
 
 def derive_state(f: Facts) -> tuple[State, str]:
@@ -81,10 +85,10 @@ def derive_state(f: Facts) -> tuple[State, str]:
         return _from_result(f.result)
     if f.result_error is not None:
         return State.FAILED, f"result file unreadable ({f.result_error})"
+    if f.prepared and (not f.stepped or f.prepared.endswith(".json")):
+        return _launched_elsewhere(f)
     if _final_state(f) is not None:
         return _from_final(f)
-    if f.prepared and not f.stepped:
-        return State.IDLE, f"batch script written, not submitted: sbatch {f.prepared}"
     return State.ORPHANED, "no result and no lock (the run was interrupted or its lock was cleaned)"
 
 
@@ -118,6 +122,13 @@ def _with_lock(f: Facts) -> tuple[State, str]:
         return State.STARTING, "supervisor is starting the trainer"
     if f.supervisor == Proc.NONE and f.launcher == Proc.ALIVE:
         return State.STARTING, "launching the supervisor"
+    if f.live_peers:  # never resumable beside them: they hold the run's devices and files
+        peers = ", ".join(f"process {k} (pid {pid})" for k, pid in sorted(f.live_peers.items()))
+        one = len(f.live_peers) == 1
+        gone = _why_dead(f).split(": ", 1)[-1]
+        return State.ORPHANED, (f"{gone}; but {peers} still {'runs' if one else 'run'} (likely waiting in a "
+                                f"collective for the others): stop {'it' if one else 'them'} with "
+                                "`gemma-ft stop` before a resume")
     if _final_state(f) is not None:  # the trainer ended on its own, but nobody wrote result.json
         return _from_final(f)
     return State.ORPHANED, _why_dead(f)
@@ -149,6 +160,20 @@ def _scheduled(f: Facts) -> tuple[State, str]:
     if f.stepped:
         return State.RUNNING, f"{name} ({state}){unknown}"
     return State.STARTING, f"{name} ({state}): the trainers are starting{unknown}"
+
+
+def _launched_elsewhere(f: Facts) -> tuple[State, str]:
+    """A run written by `gemma-ft launch` for a scheduler that nobody here holds a lock for: a
+    Slurm script not submitted yet, or a Kubernetes manifest (its pods write only the folder)."""
+    path = str(f.prepared)
+    how = f"kubectl apply -f {path}" if path.endswith(".json") else f"sbatch {path}"
+    final = _final_state(f)
+    if final is not None:
+        return final, f"the trainers reported {final.value} at step {(f.final or {}).get('step')}"
+    if f.stepped:
+        return State.RUNNING, (f"launched with `{how}`: its state is read from the run folder only "
+                               "(a run that stalls may have ended; `kubectl delete -f` stops it)")
+    return State.IDLE, f"written, not started: {how}"
 
 
 def _final_state(f: Facts) -> State | None:

@@ -198,6 +198,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
             supervisor=lock_check.supervisor, trainer=lock_check.trainer, launcher=lock_check.launcher,
             pids={"supervisor": data.get("supervisor_pid"), "trainer": data.get("trainer_pid")},
             stop_requested=stop_requested(run_dir, data.get("attempt")), job=lock_check.job,
+            live_peers={e["process"]: e.get("pid") for e in data.get("trainers") or []
+                        if isinstance(e, dict) and f"trainer.{e.get('process')}" in lock_check.procs},
         )
     state, reason = derive_state(facts)
 
@@ -280,11 +282,15 @@ def _processes(lock: dict | None, check: LockCheck | None, result: dict | None) 
 
 
 def _prepared(run_dir: str) -> str | None:
-    """The batch script of a run launched for a scheduler but not submitted, if any."""
+    """The batch script or manifest `gemma-ft launch` wrote into the run folder, if any."""
+    from .k8s import MANIFEST_NAME
     from .slurm import SCRIPT_NAME
 
-    path = os.path.join(run_dir, SCRIPT_NAME)
-    return path if os.path.exists(path) else None
+    for name in (SCRIPT_NAME, MANIFEST_NAME):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def _pid_alive(entry: dict) -> bool:

@@ -148,6 +148,9 @@ def _finish_if_supervisor_died(workspace: str, data: dict, report: StopReport) -
                          trainer_pid=data.get("trainer_pid"),
                          override={"state": "ABORTED", "reason": "force-stopped: killed by SIGKILL"})
         else:
+            started = data.get("trainer_pid") is not None
             write_result(run_dir, attempt, None, data.get("started_at"), stopped=True,
-                         trainer_pid=data.get("trainer_pid"))
+                         trainer_pid=data.get("trainer_pid"), override={
+                             "state": "ABORTED", "reason": "stopped on request; its supervisor was gone, so "
+                             "nobody recorded how the trainers ended"} if started else None)
     lockfile.clear_lock_if(workspace, lambda d: lockfile.names(d, run_dir, attempt))
