@@ -33,7 +33,7 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
         if key.startswith("GEMMA_FT_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv(contract.CPU_DEVICES_ENV, "2")
-    from gemma_ft_widgets.runs.manager import package_env
+    from gemma_ft_widgets.runs.launch import package_env
 
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(config(max_steps=3)))

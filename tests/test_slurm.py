@@ -55,7 +55,7 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
             monkeypatch.delenv(key)
     monkeypatch.setenv(contract.CPU_DEVICES_ENV, "2")
     monkeypatch.setenv("SLURM_CONF", cluster.conf)
-    from gemma_ft_widgets.runs.manager import package_env
+    from gemma_ft_widgets.runs.launch import package_env
 
     env = package_env()
     cfg = tmp_path / "config.json"
@@ -101,7 +101,7 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
     assert st.state == State.RUNNING and st.job["state"] == "RUNNING"
     out = cli("stop", "-w", ws, env=env)
     assert out.returncode == 0, out.stderr
-    assert f"scancel --signal=INT" in out.stdout, out.stdout
+    assert "scancel --signal=INT" in out.stdout, out.stdout
     st = m.status(second)
     assert st.state == State.ABORTED, (st.reason, open(os.path.join(second, contract.SUPERVISOR_LOG_NAME)).read())
     assert st.checkpoints and os.path.isdir(second) and not st.active

@@ -18,7 +18,7 @@ import os
 import sys
 
 from .. import contract
-from .supervisor import ATTEMPT_ENV, trainer_env
+from .supervisor import trainer_env
 
 SLURM_PROCESS_ID = "SLURM_PROCID"
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, stream)
         os.close(fd)
-    env[ATTEMPT_ENV] = str(args.attempt)
+    env[contract.ATTEMPT_ENV] = str(args.attempt)
     os.execve(sys.executable, [sys.executable, "-m", args.trainer, run_dir], env)
     return 1  # not reached
 

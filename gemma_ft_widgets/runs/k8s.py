@@ -73,7 +73,7 @@ def write_manifest(manager, config: Any, opts: Options) -> str:
     """Create the run folder with its config and manifest; returns the manifest's path. Bad
     options are refused before anything is created."""
     from ..config import TrainingConfig
-    from .manager import package_env
+    from .launch import package_env
 
     if not isinstance(opts.processes, int) or opts.processes < 1:
         raise RunError(f"--processes must be a positive integer, got {opts.processes!r}")

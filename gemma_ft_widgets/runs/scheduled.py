@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import contract
 from . import identity, lockfile, slurm
+from .jobs import job_of
 from .errors import RunError
 from .results import write_result
 from .status import read_result
@@ -23,32 +24,12 @@ POLL_S = 0.5
 CANCEL_WAIT_S = 120.0  # after scancel: Slurm's KillWait (30 s by default) and the trainers' save
 
 
-def job_of(lock: dict[str, Any]) -> dict[str, Any]:
-    """{"kind", "job_id", "state", "active", "error"} of the lock's job; active None when the
-    scheduler cannot be asked (never taken as proof that the job ended)."""
-    sched = lock.get("scheduler") or {}
-    job_id = sched.get("job_id")
-    out = {"kind": sched.get("kind"), "job_id": job_id, "state": None, "active": None, "error": None}
-    if job_id is None:
-        return out
-    if sched.get("kind") != "slurm":
-        out["error"] = f"unknown scheduler {sched.get('kind')!r}"
-        return out
-    try:
-        state = slurm.job_state(str(job_id))
-    except slurm.SlurmError as e:
-        out["error"] = str(e)
-        return out
-    out["state"], out["active"] = state, state is not None and state.split()[0] in slurm.ACTIVE
-    return out
-
-
 def launch_slurm(manager, config: Any, opts: slurm.Options, submit: bool) -> tuple[str, str, str | None]:
     """Create the run folder with its config and batch script; with `submit`, take the workspace
     lock and sbatch it. Returns (run folder, script path, job id or None). Bad options and a
     config that does not fit are refused before anything is created."""
     from ..config import TrainingConfig
-    from .manager import package_env
+    from .launch import package_env
 
     try:
         opts.check()

@@ -105,9 +105,9 @@ class LockCheck:
 
 def check_lock(data: dict[str, Any]) -> LockCheck:
     if data.get("scheduler"):  # its processes are the scheduler's, wherever they run
-        from . import scheduled
+        from .jobs import job_of
 
-        check = LockCheck(data, foreign=False, rebooted=False, job=scheduled.job_of(data))
+        check = LockCheck(data, foreign=False, rebooted=False, job=job_of(data))
         check.launcher = identity.launcher_process(data)
         return check
     foreign = data.get("hostname") != identity.hostname()
