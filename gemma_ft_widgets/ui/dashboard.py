@@ -13,6 +13,7 @@ import ipywidgets as w
 import traitlets as t
 
 from . import fmt, plots
+from .processes_view import ProcessesView
 from ..runs.status import fmt_devices
 from .series import RunSeries
 
@@ -51,7 +52,7 @@ def _kpi_html(label: str, value: str) -> str:
 
 class Dashboard(w.VBox):
     """Public names: `badge`, `run_label`, `phase`, `progress`, `progress_label`, `kpis[name]`
-    (loss, eval_loss, lr, tokens_per_s, eta, elapsed, device_mem, host_mem), `loss_figure`,
+    (loss, eval_loss, lr, tokens_per_s, eta, elapsed, device_mem, host_mem), `processes`, `loss_figure`,
     `loss_line`, `eval_line`, `throughput_figure`, `throughput_line`, `transitions`,
     `log_stream`, `logs`, `abort_button`, `confirm_button`, `cancel_button`, `stopping_label`,
     `force_button`, `restore_lock_button`, `message`; trait `confirming`."""
@@ -78,6 +79,7 @@ class Dashboard(w.VBox):
             self.kpis[name] = w.HTML(_kpi_html(label, fmt.DASH))
             self.kpis[name].add_class(f"gft-kpi-{name.replace('_', '-')}")
         self._kpi_text = {name: fmt.DASH for name in KPI_LABELS}
+        self.processes = ProcessesView()  # a multi-process run's trainers (hidden for one)
         self._decimators: dict[int, plots.Decimator] = {}  # per line
         self._drawn_curves: dict[int, tuple] = {}  # per line: (series key, points, max_points)
 
@@ -137,7 +139,7 @@ class Dashboard(w.VBox):
         plots_box = w.VBox([self.loss_figure, self.throughput_figure])
         logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
                        self.log_stream, self.logs])
-        super().__init__([header, progress, kpis, self.controls, self.message, plots_box, logs], **kwargs)
+        super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, logs], **kwargs)
         self.add_class("gft-dashboard")
         self.set_controls("IDLE", False)
 
@@ -191,6 +193,7 @@ class Dashboard(w.VBox):
         _show(self.restore_lock_button, lock_missing)
         if not lock_missing:
             _set(self.restore_lock_button, "disabled", False)
+        self.processes.show(status)
 
         step = status.step if status.step is not None else (series.latest("step") if series else None)
         total = status.max_steps
