@@ -19,6 +19,9 @@ every 100), N = 1,000 and 1,000,000 (--smoke: 1,000 and 20,000).
   (--smoke: 10 and 200). `panel.refresh()` timed, alternated; target: median 1,000 / median 10
   <= 2 (ended runs are cached by their result file's identity and the folder listing by the
   workspace folder's, so a poll does not re-read them). `RunManager.runs()` alone is timed too.
+  The run table (ui/run_table.py) on the same workspaces: its first build, a sort click, a
+  filter, and a panel refresh while one run has not ended (its status is new at every poll,
+  so the table rebuilds its row): target median 1,000 / median 10 <= 2.
 
 No jax anywhere. Memory: attaching to 1M lines parses the file in blocks into numpy columns;
 no per-line dicts are kept.

@@ -42,7 +42,7 @@ def run_bench(script: str, tmp_path, *args: str, timeout: float = 300) -> tuple[
 def test_refresh_cost_smoke(tmp_path):
     results, _ = run_bench("refresh_cost", tmp_path, "--lines", "5000", "--rounds", "3")
     assert {"refresh_big_vs_small", "first_attach_big", "first_attach_decimated",
-            "refresh_many_vs_few_runs"} <= set(results)
+            "refresh_many_vs_few_runs", "refresh_many_vs_few_runs_one_open"} <= set(results)
 
 
 def test_columns_parser_smoke(tmp_path):

@@ -35,7 +35,7 @@ def iso(t: float) -> str:
 
 
 def make_run(ws, name: str, *, lr=1e-3, steps=20, evals=(0.9, 0.7, 0.8), state="FINISHED", tags=None,
-             attempts_s=(100.0,), start=T0, model="tiny") -> str:
+             attempts_s=(100.0,), start=T0, model="tiny", drop=1.0) -> str:
     """A run folder as a trainer leaves it: config, status.log (one span per attempt),
     metrics.jsonl (steps, evals), result.json."""
     run_dir = os.path.join(ws, name)
@@ -58,7 +58,7 @@ def make_run(ws, name: str, *, lr=1e-3, steps=20, evals=(0.9, 0.7, 0.8), state="
     every = max(1, steps // max(1, len(evals)))
     ev = iter(evals)
     for s in range(1, steps + 1):
-        events.append({"event": "step", "time": start + s, "step": s, "loss": 2.0 - s / steps, "lr": lr})
+        events.append({"event": "step", "time": start + s, "step": s, "loss": 2.0 - drop * s / steps, "lr": lr})
         if s % every == 0:
             v = next(ev, None)
             if v is not None:

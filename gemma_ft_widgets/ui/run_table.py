@@ -42,7 +42,8 @@ def row_html(r: RunRow) -> str:
         _cell(f"<code>{fmt.esc(r.name)}</code>", r.run_dir),
         _cell(fmt.badge(r.state)),
         _cell(fmt.esc(r.model), r.model), _cell(fmt.esc(r.method), r.method),
-        num(r.lr), _cell(fmt.esc(r.batch if r.batch is not None else fmt.DASH), align="right"),
+        _cell(fmt.DASH if r.lr is None else fmt.esc(f"{r.lr:.3g}" if isinstance(r.lr, (int, float)) else r.lr),
+              align="right"), _cell(fmt.esc(r.batch if r.batch is not None else fmt.DASH), align="right"),
         num(r.final_eval), num(r.best_eval), _cell(steps, align="right"),
         _cell(wall, f"{r.attempts} attempt(s)" if r.attempts else "", align="right"),
         _cell(local_time(r.started), "local time"), _cell(tags, ", ".join(r.tags)),
@@ -51,13 +52,21 @@ def row_html(r: RunRow) -> str:
     return f'<div class="gft-run-cells" style="{GRID};font-size:12px;line-height:26px">' + "".join(cells) + "</div>"
 
 
+def _value(v: Any) -> str:
+    if v is None:
+        return fmt.DASH
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def diff_html(diff: list[tuple[str, list[Any]]], names: Sequence[str]) -> str:
     if not diff:
         return '<span style="color:#666">The selected runs have the same config.</span>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{fmt.esc(n)}</th>" for n in names)
     body = "".join(
         f"<tr><td style='padding:2px 8px'><code>{fmt.esc(k)}</code></td>"
-        + "".join(f"<td style='padding:2px 8px'>{fmt.esc(fmt.DASH if v is None else v)}</td>" for v in values)
+        + "".join(f"<td style='padding:2px 8px'>{fmt.esc(_value(v))}</td>" for v in values)
         + "</tr>" for k, values in diff)
     return (f'<div style="overflow-x:auto"><b>Config keys that differ</b><table style="font-size:12px;'
             f'border-collapse:collapse"><tr><th style="text-align:left;padding:2px 8px">key</th>{head}</tr>'

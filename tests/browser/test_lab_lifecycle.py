@@ -131,3 +131,51 @@ def test_a_network_drop_between_browser_and_server_leaves_training_alone(lab, pa
         drive.screenshot(page, artifacts, "lab_lifecycle-network-drop-caught-up.png", page.locator(".gft-panel"))
     finally:
         link.close()
+
+
+def test_run_table_renders_sorts_compares_and_fits_800px(lab, page, workspaces, artifacts):
+    """The Runs section on four runs written by hand: rows, a header click that sorts, two
+    ticked runs overlaid with their config diff, no widget error; at 800 px wide every part
+    stays inside the panel (the table scrolls in its own box). With GEMMA_FT_UPDATE_DOCS=1 the
+    picture is copied to docs/panel-runs.png."""
+    from ..test_ui_run_table import T0, make_run
+
+    rel, folder = lab.folder("run_table")
+    ws = workspaces(os.path.join(folder, "gemma_ft_runs"))
+    os.makedirs(ws)
+    make_run(ws, "tiny-baseline", lr=1e-3, evals=(0.9, 0.5, 0.6), tags=["baseline"], start=T0, drop=0.6)
+    make_run(ws, "tiny-lr3e-3", lr=3e-3, evals=(0.8, 0.45), tags=["sweep"], start=T0 + 600, attempts_s=(50, 70))
+    make_run(ws, "tiny-lr1e-2", lr=1e-2, evals=(), state="FAILED", start=T0 + 1200, drop=1.2)
+    make_run(ws, "tiny-lr3e-4", lr=3e-4, evals=(1.2,), state="ABORTED", start=T0 + 1800)
+    drive.open_notebook(page, lab.server, f"{rel}/{drive.QUICKSTART}")
+    drive.show_panel(page)
+    page.locator(".gft-sections").get_by_text("Runs", exact=True).first.click()
+    rows = page.locator(".gft-run-row")
+    drive.wait_for(lambda: rows.locator("visible=true").count() == 4, 30, what="four rows")
+    assert "tiny-lr3e-4" in rows.first.inner_text()  # newest first
+    page.locator(".gft-sort-name").click()
+    drive.wait_for(lambda: "tiny-baseline" in rows.first.inner_text(), 30, what="sorted by name")
+    rows.nth(0).locator("input[type=checkbox]").check()
+    page.wait_for_selector(".gft-run-actions .gft-delete-run", state="visible")
+    rows.nth(1).locator("input[type=checkbox]").check()
+    page.wait_for_selector(".gft-overlay-figure svg", state="visible", timeout=30_000)
+    drive.wait_for(lambda: "learning_rate" in drive.text_of(page, ".gft-config-diff"), 30, what="the config diff")
+    drive.assert_no_widget_errors(page)
+    shot = drive.screenshot_span(page, artifacts, "lab_run_table.png", ".gft-sections", ".gft-config-diff")
+    if os.environ.get("GEMMA_FT_UPDATE_DOCS") == "1":
+        import shutil
+
+        shutil.copyfile(shot, os.path.join(os.path.dirname(__file__), "..", "..", "docs", "panel-runs.png"))
+
+    page.set_viewport_size({"width": 800, "height": 1800})
+    rows.nth(1).locator("input[type=checkbox]").uncheck()  # one run ticked: its actions show
+    page.wait_for_selector(".gft-run-actions .gft-delete-run", state="visible")
+    time.sleep(0.5)  # let the layout settle
+    panel = page.locator(".gft-panel").bounding_box()
+    assert panel["x"] + panel["width"] <= 800, panel
+    for sel in (".gft-run-filter", ".gft-show-current", ".gft-run-table", ".gft-run-note", ".gft-csv",
+                ".gft-delete-run"):
+        box = page.locator(sel).first.bounding_box()
+        assert box and box["x"] >= panel["x"] - 1 and box["x"] + box["width"] <= panel["x"] + panel["width"] + 1, (
+            sel, box, panel)
+    drive.assert_no_widget_errors(page)
