@@ -189,7 +189,7 @@ def test_note_is_kept_in_the_run_folder(four_runs):
         m.set_note(os.path.join(ws, "gone"), "hi")
 
 
-def test_metrics_csv_and_its_download_link(four_runs):
+def test_metrics_csv_and_its_download_link(four_runs, monkeypatch):
     ws, d = four_runs
     rows = list(csv.DictReader(io.StringIO(metrics_csv(d["a"]))))
     assert [r["event"] for r in rows].count("step") == 20 and [r["event"] for r in rows].count("eval") == 3
@@ -202,6 +202,12 @@ def test_metrics_csv_and_its_download_link(four_runs):
     assert base64.b64decode(url).decode() == written == metrics_csv(d["a"])
     assert 'download="a-run-metrics.csv"' in html
     assert metrics_csv(str(os.path.dirname(d["a"]))) == "event,step,time\n"  # no metrics: a header
+    from gemma_ft_widgets.ui import download
+
+    monkeypatch.setattr(download, "INLINE_BYTES", 100)  # a big CSV: saved in the run folder only
+    html = csv_link(d["b"])
+    assert "data:" not in html and "saved as" in html
+    assert open(os.path.join(d["b"], contract.METRICS_CSV_NAME)).read() == metrics_csv(d["b"])
 
 
 def test_attempts_count_an_open_attempt_up_to_now(tmp_path):
@@ -280,3 +286,18 @@ def test_a_changed_status_moves_its_row_only_when_the_sort_says_so(four_runs):
     m.set_runs(polled)
     assert [r.name for r in m.rows] == before and m.row(d["c"]).step == 26  # in place
     assert m.rows[before.index("c-run")].final_eval == 0.3
+
+
+def test_a_long_metrics_file_has_its_best_eval_read_at_the_next_poll(four_runs, monkeypatch):
+    """A first attach does not scan a long history for its best eval: the next poll does."""
+    from gemma_ft_widgets.ui import run_table_model
+
+    ws, d = four_runs
+    monkeypatch.setattr(run_table_model, "LAZY_BYTES", 100)  # each metrics file here is longer
+    statuses = RunManager(ws).runs()
+    m = RunTableModel()
+    m.set_runs(statuses)
+    assert [r.best_eval for r in m.rows] == [None] * 4
+    for _ in range(4):
+        m.set_runs(statuses)  # the same list (nothing changed): one run's best eval per poll
+    assert m.row(d["a"]).best_eval == 0.5 and m.row(d["b"]).best_eval == 0.7 and m.row(d["c"]).best_eval is None

@@ -1,29 +1,64 @@
 """A run's metrics as CSV: one row per step or eval event of metrics.jsonl, one column per
-number they carry (step, time, loss, lr, tokens_per_s, ..., eval_loss)."""
+value they carry (step, time, loss, lr, tokens_per_s, ..., eval_loss). Streamed in blocks,
+two passes (the columns, then the rows), so a million-step run is never held in memory."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+from typing import IO, Iterator
 
 from .. import contract
+from .metrics import MetricsBlocks, _parse_line
 
 KINDS = ("step", "eval")
 FIRST = ["event", "step", "time"]
 
 
-def metrics_csv(run_dir: str) -> str:
-    """The CSV text (a header line only when nothing was logged yet)."""
-    rows = [e for e in contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME))
-            if e.get("event") in KINDS]
+def _events(run_dir: str) -> Iterator[dict]:
+    for block in MetricsBlocks(os.path.join(run_dir, contract.METRICS_NAME)).read():
+        for line in block.splitlines():
+            e = _parse_line(line) if line.strip() else None
+            if e is not None and e.get("event") in KINDS:
+                yield e
+
+
+def write_metrics_csv(run_dir: str, out: IO[str]) -> None:
     keys: dict[str, None] = {}
-    for e in rows:
+    for e in _events(run_dir):
         for k, v in e.items():
             if k not in FIRST and (v is None or isinstance(v, (int, float, str))):
                 keys.setdefault(k, None)
-    out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=FIRST + sorted(keys), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    for e in _events(run_dir):
+        writer.writerow(e)
+
+
+def metrics_csv(run_dir: str) -> str:
+    """The CSV text (a header line only when nothing was logged yet)."""
+    out = io.StringIO()
+    write_metrics_csv(run_dir, out)
     return out.getvalue()
+
+
+def save_metrics_csv(run_dir: str) -> str:
+    """Write the CSV into the run folder (contract.METRICS_CSV_NAME, replaced atomically);
+    its path."""
+    import tempfile
+
+    path = os.path.join(run_dir, contract.METRICS_CSV_NAME)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write_metrics_csv(run_dir, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path

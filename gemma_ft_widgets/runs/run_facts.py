@@ -64,6 +64,13 @@ class BestEval:
         self.loss: float | None = None
         self.step: int | None = None
 
+    def unread(self) -> int:
+        """Bytes appended since the last read (what the next read costs)."""
+        try:
+            return max(0, os.path.getsize(self._blocks.path) - self._blocks.offset)
+        except OSError:
+            return 0
+
     def read(self) -> float | None:
         for block in self._blocks.read():
             if self._blocks.restarted:  # the file was replaced: start over

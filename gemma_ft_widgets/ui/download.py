@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import os
 
-from .. import contract
-from ..runs.metrics_csv import metrics_csv
+from ..runs.metrics_csv import save_metrics_csv
 from . import fmt
 
 INLINE_BYTES = 8 << 20
@@ -19,15 +18,14 @@ INLINE_BYTES = 8 << 20
 
 def csv_link(run_dir: str) -> str:
     """Write the run's metrics CSV into its folder; the HTML that offers it."""
-    text = metrics_csv(run_dir)
-    path = os.path.join(run_dir, contract.METRICS_CSV_NAME)
-    contract.atomic_write_text(path, text)
-    data = text.encode("utf-8")
+    path = save_metrics_csv(run_dir)
+    size = os.path.getsize(path)
     name = f"{os.path.basename(run_dir)}-metrics.csv"
     saved = f'<span style="color:#555">saved as <code>{fmt.esc(path)}</code></span>'
-    if len(data) > INLINE_BYTES:
-        return f'<span class="gft-csv-saved">{fmt.nbytes(len(data))} CSV {saved}</span>'
-    url = "data:text/csv;base64," + base64.b64encode(data).decode("ascii")
+    if size > INLINE_BYTES:
+        return f'<span class="gft-csv-saved">{fmt.nbytes(size)} CSV {saved}</span>'
+    with open(path, "rb") as f:
+        url = "data:text/csv;base64," + base64.b64encode(f.read()).decode("ascii")
     return (f'<a class="gft-csv-link" download="{fmt.esc(name)}" href="{url}" target="_blank" '
             f'style="color:#0d47a1;text-decoration:underline"><i class="fa fa-download"></i> '
-            f'{fmt.esc(name)}</a> ({fmt.nbytes(len(data))}) · {saved}')
+            f'{fmt.esc(name)}</a> ({fmt.nbytes(size)}) · {saved}')

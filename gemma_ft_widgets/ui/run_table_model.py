@@ -25,6 +25,9 @@ ALL_STATES = "all"
 STATES = ("RUNNING", "STARTING", "STOPPING", "FINISHED", "ABORTED", "FAILED", "ORPHANED")
 PAGE_SIZE = 15
 FEW = 16  # at most this many new statuses in a poll: only their rows are rebuilt
+# A metrics file with more unread bytes than this has its best eval read at a later poll, one
+# run per poll: a panel's first attach to a long history does not wait for that pass too.
+LAZY_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -180,6 +183,7 @@ class RunTableModel(t.HasTraits):
         self.on_delete = on_delete
         self._rows: dict[str, tuple[Any, RunRow]] = {}  # run folder -> (status it was built from, row)
         self._best: dict[str, BestEval] = {}
+        self._pending: set[str] = set()  # runs whose best eval is read at a later poll
         self._listed: Any = None
         self._all: list[RunRow] = []
         self.rows: list[RunRow] = []  # sorted and filtered
@@ -191,6 +195,8 @@ class RunTableModel(t.HasTraits):
     # -- feeding ----------------------------------------------------------------------------
     def set_runs(self, statuses: Sequence[Any]) -> None:
         """Rows for these runs; rows of statuses seen before are reused."""
+        if self._pending:
+            self._fill_one()
         if statuses is self._listed:  # RunManager.runs() gave the very same list: nothing changed
             return
         prev, self._listed = self._listed, statuses
@@ -208,6 +214,7 @@ class RunTableModel(t.HasTraits):
         self._rows = rows
         for gone in set(old) - set(rows):
             self._best.pop(gone, None)
+            self._pending.discard(gone)
         keep = tuple(d for d in self.selected if d in rows)
         if keep != self.selected:
             self.selected = keep
@@ -266,7 +273,22 @@ class RunTableModel(t.HasTraits):
         best = self._best.get(run_dir)
         if best is None:
             best = self._best[run_dir] = BestEval(run_dir)
-        return build_row(st, read_config(run_dir), best.read(), notes.read_note(run_dir))
+        if run_dir in self._pending or (best.loss is None and best.unread() > LAZY_BYTES):
+            self._pending.add(run_dir)
+            value = None
+        else:
+            value = best.read()
+        return build_row(st, read_config(run_dir), value, notes.read_note(run_dir))
+
+    def _fill_one(self) -> None:
+        """Read the best eval of one run left for later (see LAZY_BYTES)."""
+        run_dir = self._pending.pop()
+        best, hit = self._best.get(run_dir), self._rows.get(run_dir)
+        if best is None or hit is None:
+            return
+        self._rows[run_dir] = (hit[0], dataclasses.replace(hit[1], best_eval=best.read()))
+        self._all = [row for _, row in self._rows.values()]
+        self._view_changed()
 
     def row(self, run_dir: str) -> RunRow | None:
         hit = self._rows.get(run_dir)
