@@ -56,6 +56,8 @@ def _describe(st: RunStatus) -> str:
     if st.run_dir:
         lines.insert(0, f"run:        {st.run_name}  ({st.run_dir})")
         lines.append(f"model:      {_fmt(st.model)}   attempt {_fmt(st.attempt)}")
+        if st.tags:
+            lines.append(f"tags:       {', '.join(st.tags)}")
         lines.append(f"step:       {_fmt(st.step)}/{_fmt(st.max_steps)}   loss {_fmt(st.loss, '.4f')}   "
                      f"eval loss {_fmt(st.eval_loss, '.4f')}   lr {_fmt(st.lr, '.2e')}   "
                      f"tokens/s {_fmt(st.tokens_per_s, '.0f')}")
@@ -136,7 +138,8 @@ def cmd_list(args) -> int:
     print(f"{'RUN':32} {'STATE':9} {'STEP':>11} {'LOSS':>8}  REASON")
     for r in runs:
         step = f"{_fmt(r.step)}/{_fmt(r.max_steps)}"
-        print(f"{r.run_name:32} {r.state.value:9} {step:>11} {_fmt(r.loss, '.4f'):>8}  {r.reason}")
+        tags = f"  [{', '.join(r.tags)}]" if r.tags else ""
+        print(f"{r.run_name:32} {r.state.value:9} {step:>11} {_fmt(r.loss, '.4f'):>8}  {r.reason}{tags}")
     return 0
 
 

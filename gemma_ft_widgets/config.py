@@ -18,7 +18,12 @@ from . import datasets, models, webhook_url
 
 METHODS = ("lora", "full")
 MAX_STEPS = 10**9
-END_LR_FRACTION = 0.1  # the cosine decays to 10% of the peak learning rate (train/optim.py)
+END_LR_FRACTION = 0.1  # cosine and linear decay to 10% of the peak learning rate (train/optim.py)
+LR_SCHEDULES = ("cosine", "linear", "constant")  # each after a linear warmup (train/optim.py)
+MAX_GRAD_ACCUM = 1024
+MAX_LORA_DROPOUT = 0.9
+MAX_RUN_NAME = 64
+MAX_TAGS, MAX_TAG_LEN = 16, 32
 MAX_PROCESSES = 1024  # jax.distributed processes of one run (a large TPU pod has hundreds of hosts)
 MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the rest are counted
 DTYPES = ("auto", "float32", "bfloat16")
@@ -49,34 +54,59 @@ class ConfigError(ValueError):
         return out
 
 
+def _field(default, help: str):
+    """A TrainingConfig field and its help text (the form shows it as the field's tooltip)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    model: str = "tiny"
-    dataset: str = ""
-    dataset_format: str = "auto"
-    method: str = "lora"
-    lora_rank: int = 8
-    learning_rate: float = 3e-3
-    warmup_steps: int = 10
-    batch_size: int = 8
-    max_seq_len: int = 128
-    max_steps: int = 300
-    eval_fraction: float = 0.1
-    eval_every: int = 50
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    log_every: int = 1
-    seed: int = 0
-    fsdp: bool = False
-    num_processes: int = 1  # trainer processes (jax.distributed), each feeding its own devices
-    dtype: str = "auto"
-    allow_cpu: bool = False  # train on the CPU even when the machine has a GPU/TPU jax cannot see
-    notify: str = ""  # webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord)
-    remat: str = "none"  # "block": recompute each block's activations in the backward pass
-    quantization: str = "none"  # LoRA's frozen base held as int8/int4 with per-channel scales
-    # 0: the cosine decay spans max_steps. N: it spans N steps, then the learning rate holds at
+    model: str = _field("tiny", "A model name from the table (gemma3-270m, gemma3-1b, ...) or a local "
+                                "checkpoint directory.")
+    dataset: str = _field("", "A .jsonl or .csv file of training examples (relative paths in a config file "
+                              "are relative to the file).")
+    dataset_format: str = _field("auto", "How to read the examples: auto detects it from the first records.")
+    method: str = _field("lora", "lora trains small adapters on a frozen base; full trains every weight.")
+    lora_rank: int = _field(8, "The rank of each LoRA adapter: more capacity, more memory.")
+    # Left out of a config, lora_alpha equals lora_rank (scale 1: how runs trained before the field).
+    lora_alpha: float = _field(8.0, "LoRA's update is scaled by alpha / rank (as in PEFT); "
+                                    "left out of a config file, it equals the rank.")
+    lora_dropout: float = _field(0.0, "Dropout on each LoRA adapter's input during training (not at eval), "
+                                      "0 to 0.9.")
+    learning_rate: float = _field(3e-3, "The peak learning rate (AdamW), reached after the warmup.")
+    lr_schedule: str = _field("cosine", "After the warmup: cosine or linear decay to a tenth of the peak at "
+                                        "the last step, or constant.")
+    warmup_steps: int = _field(10, "Steps of linear warmup from 0 to the learning rate "
+                                   "(left out: a tenth of max_steps, at most 10).")
+    weight_decay: float = _field(0.01, "AdamW's decoupled weight decay on matrices (not norms or biases); 0 is off.")
+    max_grad_norm: float = _field(1.0, "Clip the gradient to this global norm before each update; 0 is off.")
+    batch_size: int = _field(8, "Examples per forward/backward pass (the micro-batch).")
+    grad_accum_steps: int = _field(1, "Micro-batches whose gradients are summed into one update: "
+                                      "an effective batch of batch_size × this, at batch_size's memory.")
+    max_seq_len: int = _field(128, "Tokens per example; longer ones are cut.")
+    max_steps: int = _field(300, "Optimizer updates to train for.")
+    eval_fraction: float = _field(0.1, "The share of examples held out for the eval loss.")
+    eval_every: int = _field(50, "Compute the eval loss every this many steps (and at the end).")
+    checkpoint_every: int = _field(100, "Save a checkpoint every this many steps (and at the end).")
+    keep_checkpoints: int = _field(3, "The newest checkpoints kept; older ones are deleted.")
+    log_every: int = _field(1, "Log the loss every this many steps.")
+    seed: int = _field(0, "Seeds the data order, the adapters' init and dropout.")
+    fsdp: bool = _field(False, "Shard the parameters (and in full fine-tuning the optimizer state) over "
+                               "the devices, for models that do not fit on one.")
+    num_processes: int = _field(1, "Trainer processes (jax.distributed), each feeding its own devices.")
+    dtype: str = _field("auto", "The weights' dtype: auto is bfloat16 on GPU/TPU and float32 on CPU.")
+    allow_cpu: bool = _field(False, "Train on the CPU even when the machine has a GPU/TPU jax cannot see.")
+    notify: str = _field("", "A webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord).")
+    remat: str = _field("none", "block recomputes each block's activations in the backward pass: "
+                                "less memory, about a third more compute.")
+    quantization: str = _field("none", "LoRA's frozen base held as int8/int4 with per-channel scales "
+                                       "(QLoRA-style): less memory.")
+    # 0: the decay spans max_steps. N: it spans N steps, then the learning rate holds at
     # its final value (`resume --max-steps` sets it to extend a finished run; see train/optim.py).
-    schedule_steps: int = 0
+    schedule_steps: int = _field(0, "The step where the learning-rate decay ends (0: the last step); "
+                                    "after it the rate holds.")
+    run_name: str = _field("", "A name for the run: its folder is named after it (default: the model's name).")
+    tags: str = _field("", "Comma-separated tags, shown in status and the run list (e.g. baseline, lr-sweep).")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -92,6 +122,8 @@ class TrainingConfig:
                 errors.append(FieldError(key, "unknown field" + (f"; did you mean {hint[0]!r}?" if hint else "")))
         kwargs, type_errors = _coerce({k: v for k, v in data.items() if k in names})
         errors += type_errors
+        if "lora_alpha" not in data and isinstance(kwargs.get("lora_rank"), int):
+            kwargs["lora_alpha"] = float(kwargs["lora_rank"])  # scale 1, as before the field existed
         if "warmup_steps" not in data and isinstance(kwargs.get("max_steps"), int):
             # The default warmup (10) would refuse a short run: at most a tenth of it instead.
             kwargs["warmup_steps"] = max(0, min(cls.warmup_steps, kwargs["max_steps"] // 10))
@@ -159,6 +191,7 @@ class TrainingConfig:
             bad("warmup_steps", f"must not exceed max_steps ({self.max_steps}): the learning rate would still be "
                                 f"rising when training ends; use at most {self.max_steps}, or leave it out "
                                 "(a tenth of max_steps, at most 10)")
+        errs += [e for e in _training_field_problems(self) if e.field not in skip]
         if not 0 <= self.eval_fraction < 1:
             bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.method not in METHODS:
@@ -205,11 +238,68 @@ class TrainingConfig:
         """The table entry, or None for a local checkpoint directory."""
         return models.MODELS.get(self.model)
 
+    def tag_list(self) -> list[str]:
+        """`tags` as a list: split at commas, stripped, without empties or repeats."""
+        return split_tags(self.tags)
+
     def run_name_prefix(self) -> str:
-        """A filesystem-safe prefix for run folders: the model name or checkpoint's basename."""
-        base = self.model if self.model in models.MODELS else os.path.basename(os.path.normpath(self.model))
+        """A filesystem-safe prefix for run folders: run_name, else the model name or the
+        checkpoint's basename."""
+        base = self.run_name.strip() or (
+            self.model if self.model in models.MODELS else os.path.basename(os.path.normpath(self.model)))
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")
         return safe or "run"
+
+
+def field_help(name: str) -> str:
+    """The help text of a TrainingConfig field (the form's tooltip)."""
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(TrainingConfig) if f.name == name)
+
+
+def split_tags(tags: str) -> list[str]:
+    out: list[str] = []
+    for tag in (t.strip() for t in tags.split(",")):
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+def _training_field_problems(config: TrainingConfig) -> list[FieldError]:
+    """The optimizer, LoRA and naming fields (see each field's help)."""
+    errs = []
+    if not config.lora_alpha > 0:
+        errs.append(FieldError("lora_alpha", f"must be > 0 (the adapters' scale is alpha / rank), "
+                                             f"got {config.lora_alpha}"))
+    if not 0 <= config.lora_dropout <= MAX_LORA_DROPOUT:
+        errs.append(FieldError("lora_dropout", f"must be between 0 and {MAX_LORA_DROPOUT}, got {config.lora_dropout}"))
+    if not 0 <= config.weight_decay <= 1:
+        errs.append(FieldError("weight_decay", f"must be between 0 and 1 (AdamW's decoupled decay; "
+                                               f"0.0-0.1 is usual), got {config.weight_decay}"))
+    if config.max_grad_norm < 0:
+        errs.append(FieldError("max_grad_norm", f"must be >= 0 (0 turns clipping off), got {config.max_grad_norm}"))
+    if not 1 <= config.grad_accum_steps <= MAX_GRAD_ACCUM:
+        errs.append(FieldError("grad_accum_steps", f"must be between 1 and {MAX_GRAD_ACCUM}, "
+                                                   f"got {config.grad_accum_steps}"))
+    if config.lr_schedule not in LR_SCHEDULES:
+        errs.append(FieldError("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"))
+    name = config.run_name
+    if len(name) > MAX_RUN_NAME:
+        errs.append(FieldError("run_name", f"must be at most {MAX_RUN_NAME} characters, got {len(name)}"))
+    elif name and not re.fullmatch(r"[A-Za-z0-9._ -]+", name):
+        bad = sorted(set(re.sub(r"[A-Za-z0-9._ -]", "", name)))
+        errs.append(FieldError("run_name", f"may hold letters, digits, '.', '_', '-' and spaces (it names the "
+                                           f"run's folder); found {''.join(bad)!r}"))
+    elif name and not re.search(r"[A-Za-z0-9]", name):
+        errs.append(FieldError("run_name", "must contain a letter or a digit"))
+    tags = split_tags(config.tags)
+    if len(tags) > MAX_TAGS:
+        errs.append(FieldError("tags", f"at most {MAX_TAGS} tags, got {len(tags)}"))
+    for tag in tags:
+        if len(tag) > MAX_TAG_LEN or any(ord(c) < 32 for c in tag):
+            errs.append(FieldError("tags", f"each tag is at most {MAX_TAG_LEN} printable characters; "
+                                           f"{tag[:MAX_TAG_LEN]!r}... is not"))
+            break
+    return errs
 
 
 def _coerce(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:

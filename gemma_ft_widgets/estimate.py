@@ -185,6 +185,7 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     method = _get(config, "method", "lora")
     rank = int(_get(config, "lora_rank", 8))
     batch = int(_get(config, "batch_size", 8))
+    accum = max(1, int(_get(config, "grad_accum_steps", 1)))  # micro-batches per step
     seq = int(_get(config, "max_seq_len", 128))
     dtype = _get(config, "dtype", "auto")
     if device is None:
@@ -209,7 +210,8 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     lora_b = n_lora * 4  # LoRA adapters are kept in f32 (train/lora.py MASTER_DTYPE)
     state_bytes = 4 if method == "lora" else bpp
     opt_split = split if method == "full" else 1
-    grads = trainable * state_bytes // opt_split
+    # Accumulation keeps a running gradient sum beside the micro-batch's gradient.
+    grads = trainable * state_bytes // opt_split * (2 if accum > 1 else 1)
     adam = 2 * trainable * state_bytes // opt_split
     acts = activation_bytes(spec, max(1, batch // n), seq, bpp)
     dequantized = einsum_params * bpp if quant in QUANT_BITS else 0  # kept for the backward pass
@@ -222,7 +224,7 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     acts += dequantized
     total = weights + lora_b + grads + adam + acts
 
-    tokens = batch * seq
+    tokens = batch * seq * accum
     dense = (4 if method == "lora" else 6) * spec.params * tokens
     attention = 12 * spec.num_layers * seq * spec.num_heads * spec.head_dim * tokens
     flops = float(dense + attention)

@@ -155,7 +155,7 @@ def test_metrics_events_follow_the_contract(full_run):
     assert events(run_dir, "compile")[0]["seconds"] > 0
     steps = events(run_dir, "step")
     assert [s["step"] for s in steps] == [1] + list(range(10, 201, 10))  # the first step of an attempt always
-    keys = {"event", "time", "step", "loss", "lr", "tokens_per_s", "step_time_s", "elapsed_s",
+    keys = {"event", "time", "step", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "elapsed_s",
             "device_mem_bytes", "host_rss_bytes"}
     for s in steps:
         assert keys <= set(s)

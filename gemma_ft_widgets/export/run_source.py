@@ -46,7 +46,8 @@ def load_adapters(run_dir: str, ckpt: str) -> Source:
     loaded = models.load_model(config.model, seed=config.seed, dtype_name=config.dtype)
     lora_model = lora.wrap(loaded.model, config.lora_rank, dtype=loaded.dtype)
     like = jax.eval_shape(lambda: lora.init_lora_params(lora_model, config.seed))
-    adapters = checkpoints.restore_params(ckpt, like)
+    # As the run used them: B scaled by lora_alpha / lora_rank (the PEFT file then says alpha = r).
+    adapters = lora.scaled(checkpoints.restore_params(ckpt, like), lora.scale(config.lora_alpha, config.lora_rank))
     return Source(run_dir, ckpt, loaded.spec.family, loaded.spec.name, loaded.model.config, loaded.params,
                   loaded.tokenizer_path, config, adapters, lora_model)
 

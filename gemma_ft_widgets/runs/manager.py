@@ -742,7 +742,7 @@ class RunManager:
         with self._read_mutex:
             self._configs.pop(run_dir, None)
         end_lr = float(cfg.get("learning_rate", 0)) * END_LR_FRACTION
-        return (f"; max_steps {old} -> {max_steps}: the cosine schedule still ends at step {new['schedule_steps']}, "
+        return (f"; max_steps {old} -> {max_steps}: the {cfg.get('lr_schedule', 'cosine')} schedule still ends at step {new['schedule_steps']}, "
                 f"and the learning rate stays at its final value ({end_lr:g}) for the extra steps")
 
     @staticmethod

@@ -43,6 +43,29 @@ def loss_at(step: int, max_steps: int) -> float:
     return round(0.4 + 2.6 * math.exp(-4.0 * step / max(max_steps, 1)) + 0.03 * math.sin(step), 5)
 
 
+def lr_at(step: int, cfg: dict) -> float:
+    """The learning rate the real trainer's schedule gives update `step - 1` (train/optim.py,
+    in plain Python: this trainer has no jax): linear warmup, then cosine, linear or constant."""
+    peak, k = float(cfg.get("learning_rate", 1e-3)), step - 1
+    warmup, max_steps = int(cfg.get("warmup_steps", 0)), int(cfg["max_steps"])
+    end = peak * 0.1
+    if k < warmup:
+        return peak * k / warmup
+    span = max((cfg.get("schedule_steps") or max_steps) - warmup, 1)
+    frac = min((k - warmup) / span, 1.0)
+    kind = cfg.get("lr_schedule", "cosine")
+    if kind == "constant":
+        return peak
+    if kind == "linear":
+        return peak + (end - peak) * frac
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def grad_norm_at(step: int, cfg: dict) -> float:
+    """A plausible gradient norm: large early, falling, clipped-looking near max_grad_norm."""
+    return round(0.3 + 2.0 * math.exp(-3.0 * step / max(int(cfg["max_steps"]), 1)) + 0.05 * math.cos(step), 5)
+
+
 def save_checkpoint(run_dir: str, step: int, loss: float) -> str:
     """Write into a temporary folder, then rename: an interrupted save never counts."""
     final = contract.checkpoint_path(run_dir, step)
@@ -66,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         max_steps = int(cfg["max_steps"])
         ckpt_every = int(cfg.get("checkpoint_every", 100))
         eval_every = int(cfg.get("eval_every", 50))
-        tokens_per_step = int(cfg.get("batch_size", 8)) * int(cfg.get("max_seq_len", 128))
-        lr = float(cfg.get("learning_rate", 1e-3))
+        tokens_per_step = (int(cfg.get("batch_size", 8)) * int(cfg.get("grad_accum_steps", 1))
+                           * int(cfg.get("max_seq_len", 128)))
+        lr_at(1, cfg)  # a config this trainer cannot read fails here, as a config error
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: cannot read {contract.CONFIG_NAME}: {e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
@@ -131,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"simulated crash at step {step}")
         time.sleep(step_time)
         loss = loss_at(step, max_steps)
-        emit("step", step=step, loss=loss, lr=lr, tokens_per_s=round(tokens_per_step / max(step_time, 1e-3), 1),
+        emit("step", step=step, loss=loss, lr=round(lr_at(step, cfg), 10), grad_norm=grad_norm_at(step, cfg),
+             tokens_per_s=round(tokens_per_step / max(step_time, 1e-3), 1),
              step_time_s=step_time, elapsed_s=round(time.time() - t0, 3), device_mem_bytes=None,
              host_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         if step == (resume or 0) + 1:  # like the real trainer: one RUNNING line per attempt

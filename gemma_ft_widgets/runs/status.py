@@ -17,6 +17,7 @@ from .. import contract, stall
 from . import identity, liveness
 from .lockfile import LockRead
 from .metrics import MetricsSummary
+from ..config import split_tags
 from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
 
 
@@ -62,6 +63,7 @@ class RunStatus:
     # while it runs, from result.json once it ended), None for a run of one process.
     processes: list[dict[str, Any]] | None = None
     job: dict[str, Any] | None = None  # launched through a scheduler: {"kind", "job_id", "state"}
+    tags: list[str] = dataclasses.field(default_factory=list)  # the config's tags
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -214,6 +216,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     if summary.last_devices is not None:
         st.devices = {k: summary.last_devices.get(k) for k in ("platform", "device_kind", "count", "processes")}
     st.model = (config or {}).get("model")
+    tags = (config or {}).get("tags")
+    st.tags = split_tags(tags) if isinstance(tags, str) else []
     st.checkpoints = checkpoints
     st.damaged_checkpoints = _damaged(run_dir) if st.checkpoints is not None else []
     st.last_checkpoint = contract.checkpoint_rel(checkpoints[-1]) if checkpoints else None

@@ -114,10 +114,11 @@ def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: flo
 class Batches:
     """Deterministic batches: `batch(step)` depends only on (seed, step)."""
 
-    def __init__(self, arrays: Arrays, batch_size: int, seed: int):
+    def __init__(self, arrays: Arrays, batch_size: int, seed: int, step_column: bool = False):
         self.arrays = arrays
         self.batch_size = batch_size
         self.seed = seed
+        self.step_column = step_column  # a "step" column (the step's number in every row): keys dropout
         self._perms: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
@@ -136,7 +137,10 @@ class Batches:
         return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)])
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        return self.arrays.take(self.indices(step))
+        out = self.arrays.take(self.indices(step))
+        if self.step_column:
+            out["step"] = np.full((self.batch_size,), step, np.int32)
+        return out
 
     def position(self, step: int) -> int:
         """Examples consumed before `step` (the data position saved in checkpoints)."""

@@ -317,12 +317,16 @@ class Trainer:
                                      cfg.eval_fraction, cfg.seed)
         except datasets.DatasetError as e:
             raise SetupError(str(e)) from e
-        self.batches = data.Batches(self.data.train, cfg.batch_size, cfg.seed)
-
         self.is_lora = cfg.method == "lora"
+        dropout = cfg.lora_dropout if self.is_lora else 0.0
+        # A step's batch holds grad_accum_steps micro-batches (step.make_steps adds their gradients).
+        self.batches = data.Batches(self.data.train, cfg.batch_size * cfg.grad_accum_steps, cfg.seed,
+                                    step_column=dropout > 0)
+
         base = remat.apply(loaded.model, cfg.remat)
         if self.is_lora:
-            self.model = quantize.wrap_lora(base, cfg.lora_rank, cfg.quantization, dtype=loaded.dtype)
+            self.model = quantize.wrap_lora(base, cfg.lora_rank, cfg.quantization, dtype=loaded.dtype,
+                                            dropout=dropout)
             trainable = lora.init_lora_params(self.model, cfg.seed)
             if models.param_count(trainable) == 0:
                 raise SetupError(f"gm.nn.LoRA finds no layer to adapt in {loaded.spec.name} with the "
@@ -332,10 +336,9 @@ class Trainer:
         else:
             self.model = base
             trainable, frozen = loaded.params, {}
-        self.tx, self.schedule = optim.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.max_steps,
-                                                      schedule_steps=cfg.schedule_steps)
-        if cfg.schedule_steps and cfg.schedule_steps < cfg.max_steps:
-            self._log(f"schedule: cosine decay ends at step {cfg.schedule_steps}; the learning rate then stays at "
+        self.tx, self.schedule = optim.for_config(cfg)
+        if cfg.schedule_steps and cfg.schedule_steps < cfg.max_steps and cfg.lr_schedule != "constant":
+            self._log(f"schedule: {cfg.lr_schedule} decay ends at step {cfg.schedule_steps}; the learning rate then stays at "
                       f"{cfg.learning_rate * optim.END_LR_FRACTION:g} to step {cfg.max_steps}")
 
         # Placement: batch split over the mesh; params replicated, or FSDP (frozen base in
@@ -364,7 +367,9 @@ class Trainer:
         self.tb = self._scalar_writer()
         self.train_step, self.eval_step = step.make_steps(
             self.model, self.tx, self.is_lora, self.chunked, softcap,
-            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype)
+            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype,
+            accum_steps=cfg.grad_accum_steps, dropout_seed=cfg.seed if dropout > 0 else None,
+            lora_scale=lora.scale(cfg.lora_alpha, cfg.lora_rank) if self.is_lora else 1.0)
 
         # Resume from the newest checkpoint that restores; a damaged one is kept, marked and skipped.
         if self.chief:
@@ -565,10 +570,12 @@ class Trainer:
             if time.monotonic() - device_mem[0] >= 1.0:
                 device_mem[:] = [time.monotonic(), device_memory(devices)[0]]
             used = device_mem[1]
-            self.event("step", step=step_n, loss=loss, lr=lr, tokens_per_s=round(tokens / dt, 1),
+            self.event("step", step=step_n, loss=loss, lr=lr, grad_norm=sum(norms) / len(norms),
+                       tokens_per_s=round(tokens / dt, 1),
                        step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
                        device_mem_bytes=used, host_rss_bytes=self._mem.rss())
-            tb.scalars(step_n, {"loss": loss, "lr": lr, "tokens_per_s": tokens / dt})
+            tb.scalars(step_n, {"loss": loss, "lr": lr, "grad_norm": sum(norms) / len(norms),
+                                "tokens_per_s": tokens / dt})
             if not announced:  # status.log gets one RUNNING line per attempt, at its first step
                 announced.append(step_n)
                 if self.chief:

@@ -4,6 +4,11 @@ Training keeps the optimizer state for the LoRA leaves only (`gemma.peft.split_p
 The adapters are stored and optimised in f32 (MASTER_DTYPE, a few MB even for 27B models) and
 cast to the model's compute dtype inside the step, so with a bf16 base the layers still run
 in bf16 while small Adam updates are not rounded away.
+LoRA alpha: the update is scaled by alpha / rank (PEFT's convention). The stored adapters are
+the trained (A, B); `scaled` gives the adapters as the model uses them, (A, s·B), which is what
+the train step merges and what sampling and export fold in: one place applies the scale.
+LoRA dropout: `_DropoutLoRAEinsum` drops the adapter's input (not the base path's) while an
+rng named "dropout" is given (the train step); eval and sampling run without it.
 `merge_into_base` computes W + A·B for every adapter (using the einsum the layer really runs,
 recorded while tracing the model, so the result is exact for any layout) and returns plain
 base-model params: what export writes and what the sampler runs.
@@ -19,25 +24,65 @@ import jax.numpy as jnp
 MASTER_DTYPE = jnp.float32  # adapters' stored / optimised dtype
 
 
-def wrap(model, rank: int, dtype=jnp.float32):
+def wrap(model, rank: int, dtype=jnp.float32, dropout: float = 0.0):
     """gm.nn.LoRA around `model` (also adapting Gemma 4's einsums, see `_lora_class`); `dtype`
-    is the adapters' compute dtype (= the base's)."""
-    return _lora_class()(rank=rank, model=model, dtype=dtype)
+    is the adapters' compute dtype (= the base's); `dropout` on the adapters' input in training."""
+    return _lora_class()(rank=rank, model=model, dtype=dtype, dropout=dropout)
 
 
-def replace_by_lora(module, *, rank: int, dtype):
+def scale(alpha: float, rank: int) -> float:
+    """The factor on the LoRA update: alpha / rank."""
+    return float(alpha) / int(rank)
+
+
+def scaled(adapters, factor: float):
+    """The adapters as the model uses them: every B multiplied by `factor` (A·(s·B) = s·A·B)."""
+    if factor == 1.0:
+        return adapters
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x * jnp.asarray(factor, x.dtype) if getattr(path[-1], "key", None) == "b" else x, adapters)
+
+
+def replace_by_lora(module, *, rank: int, dtype, dropout: float = 0.0):
     """gm.nn.LoRA's module replacement, plus Gemma 4's Einsum (gemma4/_layers.Einsum, the same
     interface as gm.nn's, which gm.nn.LoRA's interceptor does not match, so it found no layer
-    to adapt in Gemma 4). Named as gm.nn.LoRA names its adapters: the same parameter tree."""
+    to adapt in Gemma 4). Named as gm.nn.LoRA names its adapters: the same parameter tree.
+    With `dropout`, the einsum adapters drop their input in training (`_DropoutLoRAEinsum`)."""
+    from gemma.gm.nn import _layers
     from gemma.gm.nn import _lora as gm_lora
 
     g4 = _gemma4_einsum()
-    if g4 is not None and type(module) is g4:
-        if module.w_scale is not None:  # the per-layer-input embedding projection: W·s + A·B
-            return module                # would not merge as W + A·B, so it is not adapted
+    is_g4 = g4 is not None and type(module) is g4
+    if is_g4 and module.w_scale is not None:  # the per-layer-input embedding projection: W·s + A·B
+        return module                        # would not merge as W + A·B, so it is not adapted
+    if is_g4 or (dropout > 0 and isinstance(module, _layers.Einsum)):
         name = None if module.weight_name == "w" else f"_LoRAEinsum_{module.weight_name}"
+        if dropout > 0:
+            return _dropout_einsum_class()(name=name, rank=rank, dtype=dtype, wrapped=module, dropout=dropout)
         return gm_lora._LoRAEinsum(name=name, rank=rank, dtype=dtype, wrapped=module)
     return gm_lora._replace_by_lora(module, rank=rank, dtype=dtype, verbose=False)
+
+
+@functools.cache
+def _dropout_einsum_class():
+    import flax.linen as nn
+    from gemma import peft
+    from gemma.gm.nn import _lora as gm_lora
+
+    class _LoRAEinsum(gm_lora._LoRAEinsum):  # the library's name: flax names the params after it
+        """gm's LoRA einsum with dropout on the adapter's input, while a "dropout" rng is given."""
+
+        dropout: float = 0.0
+
+        @nn.compact
+        def __call__(self, eqn: str, x: jax.Array) -> jax.Array:
+            adapter = peft.LoRAEinsumAdapter(name="lora", rank=self.rank, dtype=self.dtype, einsum_str=eqn,
+                                             shape=self.wrapped.shape)
+            dropped = nn.Dropout(self.dropout, deterministic=not self.has_rng("dropout"))(x)
+            return self.wrapped(eqn, x) + adapter(dropped)
+
+    _LoRAEinsum.__qualname__ = "_LoRAEinsum"
+    return _LoRAEinsum
 
 
 def _gemma4_einsum():
@@ -54,9 +99,11 @@ def _lora_class():
     from gemma import gm, peft
 
     class LoRA(gm.nn.LoRA):
+        dropout: float = 0.0
+
         @nn.compact
         def __call__(self, *args, **kwargs):
-            replace = functools.partial(replace_by_lora, rank=self.rank, dtype=self.dtype)
+            replace = functools.partial(replace_by_lora, rank=self.rank, dtype=self.dtype, dropout=self.dropout)
             with peft.ModuleInterceptor(replace):
                 return self.model(*args, **kwargs)
 

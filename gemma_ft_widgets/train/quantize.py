@@ -49,6 +49,7 @@ class QuantizedLoRA(nn.Module):
     model: nn.Module
     dtype: Any = jnp.float32  # the adapters' compute dtype (= the base's)
     int_dtype: Any = jnp.int8
+    dropout: float = 0.0  # on the adapters' input, in training (lora.replace_by_lora)
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,7 +63,7 @@ class QuantizedLoRA(nn.Module):
 
         from . import lora
 
-        to_lora = functools.partial(lora.replace_by_lora, rank=self.rank, dtype=self.dtype)
+        to_lora = functools.partial(lora.replace_by_lora, rank=self.rank, dtype=self.dtype, dropout=self.dropout)
         to_int = functools.partial(_quantization._replace_by_int, dtype=self.int_dtype)
         with peft.ModuleInterceptor(to_lora), peft.ModuleInterceptor(to_int):
             return self.model(*args, **kwargs)
@@ -71,15 +72,17 @@ class QuantizedLoRA(nn.Module):
         return getattr(self.model, name)
 
 
-def wrap(model, rank: int, mode: str, dtype=jnp.float32) -> QuantizedLoRA:
-    return QuantizedLoRA(rank=rank, model=model, dtype=dtype, int_dtype=int_dtype(mode))
+def wrap(model, rank: int, mode: str, dtype=jnp.float32, dropout: float = 0.0) -> QuantizedLoRA:
+    return QuantizedLoRA(rank=rank, model=model, dtype=dtype, int_dtype=int_dtype(mode), dropout=dropout)
 
 
-def wrap_lora(model, rank: int, mode: str, dtype=jnp.float32):
-    """The LoRA model of a run: gm.nn.LoRA, or QuantizedLoRA when `mode` is int8/int4."""
+def wrap_lora(model, rank: int, mode: str, dtype=jnp.float32, dropout: float = 0.0):
+    """The LoRA model of a run: gm.nn.LoRA, or QuantizedLoRA when `mode` is int8/int4;
+    `dropout` on the adapters' input in training."""
     from . import lora
 
-    return lora.wrap(model, rank, dtype=dtype) if mode == "none" else wrap(model, rank, mode, dtype)
+    return (lora.wrap(model, rank, dtype=dtype, dropout=dropout) if mode == "none"
+            else wrap(model, rank, mode, dtype, dropout))
 
 
 def frozen_params(lora_model, params, mode: str):

@@ -73,13 +73,13 @@ def load_params(run_dir: str, checkpoint: str | int | None = None):
         # Sampled through the model the run trained: int base dequantized per layer + adapters.
         qmodel = quantize.wrap(loaded.model, config.lora_rank, config.quantization, dtype=loaded.dtype)
         like = jax.eval_shape(lambda: lora.init_lora_params(qmodel, config.seed))
-        adapters = checkpoints.restore_params(path, like)
+        adapters = lora.scaled(checkpoints.restore_params(path, like), lora.scale(config.lora_alpha, config.lora_rank))
         frozen = quantize.quantize_params(qmodel, loaded.params, config.quantization)
         loaded.model, loaded.params = qmodel, lora.merge(frozen, lora.to_compute(adapters, loaded.dtype))
     elif config.method == "lora":
         lora_model = lora.wrap(loaded.model, config.lora_rank, dtype=loaded.dtype)
         like = jax.eval_shape(lambda: lora.init_lora_params(lora_model, config.seed))
-        adapters = checkpoints.restore_params(path, like)
+        adapters = lora.scaled(checkpoints.restore_params(path, like), lora.scale(config.lora_alpha, config.lora_rank))
         loaded.params = lora.merge_into_base(lora_model, loaded.params, adapters)
     else:
         loaded.params = checkpoints.restore_params(path, loaded.params)

@@ -75,25 +75,39 @@ def full_loss_sums(logits, targets, mask):
 
 
 def make_loss_sums(model, chunked: bool, softcap=None):
-    """fn(params, batch) -> (masked loss sum, token count)."""
-    def loss_sums(params, batch):
+    """fn(params, batch, rngs=None) -> (masked loss sum, token count). `rngs` (e.g. {"dropout":
+    key}) turns on the model's dropout (lora.py's adapters); without it the forward is deterministic."""
+    def loss_sums(params, batch, rngs=None):
         if chunked:
-            out = model.apply({"params": params}, batch["input"], return_hidden_states=True)
+            out = model.apply({"params": params}, batch["input"], return_hidden_states=True, rngs=rngs)
             return chunked_loss_sums(out.hidden_states, params["embedder"]["input_embedding"],
                                      batch["target"], batch["mask"], softcap)
-        out = model.apply({"params": params}, batch["input"])
+        out = model.apply({"params": params}, batch["input"], rngs=rngs)
         return full_loss_sums(out.logits, batch["target"], batch["mask"])
 
     return loss_sums
 
 
-def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=None, compute_dtype=None):
+def micro_batches(batch, k: int):
+    """(k*b, ...) arrays -> (k, b, ...): micro-batch j holds rows j, k+j, 2k+j, ..., so each
+    device's contiguous share of the batch rows stays on that device."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), batch)
+
+
+def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=None, compute_dtype=None,
+               accum_steps: int = 1, lora_scale: float = 1.0, dropout_seed: int | None = None):
     """(train_step, eval_step), jitted.
 
     train_step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, metrics)
     eval_step(trainable, frozen, batch) -> (loss sum, token count)
     `shardings` = (trainable, opt_state, frozen, batch, replicated) NamedSharding trees.
-    LoRA adapters arrive in f32 and are cast to `compute_dtype` (the base's) for the forward.
+    LoRA adapters arrive in f32 and are cast to `compute_dtype` (the base's) for the forward;
+    `lora_scale` (alpha / rank) multiplies their update (lora.scaled).
+    `accum_steps` k: the batch holds k micro-batches; their gradients of the loss *sums* are
+    added in a scan and divided by the total token count, so one step equals a step on the
+    whole batch (the memory is one micro-batch's).
+    `dropout_seed`: train with the model's dropout, keyed by (seed, batch["step"][0]) (a
+    column data.Batches adds); eval never uses dropout.
     """
     from . import lora
 
@@ -102,16 +116,42 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
     def params_of(trainable, frozen):
         if not is_lora:
             return trainable
+        if lora_scale != 1.0:
+            trainable = lora.scaled(trainable, lora_scale)
         if compute_dtype is not None:
             trainable = lora.to_compute(trainable, compute_dtype)
         return lora.merge(frozen, trainable)
 
-    def loss_fn(trainable, frozen, batch):
-        total, count = loss_sums(params_of(trainable, frozen), batch)
-        return total / jnp.maximum(count, 1.0), count
+    def sums_fn(trainable, frozen, batch, rngs):
+        return loss_sums(params_of(trainable, frozen), batch, rngs)
+
+    def rngs_of(batch, i=0):
+        if dropout_seed is None:
+            return None
+        key = jax.random.fold_in(jax.random.key(dropout_seed), batch["step"][0])
+        return {"dropout": jax.random.fold_in(key, i)}
+
+    def grads_of(trainable, frozen, batch):
+        """(mean loss, token count, gradient of the mean loss)."""
+        grad = jax.value_and_grad(sums_fn, has_aux=True)
+        if accum_steps == 1:
+            (total, count), g = grad(trainable, frozen, batch, rngs_of(batch))
+        else:
+            def one(carry, xs):
+                g_sum, total, count = carry
+                micro, i = xs
+                (t, c), g = grad(trainable, frozen, micro, rngs_of(micro, i))
+                return (jax.tree.map(jnp.add, g_sum, g), total + t, count + c), None
+
+            zeros = jax.tree.map(jnp.zeros_like, trainable)
+            (g, total, count), _ = jax.lax.scan(
+                one, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
+                (micro_batches(batch, accum_steps), jnp.arange(accum_steps)))
+        n = jnp.maximum(count, 1.0)
+        return total / n, count, jax.tree.map(lambda x: (x / n).astype(x.dtype), g)
 
     def train_step(trainable, opt_state, frozen, batch):
-        (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch)
+        loss, count, grads = grads_of(trainable, frozen, batch)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
         return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.tree.norm(grads)}

@@ -18,7 +18,7 @@ import ipywidgets as w
 import traitlets as t
 
 from .. import datasets, models
-from ..config import ConfigError, TrainingConfig
+from ..config import ConfigError, TrainingConfig, field_help
 from . import fmt
 from .preview import DatasetPreview, inspect
 
@@ -32,17 +32,25 @@ MAIN_FIELDS = [
     ("dataset_format", "Format", "format"),
     ("method", "Method", "method"),
     ("lora_rank", "LoRA rank", "int"),
+    ("lora_alpha", "LoRA alpha", "float"),
+    ("lora_dropout", "LoRA dropout", "float"),
     ("quantization", "Base weights (LoRA)", "quantization"),
     ("learning_rate", "Learning rate", "float"),
+    ("lr_schedule", "LR schedule", "schedule"),
     ("warmup_steps", "Warmup steps", "int"),
     ("batch_size", "Batch size", "int"),
+    ("grad_accum_steps", "Gradient accumulation", "int"),
     ("max_seq_len", "Sequence length", "int"),
     ("max_steps", "Steps", "int"),
     ("eval_every", "Eval every (steps)", "int"),
     ("checkpoint_every", "Checkpoint every", "int"),
     ("seed", "Seed", "int"),
+    ("run_name", "Run name", "text"),
+    ("tags", "Tags", "text"),
 ]
 ADVANCED_FIELDS = [
+    ("weight_decay", "Weight decay", "float"),
+    ("max_grad_norm", "Clip gradient norm (0: off)", "float"),
     ("eval_fraction", "Eval fraction", "float"),
     ("keep_checkpoints", "Keep checkpoints", "int"),
     ("log_every", "Log every (steps)", "int"),
@@ -81,6 +89,11 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "quantization":
         return w.Dropdown(options=[("as loaded (bf16/f32)", "none"), ("int8", "int8"), ("int4", "int4")],
                           value=default, **common)
+    if kind == "schedule":
+        return w.Dropdown(options=[("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")],
+                          value=default, **common)
+    if kind == "text":
+        return w.Text(value=default, continuous_update=False, **common)
     if kind == "remat":
         return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
                           value=default, **common)
@@ -160,6 +173,7 @@ class ConfigForm(w.VBox):
         rows = {}
         for field, label, kind in MAIN_FIELDS + ADVANCED_FIELDS:
             widget = _make(field, label, kind, base[field])
+            widget.tooltip = field_help(field)  # the help text lives in TrainingConfig's field metadata
             widget.add_class(f"gft-field-{field}")
             error = w.HTML(layout=w.Layout(margin="0 0 0 8px", max_width="520px"))
             error.add_class(f"gft-error-{field}")
@@ -236,6 +250,8 @@ class ConfigForm(w.VBox):
                 model = values.get("model")
                 if isinstance(model, str) and model and model not in models.MODELS:
                     self.fields["model"].options = _model_options(model)
+                if "lora_rank" in values and "lora_alpha" not in values:  # a run from before the field
+                    values = {**values, "lora_alpha": values["lora_rank"]}
                 for name, value in values.items():
                     if name in self.fields and value is not None:
                         try:
@@ -270,7 +286,8 @@ class ConfigForm(w.VBox):
                     errors["batch_size"] = [f"is larger than the dataset ({len(info.records)} examples)"]
             self.dataset_info = info
             self._show_errors(errors)
-            self.fields["lora_rank"].disabled = data["method"] != "lora"
+            for name in ("lora_rank", "lora_alpha", "lora_dropout"):
+                self.fields[name].disabled = data["method"] != "lora"
             self.detected.value = (f'<span style="color:#555">detected: <b>{fmt.esc(info.format)}</b></span>'
                                    if info is not None and info.ok else "")
             if info is not None and info.ok:
