@@ -194,8 +194,11 @@ def test_each_odd_line_alone_among_plain_ones(tmp_path):
         assert BULK_ROWS[-1] >= 70
 
 
-TEMPLATE = ('{{"event":"step","time":1.5,"step":{step},"loss":{loss},"lr":0.1,"tokens_per_s":{tokens_per_s},'
-            '"step_time_s":{step_time_s},"elapsed_s":1,"device_mem_bytes":null,"host_rss_bytes":5}}')
+TEMPLATE = ('{{"event":"step","time":{time},"step":{step},"loss":{loss},"lr":{lr},"grad_norm":{grad_norm},'
+            '"tokens_per_s":{tokens_per_s},"step_time_s":{step_time_s},"elapsed_s":1,"device_mem_bytes":null,'
+            '"host_rss_bytes":5}}')
+OK_VALUES = {"time": "1.5", "step": "7", "loss": "1.5", "lr": "0.1", "grad_norm": "0.5", "tokens_per_s": "3",
+             "step_time_s": "0.5"}
 
 
 @pytest.mark.parametrize("field", FIELDS)
@@ -204,14 +207,14 @@ def test_a_value_that_is_not_a_json_number_in_the_curves_fields_is_never_taken(t
     bad = ["01", "-01", "1.", ".5", "+1", "1e", "1e+", "--1", "1.2.3", "0x10", "1_0", "1 2", "nan", "inf",
            "Nan", "nul", "Infinit", "-", "1-2", "1e5.0"]
     for value in bad:
-        fields = {"step": "7", "loss": "1.5", "tokens_per_s": "3", "step_time_s": "0.5", field: value}
+        fields = {**OK_VALUES, field: value}
         path = tmp_path / "m.jsonl"
         write(path, [step_line(i, rng) for i in range(1, 30)] + [TEMPLATE.format(**fields)])
         got = assert_same(path)
         assert got.corrupt_lines == 1, (field, value)
 
 
-PLAIN = TEMPLATE.format(step=7, loss=1.5, tokens_per_s=3, step_time_s=0.5)
+PLAIN = TEMPLATE.format(**OK_VALUES)
 
 
 @pytest.mark.parametrize("bad", [
@@ -275,7 +278,7 @@ def test_series_read_matches_series_extend(tmp_path):
     assert a.read()
     b = RunSeries(str(tmp_path))
     b.extend(contract.read_jsonl(path))
-    for name in ("step", "loss", "tokens_per_s", "step_time", "eval_step", "eval_loss"):
+    for name in ("step", "loss", "tokens_per_s", "step_time", "lr", "grad_norm", "time", "eval_step", "eval_loss"):
         np.testing.assert_array_equal(getattr(a, name).values, getattr(b, name).values)
     assert list(a.step.values[:3]) == [1, 2, 3] and a.step.values[-1] == 499 and len(a) == 499
     assert a.last_step == b.last_step and a.final == b.final and a.last_start == b.last_start

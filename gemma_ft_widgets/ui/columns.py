@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import msgspec
 import numpy as np
 
-KINDS = {"step": ("step", "loss", "tokens_per_s", "step_time_s"),  # the fields the curves read
+KINDS = {"step": ("step", "loss", "tokens_per_s", "step_time_s", "lr", "grad_norm", "time"),  # the curves' fields
          "eval": ("step", "eval_loss")}
 FIELDS = KINDS["step"]
 

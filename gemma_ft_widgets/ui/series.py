@@ -58,7 +58,8 @@ class Growable:
 
 
 class RunSeries:
-    """Train loss, eval loss and throughput against step, plus the latest step event.
+    """Train loss, eval loss, throughput, learning rate, gradient norm and wall time against
+    step, plus the latest step event.
 
     `version` is bumped whenever the curves change; `generation` whenever points were taken
     away (a resume truncating the curves, a replaced file), so a curve of the same generation
@@ -79,6 +80,9 @@ class RunSeries:
         self.loss = Growable()
         self.tokens_per_s = Growable()
         self.step_time = Growable()
+        self.lr = Growable()
+        self.grad_norm = Growable()  # NaN for a run logged before the trainer wrote it
+        self.time = Growable()  # the step events' wall-clock times
         self.eval_step = Growable()
         self.eval_loss = Growable()
         self.last_step: dict[str, Any] | None = None
@@ -146,6 +150,9 @@ class RunSeries:
             self.loss.extend(steps["loss"][a:a2])
             self.tokens_per_s.extend(steps["tokens_per_s"][a:a2])
             self.step_time.extend(steps["step_time_s"][a:a2])
+            self.lr.extend(steps["lr"][a:a2])
+            self.grad_norm.extend(steps["grad_norm"][a:a2])
+            self.time.extend(steps["time"][a:a2])
             self.last_step = batch.step_event(a2 - 1)
         if b2 > b:
             self.eval_step.extend(evals["step"][b:b2])
@@ -163,7 +170,7 @@ class RunSeries:
                 g.truncate(n)
             return True
 
-        a = cut(self.step, self.loss, self.tokens_per_s, self.step_time)
+        a = cut(self.step, self.loss, self.tokens_per_s, self.step_time, self.lr, self.grad_norm, self.time)
         b = cut(self.eval_step, self.eval_loss)
         if a and len(self.step) == 0:
             self.last_step = None
