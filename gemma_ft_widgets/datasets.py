@@ -50,7 +50,7 @@ def record_problem(record: object, fmt: str) -> str | None:
                 "alpaca": ("instruction", "output"), "chat": ("messages",)}[fmt]
     missing = [k for k in required if k not in record]
     if missing:
-        return f"missing field(s) {', '.join(map(repr, missing))} for format {fmt!r}"
+        return f"missing field(s) {', '.join(map(repr, missing))} for format {fmt!r}" + _found_keys(record)
     if fmt == "chat":
         return _chat_problem(record["messages"])
     for key in required + (("input",) if fmt == "alpaca" and "input" in record else ()):
@@ -61,6 +61,17 @@ def record_problem(record: object, fmt: str) -> str | None:
     if fmt == "text" and not record["text"].strip():
         return "field 'text' is empty"
     return None
+
+
+def _found_keys(record: object, limit: int = 8) -> str:
+    """'; found keys 'a', 'b'': what the line has instead (a renamed column is then obvious)."""
+    if not isinstance(record, dict):
+        return ""
+    if not record:
+        return "; the line has no keys"
+    keys = [repr(str(k)) for k in list(record)[:limit]]
+    more = f" and {len(record) - limit} more" if len(record) > limit else ""
+    return f"; found key(s) {', '.join(keys)}{more}"
 
 
 def _chat_problem(messages: object) -> str | None:
@@ -158,7 +169,7 @@ def load_records(path: str, fmt: str = "auto", limit: int | None = None) -> tupl
                 detected = detect_format(obj) if isinstance(obj, dict) else None
                 if detected is None:
                     problem = ("cannot tell the format: expected 'text', 'prompt'+'response', "
-                               "'instruction'+'output' or 'messages'")
+                               "'instruction'+'output' or 'messages'" + _found_keys(obj))
                 else:
                     fmt = detected
             if problem is None:

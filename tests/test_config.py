@@ -104,7 +104,17 @@ def test_lines_missing_their_format_fields_are_reported(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "only"}\n')
     errs = errors_of({"dataset": str(path), "batch_size": 1})
-    assert errs["dataset"] == ["mixed.jsonl line 2: missing field(s) 'response' for format 'prompt_response'"]
+    assert errs["dataset"] == ["mixed.jsonl line 2: missing field(s) 'response' for format 'prompt_response'; "
+                               "found key(s) 'prompt'"]
+
+
+def test_a_file_of_unknown_columns_names_the_keys_it_found(tmp_path):
+    """Issue #20: a column error lists the keys the line has (a renamed column is then obvious)."""
+    path = tmp_path / "renamed.jsonl"
+    path.write_text('{"question": "a", "answer": "b"}\n')
+    errs = errors_of({"dataset": str(path), "batch_size": 1})
+    assert errs["dataset"] == ["renamed.jsonl line 1: cannot tell the format: expected 'text', 'prompt'+'response', "
+                               "'instruction'+'output' or 'messages'; found key(s) 'question', 'answer'"]
 
 
 def test_named_format_that_does_not_fit(dataset):

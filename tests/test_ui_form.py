@@ -146,7 +146,8 @@ def test_upload_copies_into_the_workspace_without_overwriting(form, tmp_path):
         path = tmp_path / "uploads" / expected
         assert path.read_bytes() == content
         assert form.fields["dataset"].value == str(path)
-        assert form.upload.value == ()
+        # "Upload (1)" after an upload, not "Upload (0)" (#20); the bytes are not kept
+        assert [(f["name"], len(f["content"])) for f in form.upload.value] == [("mine.jsonl", 0)]
     assert "Uploaded to" in form.message.value
     form.fields["batch_size"].value = 4
     assert form.valid
@@ -177,3 +178,24 @@ def test_start_is_blocked_by_an_active_run(form):
     assert not form.start_button.disabled and form.blocked_note.value == ""
     form.start_button.click()
     assert len(started) == 1 and isinstance(started[0], TrainingConfig)
+
+
+def test_a_fraction_in_a_whole_number_field_is_refused_as_typed(form):
+    """Issue #20: "1.5" typed into Batch size became 15 (IntText drops the "."). The field
+    keeps 1.5 and says why it is refused; a whole number is an int again."""
+    form.fields["batch_size"].value = 1.5
+    assert form.fields["batch_size"].value == 1.5 and not form.valid
+    assert "expected an integer, got 1.5" in form.errors["batch_size"].value
+    assert form.start_button.disabled
+    form.fields["batch_size"].value = 4.0
+    assert form.fields["batch_size"].value == 4 and isinstance(form.fields["batch_size"].value, int)
+    assert form.valid and form.config.batch_size == 4
+
+
+def test_a_learning_rate_like_10_is_warned_about_but_allowed(form):
+    """Issue #20: a learning rate of 10 was accepted with no warning."""
+    form.fields["learning_rate"].value = 10
+    assert "very high" in form.errors["learning_rate"].value and "gft-field-warning" in form.errors["learning_rate"].value
+    assert form.valid  # a warning, not an error: the user may mean it
+    form.fields["learning_rate"].value = 3e-4
+    assert form.errors["learning_rate"].value == ""

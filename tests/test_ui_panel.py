@@ -13,7 +13,7 @@ import time
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunManager
-from gemma_ft_widgets.ui import ControlPanel
+from gemma_ft_widgets.ui import ControlPanel, fmt
 
 from .conftest import wait_for
 
@@ -87,7 +87,7 @@ def test_poller_appends_points_while_the_run_goes(make_panel, sim_env):
     d = p.dashboard
     assert visible(d.abort_button) and not visible(d.force_button)
     assert d.kpi("loss") != "—" and d.kpi("tokens_per_s") != "—" and d.kpi("eta") != "—"
-    assert d.kpi("host_mem").endswith("MiB") and d.kpi("device_mem") == "n/a"
+    assert d.kpi("host_mem").endswith("MiB") and d.kpi("device_mem") == "CPU"  # not "n/a" (issue #20)
     assert d.progress.max == 100 and 0 < d.progress.value < 100
     assert "RUNNING" in d.badge.value
     assert "gft-state-badge" in d.badge._dom_classes
@@ -228,10 +228,14 @@ def test_abort_asks_for_confirmation_then_stops_and_can_resume(make_panel, sim_e
     assert visible(o.resume_button) and visible(o.new_run_button) and visible(o.playground_button)
     assert not visible(o.clean_button) and not visible(d.controls)
     steps_before = len(d.loss_line.x)
-    assert steps_before > 0 and "stopped" in d.message.value
+    assert steps_before > 0 and "Stopped" in d.message.value and "now ABORTED" in d.message.value
+    assert "SIGINT" not in d.message.value and "pid" not in d.message.value  # a user message (#20)
     o.resume_button.click()
     assert p.wait_actions(30)
     until(p, lambda: p.state == "RUNNING" and len(d.loss_line.x) > steps_before + 3, what="resumed steps")
+    assert d.message.value == ""  # the stop report of attempt 1 is gone with it (#20)
+    st = p.manager.status(run_dir)  # elapsed counts both attempts (#20)
+    assert st.wall_s > st.elapsed_s > 0
     assert p.run_dir == run_dir and "attempt 2" in d.run_label.value
     assert list(d.loss_line.x)[:3] == [1, 2, 3]  # the first attempt's curve is kept
     RunManager(os.path.dirname(run_dir)).stop(force=True)

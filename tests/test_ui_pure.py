@@ -147,4 +147,19 @@ def test_formatting():
     assert fmt.nbytes(3 * 2**30) == "3.00 GiB" and fmt.nbytes(None) == fmt.DASH
     assert fmt.rate(51200) == "51.2k"
     assert "RUNNING" in fmt.badge("RUNNING") and "&lt;b&gt;" in fmt.pre("<b>")
-    assert fmt.when("2025-01-31T12:00:05.123Z") == "2025-01-31 12:00:05 UTC"
+
+
+def test_timestamps_are_local_and_readable(monkeypatch):
+    """Issue #20: timestamps were raw ISO UTC with microseconds; transitions newest first."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        assert fmt.when("2025-01-31T12:00:05.123456Z") == "2025-01-31 13:00:05"
+        log = "2025-01-31T12:00:05.1Z STARTING launching\n2025-01-31T12:00:09.9Z RUNNING first step 1 logged"
+        assert fmt.transitions(log).splitlines() == ["2025-01-31 13:00:09  RUNNING first step 1 logged",
+                                                     "2025-01-31 13:00:05  STARTING launching"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert fmt.count(12500) == "12,500" and fmt.count(None) == fmt.DASH
+

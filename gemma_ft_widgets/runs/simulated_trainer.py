@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     emit("start", attempt=attempt, resume_step=resume, max_steps=max_steps, pid=os.getpid())
     print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume
           else f"simulated trainer: attempt {attempt}, fresh start", flush=True)
+    emit("devices", platform="cpu", device_kind="cpu", count=1, processes=1, local_count=1)  # as the real one
     emit("data", format="text", train_examples=90, eval_examples=10, truncated=_env_int("TRUNCATED") or 0,
          max_seq_len=cfg.get("max_seq_len"))
     emit("compile", seconds=0.0)

@@ -35,7 +35,8 @@ class RunStatus:
     eval_loss: float | None = None
     started_at: str | None = None
     ended_at: str | None = None
-    elapsed_s: float | None = None
+    elapsed_s: float | None = None  # the latest attempt
+    wall_s: float | None = None  # all attempts together (run_facts.attempts)
     exit_code: int | None = None
     signal_name: str | None = None
     last_checkpoint: str | None = None
@@ -248,6 +249,12 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     if st.started_at is None and summary.first_time is not None:
         st.started_at = _iso(summary.first_time)
     st.elapsed_s = _elapsed(st.started_at, st.ended_at if not st.active else None)
+    st.wall_s = st.elapsed_s
+    if (st.attempt or 1) > 1:  # resumed: "elapsed" and "Finished in" count every attempt
+        from .run_facts import attempts  # (it imports this module)
+
+        wall = attempts(run_dir)[1]
+        st.wall_s = round(wall, 3) if wall is not None and wall >= (st.elapsed_s or 0) else st.elapsed_s
     if data is not None and not os.path.isdir(run_dir):
         st.reason = (f"its run folder no longer exists at {run_dir} (moved or deleted while the run went on); the "
                      "trainer stops at its next checkpoint") + (f"; {st.reason}" if st.reason else "")

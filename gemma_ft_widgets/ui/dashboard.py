@@ -12,7 +12,7 @@ from typing import Any, Callable
 import ipywidgets as w
 import traitlets as t
 
-from . import fmt, plots
+from . import fmt, layout, plots
 from .processes_view import ProcessesView
 from ..runs.status import fmt_devices
 from .series import RunSeries
@@ -28,7 +28,7 @@ KPI_LABELS = {
     "device_mem": "device memory",
     "host_mem": "host memory",
 }
-LOG_STREAMS = ("stderr", "stdout", "supervisor")
+LOG_STREAMS = ("stdout", "stderr", "supervisor")  # stdout first: the trainer logs there
 BAR_STYLES = {"STARTING": "info", "RUNNING": "info", "STOPPING": "warning", "FINISHED": "success",
               "ABORTED": "warning", "FAILED": "danger", "ORPHANED": "danger"}
 
@@ -70,7 +70,7 @@ class Dashboard(w.VBox):
         self.run_label.add_class("gft-run-name")
         self.phase = w.HTML()
         self.phase.add_class("gft-phase")
-        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="320px"))
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="320px", max_width="100%"))
         self.progress.add_class("gft-progress")
         self.progress_label = w.HTML("step —")
         self.progress_label.add_class("gft-progress-label")
@@ -88,7 +88,7 @@ class Dashboard(w.VBox):
 
         self.transitions = w.HTML()
         self.transitions.add_class("gft-transitions")
-        self.log_stream = w.ToggleButtons(options=list(LOG_STREAMS), value="stderr",
+        self.log_stream = w.ToggleButtons(options=list(LOG_STREAMS), value="stdout",
                                           style={"button_width": "90px"})
         self.log_stream.add_class("gft-log-stream")
         self.logs = w.HTML()
@@ -103,7 +103,8 @@ class Dashboard(w.VBox):
         self.confirm_button.add_class("gft-confirm")
         self.cancel_button = w.Button(description="Cancel", layout=w.Layout(width="100px"))
         self.cancel_button.add_class("gft-cancel")
-        self.confirm_box = w.HBox([self.confirm_text, self.confirm_button, self.cancel_button])
+        self.confirm_box = layout.row([layout.message(self.confirm_text), layout.keep_size(self.confirm_button),
+                                       layout.keep_size(self.cancel_button)], align="center")
         self.stopping_label = w.HTML("<b>stopping…</b> waiting for the trainer to save a checkpoint")
         self.stopping_label.add_class("gft-stopping")
         self.force_button = w.Button(description="Force kill", icon="bolt", button_style="danger",
@@ -119,9 +120,8 @@ class Dashboard(w.VBox):
         self.restore_lock_button.on_click(self._restore_lock_clicked)
         self.message = w.HTML()
         self.message.add_class("gft-dashboard-message")
-        self.controls = w.HBox([self.abort_button, self.confirm_box, self.stopping_label, self.force_button,
-                                self.restore_lock_button],
-                               layout=w.Layout(align_items="center"))
+        self.controls = layout.row([self.abort_button, self.confirm_box, self.stopping_label, self.force_button,
+                                    self.restore_lock_button], align="center")
         self.controls.add_class("gft-controls")
 
         self.abort_button.on_click(lambda _b: setattr(self, "confirming", True))
@@ -131,12 +131,10 @@ class Dashboard(w.VBox):
         self.observe(lambda _c: self.set_controls(self.state, self._stopping), "confirming")
         self._stopping = False
 
-        header = w.HBox([self.badge, self.run_label, self.phase], layout=w.Layout(align_items="center",
-                                                                                   grid_gap="12px"))
-        progress = w.HBox([self.progress, self.progress_label], layout=w.Layout(align_items="center",
-                                                                                 grid_gap="8px"))
+        header = layout.row([self.badge, self.run_label, self.phase], align="center", gap="0 12px")
+        progress = layout.row([self.progress, self.progress_label], align="center", gap="0 8px")
         kpis = w.HBox(list(self.kpis.values()), layout=w.Layout(flex_flow="row wrap"))
-        plots_box = w.VBox([self.loss_figure, self.throughput_figure])
+        plots_box = w.VBox([plots.keyed(self.loss_figure), plots.keyed(self.throughput_figure)])
         logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
                        self.log_stream, self.logs])
         super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, logs], **kwargs)
@@ -201,8 +199,7 @@ class Dashboard(w.VBox):
         _set(self.progress, "value", min(int(step or 0), self.progress.max))
         _set(self.progress, "bar_style", BAR_STYLES.get(state, ""))
         pct = f" ({100 * (step or 0) / total:.0f}%)" if total else ""
-        _set(self.progress_label, "value", f"step <b>{step if step is not None else fmt.DASH}</b>"
-                                           f" / {total if total else fmt.DASH}{pct}")
+        _set(self.progress_label, "value", f"step <b>{fmt.count(step)}</b> / {fmt.count(total or None)}{pct}")
 
         def pick(key):
             value = getattr(status, key, None)
@@ -216,13 +213,14 @@ class Dashboard(w.VBox):
             "tokens_per_s": fmt.rate(pick("tokens_per_s")),
             "eta": ("stalled" if getattr(status, "stalled_s", None) else fmt.duration(eta)) if state in ACTIVE
                    else fmt.DASH,
-            "elapsed": fmt.duration(status.elapsed_s),
+            "elapsed": fmt.duration(getattr(status, "wall_s", None) or status.elapsed_s),  # all attempts
             "device_mem": fmt.nbytes(series.latest("device_mem_bytes")) if series else fmt.DASH,
             "host_mem": fmt.nbytes(series.latest("host_rss_bytes")) if series else fmt.DASH,
         }
         if values["device_mem"] == fmt.DASH and series is not None and series.last_step is not None:
-            # The trainer's device does not report it; on a CPU it is the host memory.
-            values["device_mem"] = "CPU: host" if (devices or {}).get("platform") == "cpu" else "n/a"
+            # The trainer's device does not report it; on a CPU there is no device memory apart
+            # from the host's (shown next to it).
+            values["device_mem"] = "CPU" if (devices or {}).get("platform") == "cpu" else "n/a"
         for name, text in values.items():
             if self._kpi_text[name] != text:
                 self._kpi_text[name] = text
@@ -287,5 +285,7 @@ class Dashboard(w.VBox):
             plots.fit_ticks(self.throughput_figure)
 
     def show_logs(self, transitions: str, text: str) -> None:
-        _set(self.transitions, "value", fmt.pre(transitions, "140px", "gft-pre gft-transitions-text"))
+        # Newest first, in local time: the latest transition is the one in view.
+        _set(self.transitions, "value", fmt.pre(fmt.transitions(transitions), "140px",
+                                                "gft-pre gft-transitions-text", tail=False))
         _set(self.logs, "value", fmt.pre(text, "260px", "gft-pre gft-logs-text"))

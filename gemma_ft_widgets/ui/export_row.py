@@ -8,7 +8,7 @@ import os
 
 import ipywidgets as w
 
-from . import fmt
+from . import fmt, layout
 
 FORMATS = (("gemma (orbax)", "gemma"), ("Hugging Face (merged)", "hf"), ("PEFT adapter", "peft"),
            ("GGUF f16 + Ollama Modelfile", "gguf"))
@@ -30,7 +30,7 @@ class ExportRow(w.VBox):
         self.progress.add_class("gft-export-progress")
         self.result = w.HTML()
         self.result.add_class("gft-export-result")
-        super().__init__([w.HBox([self.format, self.folder, self.export_button]), self.progress, self.result],
+        super().__init__([layout.row([self.format, self.folder, self.export_button]), self.progress, self.result],
                          **kwargs)
         self.add_class("gft-export-row")
         self.run_dir = ""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
 import math
+import os
 from typing import Any
 
 DASH = "—"
@@ -89,18 +91,51 @@ def duration(seconds: Any) -> str:
     return f"{s // 86400} d {(s % 86400) // 3600:02d} h"
 
 
-def when(iso: Any) -> str:
-    """'2025-01-31 12:00:05' from a UTC ISO timestamp (kept in UTC, labelled)."""
+def _local(iso: Any):
+    """A UTC ISO timestamp ('2025-01-31T12:00:05.123456Z') as a local datetime, or None."""
     if not isinstance(iso, str) or len(iso) < 19:
-        return DASH
-    return iso[:10] + " " + iso[11:19] + " UTC"
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).astimezone()
 
 
-def pre(text: str, max_height: str = "240px", css_class: str = "gft-pre") -> str:
+def when(iso: Any) -> str:
+    """'2025-01-31 13:00:05' in local time (the machine's) from a UTC ISO timestamp."""
+    t = _local(iso)
+    return DASH if t is None else t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def transitions(text: str) -> str:
+    """status.log's lines ('<ISO UTC> STATE message'), newest first, in local time: the time
+    alone for today's, with the date for older ones."""
+    today = _dt.datetime.now().astimezone().date()
+    out = []
+    for line in (text or "").splitlines():
+        stamp, _, rest = line.partition(" ")
+        t = _local(stamp)
+        if t is None:
+            out.append(line)
+            continue
+        out.append(t.strftime("%H:%M:%S" if t.date() == today else "%Y-%m-%d %H:%M:%S") + "  " + rest)
+    return "\n".join(reversed(out))
+
+
+def count(n: Any) -> str:
+    """A count of steps or examples with thousands separators: '12,500'."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n):
+        return DASH if n is None else esc(n)
+    return f"{int(n):,}"
+
+
+def pre(text: str, max_height: str = "240px", css_class: str = "gft-pre", tail: bool = True) -> str:
     """A scrollable <pre> that starts scrolled to its end (column-reverse keeps the tail in
-    view each time the value is replaced)."""
-    return (f'<div class="{css_class}" style="max-height:{max_height};overflow:auto;display:flex;'
-            f'flex-direction:column-reverse;border:1px solid #ddd;border-radius:4px;background:#fafafa">'
+    view each time the value is replaced), or with `tail=False` at its top (newest-first text)."""
+    flow = "display:flex;flex-direction:column-reverse;" if tail else ""
+    return (f'<div class="{css_class}" style="max-height:{max_height};overflow:auto;{flow}'
+            f'border:1px solid #ddd;border-radius:4px;background:#fafafa">'
             f'<pre style="margin:0;padding:6px;font-size:12px;line-height:1.35;white-space:pre-wrap;'
             f'word-break:break-all">{esc(text) if text else "<i>(empty)</i>"}</pre></div>')
 
@@ -117,3 +152,19 @@ def note(text: str, kind: str = "info") -> str:
     bg = {"info": "#e3f2fd", "ok": "#e8f5e9", "warn": "#fff3e0", "error": "#ffebee"}[kind]
     return (f'<div class="gft-note gft-note-{kind}" style="color:{colour};background:{bg};'
             f'padding:6px 10px;border-radius:4px;margin:2px 0">{text}</div>')
+
+
+def stop_message(report: Any) -> str:
+    """What a stop did, for a person: 'Stopped NAME after 0.4 s; it saved a checkpoint and is
+    now ABORTED.' (the signals and pids it took are in the CLI's report and supervisor.log)."""
+    if getattr(report, "nothing_to_stop", False) or not getattr(report, "run_dir", None):
+        return str(getattr(report, "message", "") or "nothing to stop")
+    name = os.path.basename(report.run_dir)
+    state = state_value(getattr(report, "state", None))
+    forced = any("SIGKILL" in s for s in getattr(report, "sent", []) or [])
+    text = f"{'Force-stopped' if forced else 'Stopped'} {name} after {report.seconds:.1f} s; it is now {state}"
+    if report.reason:
+        text += f" ({report.reason})"
+    if not getattr(report, "group_gone", True):
+        text += ". Warning: some of its processes are still running"
+    return text + "."

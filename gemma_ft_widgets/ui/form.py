@@ -19,8 +19,9 @@ import traitlets as t
 
 from .. import datasets, models
 from ..config import ConfigError, TrainingConfig, field_help
-from . import fmt
+from . import advice, fmt, layout
 from .preview import DatasetPreview, inspect
+from .whole_number import WholeNumberText
 
 _DESC = {"description_width": "150px"}
 _FIELD = {"width": "330px"}
@@ -97,8 +98,8 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "remat":
         return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
                           value=default, **common)
-    if kind == "int":
-        return w.IntText(value=default, **common)
+    if kind == "int":  # not IntText: it turns a typed "1.5" into 15 (see whole_number.py)
+        return WholeNumberText(value=default, **common)
     if kind == "float":
         return w.FloatText(value=default, **common)
     if kind == "bool":
@@ -175,12 +176,13 @@ class ConfigForm(w.VBox):
             widget = _make(field, label, kind, base[field])
             widget.tooltip = field_help(field)  # the help text lives in TrainingConfig's field metadata
             widget.add_class(f"gft-field-{field}")
-            error = w.HTML(layout=w.Layout(margin="0 0 0 8px", max_width="520px"))
+            error = layout.message(w.HTML(layout=w.Layout(margin="0 0 0 8px")))
             error.add_class(f"gft-error-{field}")
             self.fields[field], self.errors[field] = widget, error
             widget.observe(self._changed, "value")
+            layout.keep_size(widget)
             if field != "dataset":  # the dataset row also holds the upload button (below)
-                rows[field] = w.HBox([widget, error], layout=w.Layout(align_items="flex-start"))
+                rows[field] = layout.row([widget, error])
 
         self.upload = w.FileUpload(accept=".jsonl,.json,.csv,.txt", multiple=False,
                                    description="Upload", layout=w.Layout(width="110px"))
@@ -218,13 +220,13 @@ class ConfigForm(w.VBox):
                                     layout=w.Layout(width="180px", display="none"))
         self.back_button.add_class("gft-back")
 
-        dataset_row = w.HBox([self.fields["dataset"], self.upload, self.errors["dataset"]],
-                             layout=w.Layout(align_items="flex-start"))
+        dataset_row = layout.row([self.fields["dataset"], layout.keep_size(self.upload), self.errors["dataset"]])
         advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS] + [self.sweep_grid])],
                                titles=("Advanced",), selected_index=None)
         self.advanced = advanced
         children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], dataset_row,
-                    w.HBox([rows["dataset_format"], self.detected]), self.preview]
+                    layout.row([rows["dataset_format"], layout.message(self.detected)], align="center"),
+                    self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
         children += [advanced, self.general_errors, self.estimate_line, self.environment_line,
                      w.HBox([self.start_button, self.queue_button, self.back_button],
@@ -286,6 +288,9 @@ class ConfigForm(w.VBox):
                     errors["batch_size"] = [f"is larger than the dataset ({len(info.records)} examples)"]
             self.dataset_info = info
             self._show_errors(errors)
+            for name, msgs in advice.field_warnings(data).items():
+                if name in self.errors and name not in errors:
+                    self.errors[name].value = advice.warning_html(msgs)
             for name in ("lora_rank", "lora_alpha", "lora_dropout"):
                 self.fields[name].disabled = data["method"] != "lora"
             self.detected.value = (f'<span style="color:#555">detected: <b>{fmt.esc(info.format)}</b></span>'
@@ -361,17 +366,21 @@ class ConfigForm(w.VBox):
     # -- actions ----------------------------------------------------------------------------
     def _uploaded(self, change) -> None:
         files = change["new"]
-        if not files:
-            return
+        if not files or all(len(f["content"]) == 0 and f.get("size") for f in files):
+            return  # empty, or the saved entry set below
+        saved = ()
         try:
             for f in files:
                 path = save_upload(self.upload_dir, f["name"], bytes(f["content"]))
                 self.message.value = fmt.note(f"Uploaded to {fmt.esc(path)}", "ok")
                 self.fields["dataset"].value = path
+                saved = (dict(f, content=memoryview(b"")),)
         except OSError as e:
             self.message.value = fmt.note(f"Upload failed: {fmt.esc(e)}", "error")
         finally:
-            self.upload.value = ()
+            # The browser labels the button "Upload (N)", N = len(value): an empty value read
+            # "Upload (0)" right after an upload. Keep the saved file's entry, without its bytes.
+            self.upload.value = saved
 
     def _queue_clicked(self, _button=None) -> None:
         errors = self.validate()

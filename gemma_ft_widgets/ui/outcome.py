@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from . import fmt
+from . import fmt, layout
 from .export_row import ExportRow
 
 ENDED = ("FINISHED", "ABORTED", "FAILED", "ORPHANED")
@@ -28,10 +28,10 @@ def _show(widget: w.Widget, visible: bool) -> None:
 
 def banner_html(status: Any) -> str:
     state = fmt.state_value(status.state)
-    step = status.step if status.step is not None else fmt.DASH
-    total = status.max_steps or fmt.DASH
+    step = fmt.count(status.step)
+    total = fmt.count(status.max_steps or None)
     ckpt = fmt.esc(status.last_checkpoint) if status.last_checkpoint else "none"
-    took = fmt.duration(status.elapsed_s)
+    took = fmt.duration(getattr(status, "wall_s", None) or status.elapsed_s)  # all attempts
     if state == "FINISHED":
         return fmt.note(f"<b>Finished</b> at step {step} / {total} in {took}. Final loss "
                         f"{fmt.number(status.loss)}, eval loss {fmt.number(status.eval_loss)}. "
@@ -84,8 +84,8 @@ class OutcomeView(w.VBox):
                                      tooltip="clear the lock; keeps the run's files and checkpoints",
                                      layout=w.Layout(width="120px"))
         self.clean_button.add_class("gft-clean")
-        self.buttons = w.HBox([self.resume_button, self.checkpoint_picker, self.new_run_button, self.playground_button,
-                               self.clean_button])
+        self.buttons = layout.row([self.resume_button, self.checkpoint_picker, self.new_run_button,
+                                   self.playground_button, self.clean_button])
         self.message = w.HTML()
         self.message.add_class("gft-outcome-message")
         self.export_row = ExportRow(on_export=on_export)

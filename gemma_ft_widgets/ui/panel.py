@@ -26,7 +26,7 @@ from ..runs import RunError, RunManager, State
 from ..runs import queue as runqueue
 from ..runs.results import stderr_tail
 from ..runs.warm_sampler import WarmSamplers
-from . import fmt, plots
+from . import fmt, layout, plots
 from .dashboard import Dashboard
 from .form import ConfigForm
 from .outcome import OutcomeView
@@ -35,6 +35,7 @@ from .poller import Poller
 from .queue_view import QueueView
 from .run_table import RunTable
 from .run_table_model import overlay_series
+from .scroll import ScrollToView
 from .series import RunSeries
 from .toast import ToastBanner
 
@@ -85,6 +86,7 @@ class ControlPanel(w.VBox):
         self._overlay_key: tuple | None = None
         self._statuses: list = []
         self._stop_in_flight = False
+        self._message_of: tuple = ("", None)  # (run_dir, attempt) the dashboard's message is about
         self._workers: set[threading.Thread] = set()
         self._messages: collections.deque = collections.deque(maxlen=MESSAGES)
         self.polls = 0
@@ -109,19 +111,23 @@ class ControlPanel(w.VBox):
 
         # A long workspace path is cut with an ellipsis (the whole path in its tooltip), so
         # the header stays one line in a narrow notebook.
-        self.title = w.HTML(f'<span style="white-space:nowrap"><b style="font-size:1.1em">Gemma fine-tuning</b> '
-                            f'<span style="color:#666">· workspace <code title="{fmt.esc(self.workspace)}" '
-                            'style="display:inline-block;max-width:46ch;overflow:hidden;text-overflow:ellipsis;'
-                            f'white-space:nowrap;vertical-align:bottom;direction:rtl">'
-                            f'&lrm;{fmt.esc(self.workspace)}&lrm;</code></span></span>')
+        self.title = w.HTML(f'<div style="display:flex;align-items:baseline;gap:0.3em;white-space:nowrap;max-width:100%">'
+                            '<b style="font-size:1.1em">Gemma fine-tuning</b><span style="color:#666">· workspace</span>'
+                            f'<code title="{fmt.esc(self.workspace)}" style="min-width:0;max-width:46ch;overflow:hidden;'
+                            f'text-overflow:ellipsis;direction:rtl">&lrm;{fmt.esc(self.workspace)}&lrm;</code></div>',
+                            layout=w.Layout(flex="1 1 20em", min_width="0", overflow="hidden"))
+        self.title.add_class("gft-title")
         self.active_label = w.HTML()
         self.active_label.add_class("gft-active-run")
+        layout.keep_size(self.active_label)
         self.run_view = w.VBox([self.outcome, self.dashboard])
         self.run_view.add_class("gft-run-view")
         self.loading = w.HTML('<span style="color:#666"><i class="fa fa-spinner fa-spin"></i> '
                               'Reading the workspace…</span>')
         self.loading.add_class("gft-loading")
         self.body = w.VBox([self.loading])
+        self.body.add_class("gft-body")
+        self.scroller = ScrollToView()  # a switch of view brings the new one into sight
         self.sections = w.Accordion(children=[self.history, self.playground, self.queue_view],
                                     titles=("Runs", "Playground", "Queue (0)"), selected_index=None)
         self.sections.add_class("gft-sections")
@@ -136,9 +142,8 @@ class ControlPanel(w.VBox):
         self.form.back_button.on_click(self._back)
         self.dashboard.log_stream.observe(lambda _c: self._request_refresh(), "value")
 
-        super().__init__([w.HBox([self.title, self.active_label], layout=w.Layout(grid_gap="16px",
-                                                                                   align_items="center")),
-                          self.toast, self.body, self.sections, self.message_log], **kwargs)
+        super().__init__([layout.style(), layout.row([self.title, self.active_label], align="center", gap="0 16px"),
+                          self.toast, self.scroller, self.body, self.sections, self.message_log], **kwargs)
         self.add_class("gft-panel")
         self.poll_interval = poll_interval
         self.view = "loading"
@@ -377,8 +382,9 @@ class ControlPanel(w.VBox):
         if series is not None:
             series.read(self._resolved_run_dir(run_dir))
         d = self.dashboard
-        if run_dir != self.run_dir and d.message.value:
-            d.message.value = ""  # a stop report of the run shown before
+        if (run_dir, st.attempt) != self._message_of and d.message.value:
+            d.message.value = ""  # a stop report of the run, or of the attempt, shown before
+        self._message_of = (run_dir, st.attempt)
         if series is None or self._drawn.get("run") != run_dir or self._drawn.get("version") != series.version:
             d.show_curves(series, self.max_points)
             self._drawn = {"run": run_dir, "version": series.version if series else -1}
@@ -413,7 +419,10 @@ class ControlPanel(w.VBox):
 
     def _set_body(self, widget: w.Widget) -> None:
         if self.body.children != (widget,):
+            switched = self.body.children != (self.loading,)  # not the first view drawn
             self.body.children = (widget,)
+            if switched:
+                self.scroller.request()
 
     def _resolved_run_dir(self, run_dir: str) -> str:
         """The run's folder, resolved in the workspace (RunError when it is not there):
@@ -529,8 +538,8 @@ class ControlPanel(w.VBox):
         def work():
             try:
                 report = self.manager.stop(force=False, timeout=self.stop_timeout)
-                self.dashboard.message.value = fmt.note(fmt.esc(report.message), "info")
-                self.note(report.message)
+                self.dashboard.message.value = fmt.note(fmt.esc(fmt.stop_message(report)), "info")
+                self.note(fmt.stop_message(report))
             finally:
                 self._stop_in_flight = False
 
@@ -556,8 +565,8 @@ class ControlPanel(w.VBox):
         def work():
             # RunManager.stop(force=True) never waits behind the graceful stop still running.
             report = self.manager.stop(force=True, timeout=self.stop_timeout)
-            self.dashboard.message.value = fmt.note(fmt.esc(report.message), "warn")
-            self.note(report.message, "warn")
+            self.dashboard.message.value = fmt.note(fmt.esc(fmt.stop_message(report)), "warn")
+            self.note(fmt.stop_message(report), "warn")
 
         self._spawn("force", work)
 

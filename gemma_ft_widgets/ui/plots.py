@@ -14,7 +14,7 @@ import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
-from . import ticks
+from . import layout, ticks
 
 MAX_POINTS = 2000
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -168,15 +168,17 @@ def _figure(title: str, x_label: str, y_label: str, css: str, height: str = "260
                  tick_format=ticks.FORMATS[y_format], label_offset="45px")
     fig = bq.Figure(marks=[], axes=[ax, ay], title=title, animation_duration=0,
                     fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-                    legend_location="top-right", layout=w.Layout(width="100%", height=height,
+                    legend_location="top-right", layout=w.Layout(width=layout.FULL, height=height,
                                                                   min_width="280px"))
     fig.add_class(css)
     return fig, xs, ys
 
 
-def _line(xs, ys, label: str, colour: str, markers: bool = False) -> bq.Lines:
+def _line(xs, ys, label: str, colour: str, markers: bool = False, legend: bool = False) -> bq.Lines:
+    """A line; its key is drawn by `key_html` above the figure (bqplot's legend sits inside
+    the plot area, over the data), unless `legend`."""
     return bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, labels=[label],
-                    colors=[colour], display_legend=True, stroke_width=1.5,
+                    colors=[colour], display_legend=legend, stroke_width=1.5,
                     marker="circle" if markers else None, marker_size=24 if markers else 64)
 
 
@@ -236,7 +238,7 @@ def set_overlay(fig: bq.Figure, series: list[tuple], max_points: int = MAX_POINT
     lines = []
     for i, (label, x, y, *evals) in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
-        line = _line(xs, ys, label, colour)
+        line = _line(xs, ys, label, colour, legend=True)
         set_line(line, x, y, max_points)
         lines.append(line)
         if evals and len(evals[0]):
@@ -259,8 +261,9 @@ def histogram_figure() -> tuple[bq.Figure, bq.Bars, bq.Lines]:
                           height="220px", y_format="integer")
     bars = bq.Bars(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=[COLOURS[0]],
                    padding=0.05, align="center")
+    # No bqplot legend: its glyph for a dashed two-point line drew broken, over the bars.
     cut = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=["#d62728"],
-                   line_style="dashed", labels=["max_seq_len"], display_legend=True)
+                   line_style="dashed", labels=["max_seq_len"], display_legend=False)
     fig.marks = [bars, cut]
     return fig, bars, cut
 
@@ -283,3 +286,31 @@ def set_histogram(bars: bq.Bars, cut: bq.Lines, lengths: Sequence[int], max_seq_
     with cut.hold_sync():
         cut.x = np.array([max_seq_len, max_seq_len], dtype=float)
         cut.y = np.array([0.0, float(counts.max()) if counts.max() > 0 else 1.0])
+
+
+_DASHES = {"dashed": "dashed", "dotted": "dotted", "dash_dotted": "dashed"}
+
+
+def key_html(fig: bq.Figure) -> str:
+    """The figure's key as a line of HTML (a swatch and a label per labelled line), shown
+    above the figure so that it never covers the data."""
+    items = []
+    for mark in fig.marks:
+        if not isinstance(mark, bq.Lines) or not mark.labels or not mark.colors:
+            continue
+        style = _DASHES.get(mark.line_style, "solid")
+        opacity = (mark.opacities or [1.0])[0]
+        dot = (f'<span style="display:inline-block;width:6px;height:6px;border-radius:3px;margin-left:-12px;'
+               f'margin-right:6px;background:{mark.colors[0]};vertical-align:middle"></span>' if mark.marker else "")
+        items.append(f'<span style="white-space:nowrap;margin-right:14px"><span style="display:inline-block;'
+                     f'width:18px;border-top:2px {style} {mark.colors[0]};opacity:{opacity};vertical-align:middle;'
+                     f'margin-right:4px"></span>{dot}{mark.labels[0]}</span>')
+    return f'<div class="gft-key" style="font-size:12px;color:#444;padding-left:60px">{"".join(items)}</div>'
+
+
+def keyed(fig: bq.Figure) -> w.VBox:
+    """`fig` under its key (see `key_html`)."""
+    key = w.HTML(key_html(fig))
+    key.add_class("gft-figure-key")
+    box = w.VBox([key, fig], layout=w.Layout(width=layout.FULL))
+    return box

@@ -85,7 +85,10 @@ def _short(text: str, limit: int = 400) -> str:
 def rows_html(info: DatasetInfo, n: int = PREVIEW_ROWS) -> str:
     cell = 'style="vertical-align:top;border:1px solid #ddd;padding:4px;max-width:360px"'
     pre = 'style="margin:0;white-space:pre-wrap;word-break:break-word;font-size:12px"'
-    out = [f'<table class="gft-preview-table" style="border-collapse:collapse;font-size:12px">'
+    # A fixed layout at the container's width: long cells wrap instead of widening the table
+    # past the notebook (a horizontal scrollbar).
+    out = [f'<table class="gft-preview-table" style="border-collapse:collapse;font-size:12px;width:100%;'
+           f'table-layout:fixed">'
            f'<tr><th {cell}>raw</th><th {cell}>prompt (as the model sees it; no loss)</th>'
            f'<th {cell}>response (trained on)</th></tr>']
     for r in info.records[:n]:
@@ -112,7 +115,7 @@ class DatasetPreview(w.VBox):
         self.lengths: list[int] = []
         self.tokenizer_label = ""
         self._key = None
-        super().__init__([self.summary, self.table, self.histogram, self.truncation], **kwargs)
+        super().__init__([self.summary, self.table, plots.keyed(self.histogram), self.truncation], **kwargs)
         self.add_class("gft-preview")
         self.layout.display = "none"
 
