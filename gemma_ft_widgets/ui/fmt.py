@@ -143,7 +143,7 @@ def pre(text: str, max_height: str = "240px", css_class: str = "gft-pre", tail: 
 def error_html(messages: list[str] | None) -> str:
     if not messages:
         return ""
-    return "".join(f'<div class="gft-field-error" style="color:#c62828;font-size:0.9em;'
+    return "".join(f'<div class="gft-field-error" style="color:#c62828;font-size:0.9em;overflow-wrap:anywhere;'
                    f'line-height:1.3">{esc(m)}</div>' for m in messages)
 
 
@@ -151,7 +151,7 @@ def note(text: str, kind: str = "info") -> str:
     colour = {"info": "#0d47a1", "ok": "#1b5e20", "warn": "#e65100", "error": "#b71c1c"}[kind]
     bg = {"info": "#e3f2fd", "ok": "#e8f5e9", "warn": "#fff3e0", "error": "#ffebee"}[kind]
     return (f'<div class="gft-note gft-note-{kind}" style="color:{colour};background:{bg};'
-            f'padding:6px 10px;border-radius:4px;margin:2px 0">{text}</div>')
+            f'padding:6px 10px;border-radius:4px;margin:2px 0;overflow-wrap:anywhere">{text}</div>')
 
 
 def stop_message(report: Any) -> str:
