@@ -14,11 +14,15 @@ ControlPanel
     the thread (wait_ready() waits for it); with poll=False it runs in the constructor.
     Methods: refresh() (one synchronous poll), close(), wait_ready(), wait_actions(),
     note(); properties paused (all views gone: polling skipped), polls; attributes manager, workspace, messages, polling, closed, message_log [gft-panel-log],
-    active_label [gft-active-run], body, run_view [gft-run-view], sections (Accordion:
+    active_label [gft-active-run], title [gft-title], body [gft-body], scroller
+    (ScrollToView: a switch of view scrolls the new one into sight) [gft-scroll-to-view],
+    run_view [gft-run-view], sections (Accordion:
     0 = runs, 1 = playground, 2 = queue) [gft-sections]. The panel itself [gft-panel].
 panel.form (ConfigForm) [gft-form]
-    fields[name] (one widget per TrainingConfig field) [gft-field-<name>],
-    errors[name] (HTML next to the field) [gft-error-<name>], upload (FileUpload, copies
+    fields[name] (one widget per TrainingConfig field; whole numbers are WholeNumberText,
+    which keeps a typed "1.5" and lets the form refuse it) [gft-field-<name>],
+    errors[name] (HTML next to the field: errors, or warnings [gft-field-warning] such as
+    a very high learning rate, ui/advice.py) [gft-error-<name>], upload (FileUpload, copies
     into <workspace>/uploads/) [gft-upload], detected [gft-detected-format], preview
     (.summary [gft-preview-summary], .table [gft-preview-rows], .histogram
     [gft-token-histogram], .bars, .cut_line, .truncation [gft-truncation], .lengths,
@@ -31,7 +35,8 @@ panel.dashboard (Dashboard) [gft-dashboard]
     [gft-kpi-<name with dashes>] for loss, eval_loss, lr, tokens_per_s, eta, elapsed,
     device_mem, host_mem (kpi(name) gives the text shown), loss_figure [gft-loss-figure],
     loss_line, eval_line (bqplot Lines), throughput_figure [gft-throughput-figure],
-    throughput_line, transitions [gft-transitions], log_stream (stderr/stdout/supervisor)
+    throughput_line, each figure's key above it [gft-figure-key], transitions (newest first,
+    local time) [gft-transitions], log_stream (stdout/stderr/supervisor)
     [gft-log-stream], logs [gft-logs], controls [gft-controls], abort_button [gft-abort],
     confirm_button [gft-confirm], cancel_button [gft-cancel], stopping_label
     [gft-stopping], force_button [gft-force], message [gft-dashboard-message];
