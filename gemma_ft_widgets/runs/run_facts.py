@@ -15,7 +15,6 @@ import time
 
 from .. import contract
 from .metrics import MetricsBlocks, _parse_line
-from .status import parse_iso
 
 ENDS = ("FINISHED", "ABORTED", "FAILED", "ORPHANED")
 _EVAL = b'"eval"'
@@ -50,10 +49,13 @@ def attempts(run_dir: str, now: float | None = None) -> tuple[float | None, floa
 
 
 def _epoch(stamp: str) -> float | None:
-    try:  # contract.utc_now()'s format: fromisoformat reads it (Python >= 3.11), faster than strptime
-        return _dt.datetime.fromisoformat(stamp).timestamp()
+    """Epoch seconds of contract.utc_now()'s format. Not status.parse_iso: runs/status.py uses
+    this module (for RunStatus.wall_s), and fromisoformat (Python >= 3.11) beats strptime."""
+    try:
+        t = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
-        return parse_iso(stamp)
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
 
 
 class BestEval:

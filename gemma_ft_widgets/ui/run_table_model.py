@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import traitlets as t
 
+from ..config import split_tags
 from ..runs import notes
 from ..runs.run_facts import BestEval, attempts
 from ..runs.status import parse_iso, read_config
@@ -83,8 +84,8 @@ SORT_VALUE = {key: fn for key, _, _, fn in COLUMNS}
 def tags_of(config: dict | None) -> tuple[str, ...]:
     """The config's tags (a list, or a comma-separated text), () for a config without any."""
     raw = (config or {}).get("tags")
-    if isinstance(raw, str):
-        raw = raw.split(",")
+    if isinstance(raw, str):  # TrainingConfig.tags: "baseline, lr-sweep"
+        return tuple(split_tags(raw))
     if not isinstance(raw, (list, tuple)):
         return ()
     return tuple(s for s in (str(x).strip() for x in raw if x is not None) if s)
