@@ -60,9 +60,14 @@ panel.history (RunTable, ui/run_table.py) [gft-history-view]
     message [gft-run-table-message], overlay_figure [gft-overlay-figure], overlay_lines,
     diff_html [gft-config-diff]; selected.
 panel.playground (Playground) [gft-playground]
-    run_label [gft-playground-run], prompt [gft-prompt], max_new_tokens
-    [gft-max-new-tokens], generate_button [gft-generate], progress [gft-sample-progress],
-    output (Textarea) [gft-output]; traits run_dir, busy.
+    run_label [gft-playground-run], checkpoint [gft-checkpoint], history [gft-chat-history],
+    prompt [gft-prompt], temperature [gft-temperature], top_p [gft-top-p], top_k [gft-top-k],
+    seed [gft-seed], chat [gft-chat], compare [gft-compare], clear_button [gft-clear-chat],
+    max_new_tokens [gft-max-new-tokens], generate_button [gft-generate], progress
+    [gft-sample-progress], output (Textarea, the fine-tuned answer) [gft-output], base_output
+    [gft-base-output] in base_box; traits run_dir, busy; turns (the conversation).
+panel.samplers (runs.warm_sampler.WarmSamplers): the playground's warm sampling processes,
+    closed with the panel.
 """
 
 from .panel import ControlPanel
