@@ -26,8 +26,13 @@ It also exits 0 on end of file on stdin (the kernel closed the pipe, or died; wh
 too) and when no request came for the idle timeout. The conversation is rendered with the trainer's own turn
 layout (datasets.render_conversation: `<start_of_turn>user … <end_of_turn>`), so the model
 sees what it was trained on; the kernel keeps the history and sends it whole each time, so the
-process holds no conversation state and a restarted one loses nothing. "base" is the run's
-base model without the fine-tuning, loaded on its first request.
+process holds no conversation state and a restarted one loses nothing. That is why it samples
+with gm.text.Sampler and the library's sampling methods (Greedy, TopkSampling, TopPSampling)
+rather than gm.text.ChatSampler, which keeps one conversation's KV cache inside the process:
+base and fine-tuned each continue their own conversation here, and the panel can clear or
+change it at will. The layout is the one dialog (ChatSampler's formatter) writes for Gemma 3
+(tests/test_warm_sampler.py). "base" is the run's base model without the fine-tuning, loaded on
+its first request.
 """
 
 from __future__ import annotations
