@@ -90,7 +90,7 @@ def cmd_start(args) -> int:
     from .config import TrainingConfig
 
     config = TrainingConfig.from_json_file(args.config)  # before anything is created
-    run = _manager(args).start(config)
+    run = _manager(args).start(config, start_anyway=args.anyway)
     print(run.run_dir)
     st = run.status()
     print(f"{st.state.value}: follow it with `{PROG} logs --follow` or `{PROG} status`", file=sys.stderr)
@@ -415,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("start", cmd_start, "start a run from a config JSON file; prints the run folder")
     sp.add_argument("config")
+    sp.add_argument("--anyway", action="store_true",
+                    help="start although the memory estimate does not fit this machine (noted in status.log)")
     sp = add("launch", cmd_launch, "run a config past this host: a Slurm batch job (--slurm) or a Kubernetes "
              "manifest (--k8s); docs/multihost.md")
     sp.add_argument("config")

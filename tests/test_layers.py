@@ -16,7 +16,7 @@ ROOT = "gemma_ft_widgets"
 LAYERS = [
     {"contract", "webhook_url", "colab", "_version"},          # the run folder's format, leaf helpers
     {"models", "datasets", "tokenizers", "accelerator", "stall", "notices"},  # facts about models, data, machines
-    {"config", "estimate", "length_check", "doctor", "sweep"},  # what a run asks for
+    {"config", "estimate", "fit", "length_check", "doctor", "sweep"},  # what a run asks for
     {"train", "export"},                                      # the trainer's process (jax)
     {"runs"},                                                 # the lifecycle: folders, locks, processes
     {"server", "ui"},                                         # the two front ends in Jupyter

@@ -207,15 +207,17 @@ class RunManager:
         _refuse_what_cannot_fit(config)
 
     def start(self, config: Any, name: str | None = None, group: str | None = None,
-              queue_id: str | None = None) -> Run:
+              queue_id: str | None = None, start_anyway: bool = False) -> Run:
         """Validate `config` (TrainingConfig or dict), then create the run folder and the lock
         exclusively and launch the detached supervisor. Raises ConfigError before creating
         anything, RunError when a run is active. `name` prefixes the folder's name; `group`
-        (a sweep's) and `queue_id` are recorded in run_info.json."""
+        (a sweep's) and `queue_id` are recorded in run_info.json. `start_anyway`: the user
+        was told that the estimate does not fit this machine and starts it regardless; status.log
+        says so (the form's "Start anyway", fit.py)."""
         from ..config import TrainingConfig
 
         cfg = config if isinstance(config, TrainingConfig) else TrainingConfig.from_dict(config)
-        _refuse_what_cannot_fit(cfg)
+        _refuse_what_cannot_fit(cfg, check_memory=not start_anyway)
         self._make_workspace()
         prefix = _safe_prefix(name) if name else cfg.run_name_prefix()
         with self._write_mutex:
@@ -243,6 +245,10 @@ class RunManager:
                     lockfile.remove_lock(self.workspace)
                     _remove_empty(run_dir)
                     raise RunError(f"cannot create the run folder {run_dir}: {e}") from e
+            if start_anyway:
+                from ..fit import start_anyway_note
+
+                contract.append_status(run_dir, "STARTING", start_anyway_note(cfg))
             self._launch(run_dir, 1)
         return Run(self, run_dir)
 
@@ -797,14 +803,15 @@ def _refuse_other_process_count(run_dir: str, step: int | None) -> None:
                        f"on the number of processes that saved it (set num_processes back to {saved})")
 
 
-def _refuse_what_cannot_fit(cfg) -> None:
-    """Before anything is created: a config whose memory estimate exceeds this machine, or
-    whose max_seq_len leaves nothing to train or an empty eval split (length_check.py)."""
+def _refuse_what_cannot_fit(cfg, check_memory: bool = True) -> None:
+    """Before anything is created: a config whose memory estimate exceeds this machine (unless
+    the user said "start anyway"), or whose max_seq_len leaves nothing to train or an empty
+    eval split (length_check.py)."""
     from ..config import ConfigError, FieldError
     from ..estimate import fit_problem
     from ..length_check import length_problems
 
-    problem = fit_problem(cfg)
+    problem = fit_problem(cfg) if check_memory else None
     errors = ([FieldError(*problem)] if problem is not None else []) + length_problems(cfg)
     if errors:
         raise ConfigError(errors)

@@ -20,6 +20,7 @@ import traitlets as t
 from .. import datasets, models
 from ..config import ConfigError, TrainingConfig, field_help
 from . import advice, fmt, layout
+from .fit import FitRow
 from .preview import DatasetPreview, inspect
 from .whole_number import WholeNumberText
 
@@ -158,7 +159,8 @@ class ConfigForm(w.VBox):
 
     def __init__(self, upload_dir: str, on_start: Callable[[TrainingConfig], None] | None = None,
                  defaults: dict[str, Any] | None = None,
-                 on_queue: Callable[[TrainingConfig, list[str]], None] | None = None, **kwargs):
+                 on_queue: Callable[[TrainingConfig, list[str]], None] | None = None,
+                 machine=None, **kwargs):
         self.upload_dir = upload_dir
         self.on_start = on_start
         self.on_queue = on_queue
@@ -193,6 +195,9 @@ class ConfigForm(w.VBox):
         self.preview = DatasetPreview()
         self.estimate_line = w.HTML()
         self.estimate_line.add_class("gft-estimate")
+        # Target dropdown, fit verdict, Make it fit, Start anyway (ui/fit.py); `machine`: a
+        # fit.Target standing for this machine (tests), else detected.
+        self.fit = FitRow(apply=self.set_values, start_anyway=self._start_anyway_clicked, machine=machine)
         self.environment_line = w.HTML(_environment_html())
         self.environment_line.add_class("gft-environment")
         self.general_errors = w.HTML()
@@ -228,13 +233,14 @@ class ConfigForm(w.VBox):
                     layout.row([rows["dataset_format"], layout.message(self.detected)], align="center"),
                     self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
-        children += [advanced, self.general_errors, self.estimate_line, self.environment_line,
-                     w.HBox([self.start_button, self.queue_button, self.back_button],
+        children += [advanced, self.general_errors, self.estimate_line, self.fit, self.environment_line,
+                     w.HBox([self.start_button, self.fit.anyway_button, self.queue_button, self.back_button],
                             layout=w.Layout(flex_flow="row wrap", grid_gap="4px")),
                      self.blocked_note, self.message]
         super().__init__(children, **kwargs)
         self.add_class("gft-form")
         self.observe(self._update_start, ["valid", "active_run", "busy"])
+        self.fit.state.observe(self._update_start, "blocks_start")
         self.validate()
 
     # -- values -----------------------------------------------------------------------------
@@ -306,6 +312,7 @@ class ConfigForm(w.VBox):
                 self.preview.clear()
             self.config = config if not errors else None
             self.estimate_line.value = self._estimate(config if config is not None else None)
+            self.fit.update(self.config)
             self.valid = not errors
             self._update_start()
             return errors
@@ -347,7 +354,10 @@ class ConfigForm(w.VBox):
 
     def _update_start(self, change=None) -> None:
         blocked = bool(self.active_run)
-        self.start_button.disabled = (not self.valid) or blocked or self.busy
+        too_big = self.valid and self.fit.state.blocks_start
+        self.start_button.disabled = (not self.valid) or blocked or self.busy or too_big
+        self.fit.anyway_button.layout.display = "" if too_big else "none"
+        self.fit.anyway_button.disabled = blocked or self.busy
         self.queue_button.disabled = (not self.valid) or self.busy
         grid = self.sweep_grid.value.split()
         self.queue_button.description = "Queue sweep" if grid else "Add to queue"
@@ -355,11 +365,16 @@ class ConfigForm(w.VBox):
             self.start_button.tooltip = f"a run is active: {self.active_run}"
         elif not self.valid:
             self.start_button.tooltip = "fix the errors first"
+        elif too_big:
+            self.start_button.tooltip = f"the run {self.fit.state.block_reason}"
         else:
             self.start_button.tooltip = "start a training run"
         note = (fmt.note(f"Start is disabled: run <b>{fmt.esc(self.active_run)}</b> is active in this "
                          "workspace. <b>Add to queue</b> runs this one when it ends.", "warn")
                 if blocked and not self.busy else "")
+        if too_big and not blocked and not self.busy:
+            note = fmt.note(f"Start is disabled: the estimate {fmt.esc(self.fit.state.block_reason)}. "
+                            "<b>Make it fit</b>, pick a smaller model, or <b>Start anyway</b>.", "warn")
         if self.blocked_note.value != note:
             self.blocked_note.value = note
 
@@ -389,9 +404,18 @@ class ConfigForm(w.VBox):
         if self.on_queue is not None:
             self.on_queue(self.config, self.sweep_grid.value.split())
 
-    def _start_clicked(self, _button=None) -> None:
+    def _start_anyway_clicked(self) -> None:
+        """Start although the estimate does not fit this machine: the manager is told so, and
+        writes it in the run's status.log."""
         errors = self.validate()
         if errors or self.config is None or self.active_run or self.busy:
+            return
+        if self.on_start is not None:
+            self.on_start(self.config, start_anyway=True)
+
+    def _start_clicked(self, _button=None) -> None:
+        errors = self.validate()
+        if errors or self.config is None or self.active_run or self.busy or self.fit.state.blocks_start:
             return
         if self.on_start is not None:
             self.on_start(self.config)

@@ -507,13 +507,13 @@ class ControlPanel(w.VBox):
     def _workers_named(self, *names: str) -> bool:
         return any(th.name in {f"gft-{n}" for n in names} and th.is_alive() for th in list(self._workers))
 
-    def _start(self, config: TrainingConfig) -> None:
+    def _start(self, config: TrainingConfig, start_anyway: bool = False) -> None:
         self.form.busy = True
         self.form.message.value = fmt.note("Starting…", "info")
 
         def work():
             try:
-                run = self.manager.start(config)
+                run = self.manager.start(config, start_anyway=start_anyway)
             except ConfigError as e:
                 self.form.show_config_error(e)
                 self.form.message.value = fmt.note("The config has errors; see the fields above.", "error")
