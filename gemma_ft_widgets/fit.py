@@ -11,7 +11,8 @@ of a device's memory (Estimate.fits), with the batch split over the devices (dat
 
 make_it_fit tries, cheapest first, and keeps the first that fits (each rung keeps the ones
 before it): quantization int8, then int4 (LoRA, not Gemma 4); remat "block" (with no, int8,
-int4 quantization); then halving the batch down to num_processes; then halving the sequence
+int4 quantization); then halving the micro-batch down to num_processes, first while doubling
+grad_accum_steps (the same effective batch, more passes per step), else without; then halving the sequence
 length down to MIN_SEQ_LEN. On a target of several devices each of these is tried first
 without, then with fsdp (sharding the weights costs communication, not quality). Quantization
 comes before remat because it costs little quality and no time; remat costs ~30% more
@@ -23,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .config import MAX_GRAD_ACCUM
 from .estimate import estimate, format_bytes, machine_memory
 
 GIB = 2**30
 MIB = 2**20
 MIN_SEQ_LEN = 64
-FIELDS = ("fsdp", "quantization", "remat", "batch_size", "max_seq_len")  # what make_it_fit may change
+FIELDS = ("fsdp", "quantization", "remat", "batch_size", "grad_accum_steps", "max_seq_len")  # what make_it_fit may change
 HEADROOM = 0.9  # Estimate.fits' default: 10% spare for the runtime, fragmentation, the kernel
 
 
@@ -157,12 +159,21 @@ def _ladder(values: dict[str, Any], target: Target):
                 yield {**values, "quantization": q, "remat": remat, "fsdp": fsdp}
     last = {**values, "quantization": quants[-1], "remat": "block", "fsdp": fsdps[-1]}
     floor = max(1, int(values.get("num_processes", 1) or 1))
-    while last["batch_size"] // 2 >= floor and (last["batch_size"] // 2) % floor == 0:
-        last = {**last, "batch_size": last["batch_size"] // 2}
-        yield last
-    while last["max_seq_len"] // 2 >= MIN_SEQ_LEN:
-        last = {**last, "max_seq_len": last["max_seq_len"] // 2}
-        yield last
+    # Accumulating keeps the effective batch but holds a second copy of the gradients (full
+    # fine-tuning: of every weight), so each rung is tried with it first, then without.
+    kept, plain = dict(last), dict(last)
+    while plain["batch_size"] // 2 >= floor and (plain["batch_size"] // 2) % floor == 0:
+        accum = kept.get("grad_accum_steps", 1) * 2
+        kept = {**kept, "batch_size": kept["batch_size"] // 2,
+                "grad_accum_steps": accum if accum <= MAX_GRAD_ACCUM else kept.get("grad_accum_steps", 1)}
+        plain = {**plain, "batch_size": plain["batch_size"] // 2}
+        yield kept
+        yield plain
+    while plain["max_seq_len"] // 2 >= MIN_SEQ_LEN:
+        kept = {**kept, "max_seq_len": kept["max_seq_len"] // 2}
+        plain = {**plain, "max_seq_len": plain["max_seq_len"] // 2}
+        yield kept
+        yield plain
 
 
 def make_it_fit(config: Any, target: Target) -> Fix | None:

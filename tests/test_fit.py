@@ -72,6 +72,10 @@ def test_the_ladder_never_quantizes_what_cannot_be_quantized_nor_goes_back():
                              "max_seq_len": 2048, "num_processes": 4}, T4)
     assert found.values["quantization"] == "int4" and found.values["batch_size"] % 4 == 0
     assert fit.make_it_fit({"model": "gemma3-1b"}, fit.Target("x", "x", "gpu", 1, None)) is None
+    # A smaller micro-batch keeps the effective batch by accumulating, where that fits.
+    found = fit.make_it_fit({"model": "gemma3-1b", "batch_size": 32, "max_seq_len": 2048}, T4)
+    assert found.changes == [("quantization", "none", "int4"), ("remat", "none", "block"), ("batch_size", 32, 16),
+                             ("grad_accum_steps", 1, 2)]
 
 
 def test_this_machine_from_what_accelerator_detect_found():
