@@ -4,7 +4,7 @@
     gemma-ft start CONFIG.json         start a run; prints its folder
     gemma-ft status [--json]           what the workspace's run is doing
     gemma-ft list [--json]             every run with its state
-    gemma-ft logs [RUN] [--follow]     the trainer's output (--stderr, --stream status, ...)
+    gemma-ft logs [RUN] [--follow]     the trainer's output (--stderr, --stream status|samples, ...)
     gemma-ft stop [--force]            graceful stop (checkpoint), escalating after --timeout
     gemma-ft resume [RUN]              continue an orphaned or aborted run from its checkpoint
     gemma-ft clean [--force]           clear an orphaned run's lock (keeps every file)
@@ -32,6 +32,7 @@ from typing import Any
 
 from . import contract
 from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State
+from .runs import phases, samples
 from .runs.manager import LOG_STREAMS
 from .runs.status import fmt_devices
 
@@ -63,6 +64,8 @@ def _describe(st: RunStatus) -> str:
                      f"tokens/s {_fmt(st.tokens_per_s, '.0f')}")
         lines.append(f"started:    {_fmt(st.started_at)}   ended {_fmt(st.ended_at)}   "
                      f"elapsed {_fmt(st.elapsed_s, '.1f')} s")
+        if st.phase:
+            lines.append(f"phase:      {phases.describe(st.phase)}")
         lines.append(f"checkpoint: {_fmt(st.last_checkpoint)}")
         for name in st.damaged_checkpoints:
             lines.append(f"damaged:    {name} (could not be restored; kept, see DAMAGED.txt inside)")
@@ -147,6 +150,9 @@ def cmd_logs(args) -> int:
     m = _manager(args)
     stream = "stderr" if args.stderr else args.stream
     run_dir = m.resolve(args.run)
+    if stream == samples.STREAM:  # metrics.jsonl's sample events, as text
+        return samples.print_samples(run_dir, args.lines, args.follow,
+                                     lambda: m.status(run_dir).state in ACTIVE_STATES)
     path = os.path.join(run_dir, LOG_STREAMS[stream])
     if not args.follow:
         text = contract.tail_text(path, args.lines)
@@ -446,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", nargs="?")
     sp.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     sp.add_argument("--stderr", action="store_true", help="the trainer's stderr")
-    sp.add_argument("--stream", choices=sorted(LOG_STREAMS), default="stdout")
+    sp.add_argument("--stream", choices=sorted([*LOG_STREAMS, samples.STREAM]), default="stdout")
     sp.add_argument("--lines", "-n", type=int, default=200)
     sp = add("stop", cmd_stop, "stop the active run (SIGINT, then SIGTERM, then SIGKILL to its group)")
     sp.add_argument("--force", action="store_true", help="kill the process group at once")

@@ -29,6 +29,9 @@ MAX_LISTED_PROBLEMS = 20  # a dataset's problems listed in a ConfigError; the re
 DTYPES = ("auto", "float32", "bfloat16")
 REMATS = ("none", "block")  # train/remat.py
 QUANTIZATIONS = ("none", "int8", "int4")  # train/quantize.py (LoRA only)
+EVAL_SAMPLES = 3  # eval-split prompts sampled at each eval when eval_prompts is empty
+MAX_SAMPLE_TOKENS = 256  # a sample's cost grows with its length: it stays a small share of training
+MAX_EVAL_PROMPTS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,9 @@ class TrainingConfig:
                                     "after it the rate holds.")
     run_name: str = _field("", "A name for the run: its folder is named after it (default: the model's name).")
     tags: str = _field("", "Comma-separated tags, shown in status and the run list (e.g. baseline, lr-sweep).")
+    eval_prompts: tuple[str, ...] = _field((), "Prompts sampled greedily at every eval, one a line, shown with "
+                                                "the completions (default: 3 prompts of the eval split).")
+    sample_tokens: int = _field(32, "New tokens per sample at each eval (0: no samples); keeps their cost small.")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -185,6 +191,13 @@ class TrainingConfig:
         if self.schedule_steps and not max(self.warmup_steps, 1) <= self.schedule_steps <= self.max_steps:
             bad("schedule_steps", f"must be 0 or between warmup_steps and max_steps ({self.max_steps}), "
                                   f"got {self.schedule_steps}")
+        if not 0 <= self.sample_tokens <= MAX_SAMPLE_TOKENS:
+            bad("sample_tokens", f"must be between 0 (no samples) and {MAX_SAMPLE_TOKENS}, got {self.sample_tokens}")
+        if len(self.eval_prompts) > MAX_EVAL_PROMPTS:
+            bad("eval_prompts", f"at most {MAX_EVAL_PROMPTS} prompts (each is sampled at every eval), "
+                                f"got {len(self.eval_prompts)}")
+        elif any(not p.strip() for p in self.eval_prompts):
+            bad("eval_prompts", "an empty prompt; remove it")
         if self.warmup_steps < 0:
             bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         elif self.warmup_steps > self.max_steps > 0:
@@ -314,6 +327,7 @@ def _coerce(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
             "int": isinstance(value, int) and not isinstance(value, bool),
             "float": isinstance(value, (int, float)) and not isinstance(value, bool),
             "bool": isinstance(value, bool),
+            "tuple[str, ...]": isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
         }[kind]
         if not ok:
             errors.append(FieldError(f.name, f"expected {_KIND_NAMES[kind]}, got {value!r} ({type(value).__name__})"))
@@ -321,11 +335,12 @@ def _coerce(data: dict[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         if kind == "float" and not math.isfinite(value):  # JSON's NaN / Infinity extensions
             errors.append(FieldError(f.name, f"must be a finite number, got {value!r}"))
             continue
-        out[f.name] = float(value) if kind == "float" else value
+        out[f.name] = float(value) if kind == "float" else tuple(value) if kind.startswith("tuple") else value
     return out, errors
 
 
-_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "tuple[str, ...]": "a list of strings"}
 
 
 def _looks_like_path(model: str) -> bool:

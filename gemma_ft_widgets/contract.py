@@ -77,6 +77,14 @@ def result_attempt_name(attempt: int | str) -> str:
     return f"result.attempt-{attempt}.json"
 
 
+# Event kinds of metrics.jsonl introduced with their own readers (the older kinds, start, step,
+# eval, checkpoint, final, ..., are named where they are written; docs/ARCHITECTURE.md lists all).
+EVENT_SAMPLE = "sample"  # {step, prompt, reference, completion}: a greedy completion at an eval
+EVENT_PHASE = "phase"  # {phase, ...progress}: what a STARTING trainer is doing (runs/phases.py)
+# Workspace level: {shape key: seconds} of the last compile of the train step (train/phases.py).
+COMPILE_TIMES_NAME = ".compile_times.json"
+
+
 # Trainer exit codes (besides 0 = finished).
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def make_run(parent, name, **overrides) -> str:
     run_dir = os.path.join(str(parent), name)
     os.makedirs(run_dir, exist_ok=True)
-    cfg = {"model": "tiny", "dataset": sample_dataset_path(), "log_every": 1, "eval_every": 100,
+    cfg = {"model": "tiny", "dataset": sample_dataset_path(), "log_every": 1, "eval_every": 100, "sample_tokens": 0,
            "checkpoint_every": 100, **overrides}
     with open(os.path.join(run_dir, contract.CONFIG_NAME), "w") as f:
         json.dump(cfg, f)
@@ -69,11 +69,20 @@ def full_run(tmp_path_factory):
     return run_dir, train(run_dir)
 
 
+SAMPLER_COMPILES: list[int] = []  # compiles of gemma's sampling loop during lora_run
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
+    from gemma.gm.text import _sampler_loop
+
+    compiled = _sampler_loop.SamplerLoop._sample_loop._cache_size
+    before = compiled()
     run_dir = make_run(tmp_path_factory.mktemp("lora"), "run", method="lora", lora_rank=8,
-                       max_steps=150, learning_rate=3e-3, log_every=10, eval_every=50)
-    return run_dir, train(run_dir)
+                       max_steps=150, learning_rate=3e-3, log_every=10, eval_every=50, sample_tokens=16)
+    result = train(run_dir)
+    SAMPLER_COMPILES.append(compiled() - before)
+    return run_dir, result
 
 
 @pytest.mark.slow
@@ -93,6 +102,27 @@ def test_lora_on_the_pretrained_tiny_loss_falls_a_lot(lora_run):
     first, last = result.losses[10], result.losses[150]
     assert last < first / 2.5 and last < 1.5, result.losses
     assert result.eval_losses[150] < result.eval_losses[50] and result.eval_losses[150] < 1.5
+
+
+@pytest.mark.slow
+def test_each_eval_logs_greedy_samples_of_the_eval_split_from_one_compiled_sampler(lora_run):
+    """Samples during training (#20): at every eval (50, 100, 150) the first 3 eval-split
+    prompts with their references and a completion; the sampling loop compiled once."""
+    from gemma_ft_widgets import datasets
+    from gemma_ft_widgets.train import data, eval_samples
+
+    run_dir, _ = lora_run
+    samples = events(run_dir, "sample")
+    assert [e["step"] for e in samples] == [50] * 3 + [100] * 3 + [150] * 3
+    records, fmt = datasets.load_records(sample_dataset_path())
+    _, eval_idx = data.split_indices(len(records), 0.1, 0)
+    want = [tuple(eval_samples.plain(t) for t in datasets.render_example(records[i], fmt)) for i in eval_idx[:3]]
+    assert [(e["prompt"], e["reference"]) for e in samples[-3:]] == want
+    assert all(isinstance(e["completion"], str) and "<" not in e["completion"] for e in samples)
+    assert any(e["completion"] for e in samples)
+    assert SAMPLER_COMPILES == [1]  # built at the first eval, reused with new weights after
+    evals = [e["step"] for e in events(run_dir) if e["event"] in ("eval", "sample")]
+    assert evals == [50, 50, 50, 50, 100, 100, 100, 100, 150, 150, 150, 150]  # each eval, then its samples
 
 
 @pytest.mark.slow

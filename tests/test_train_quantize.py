@@ -15,7 +15,7 @@ from gemma_ft_widgets.train import export, lora, models, quantize, sample
 
 from .test_train_loop import StopAt, events, make_run, train
 
-LORA = dict(method="lora", lora_rank=8, learning_rate=3e-3, eval_every=1000, checkpoint_every=100)
+LORA = dict(method="lora", lora_rank=8, learning_rate=3e-3, eval_every=1000, checkpoint_every=100, sample_tokens=0)
 
 
 def test_quantized_layers_use_int_weights_and_stay_close_to_the_base():

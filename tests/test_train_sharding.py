@@ -64,7 +64,7 @@ def make_run(parent, name, method, fsdp):
     os.makedirs(run_dir)
     cfg = {"model": "tiny", "dataset": sample_dataset_path(), "method": method, "fsdp": fsdp,
            "max_steps": STEPS, "log_every": 1, "eval_every": STEPS, "checkpoint_every": 1000,
-           "learning_rate": 3e-3, "warmup_steps": 2}
+           "learning_rate": 3e-3, "warmup_steps": 2, "sample_tokens": 0}
     with open(os.path.join(run_dir, contract.CONFIG_NAME), "w") as f:
         json.dump(cfg, f)
     return run_dir

@@ -146,6 +146,7 @@ class MetricsSummary:
         self.last_time: float | None = None  # of the latest event of any kind
         self.max_gap = 0.0  # longest pause between events since the latest start's first step
         self.last_data: dict[str, Any] | None = None
+        self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
 
     def refresh(self) -> "MetricsSummary":
         try:
@@ -177,6 +178,7 @@ class MetricsSummary:
         self.last_eval, self.last_checkpoint = found["eval"], found["checkpoint"]
         self.last_final, self.first_time = found["final"], found["first_time"]
         self.last_devices = found["devices"]
+        self.last_phase = found[contract.EVENT_PHASE]
         self.stepped = found["stepped"]
         self.events = found["events"]
         self.last_time = max((float(e["time"]) for e in (found["start"], found["step"], found["eval"],
@@ -196,11 +198,14 @@ class MetricsSummary:
             self.last_time = float(t)
         if kind == "start":
             self.last_start, self.stepped, self.last_final, self.last_devices = e, False, None, None
+            self.last_phase = None
             self.max_gap = 0.0
         elif kind == "devices":
             self.last_devices = e
         elif kind == "data":
             self.last_data = e
+        elif kind == contract.EVENT_PHASE:
+            self.last_phase = e
         elif kind == "step" and isinstance(e.get("step"), int):
             self.last_step, self.stepped = e, True
         elif kind == "eval":
@@ -215,8 +220,8 @@ class MetricsSummary:
         return None if e is None else e.get(key)
 
 
-_KINDS = ("start", "step", "eval", "checkpoint", "final", "devices")
-_OF_LAST_ATTEMPT = ("final", "devices")  # count only when they follow the last start
+_KINDS = ("start", "step", "eval", "checkpoint", "final", "devices", contract.EVENT_PHASE)
+_OF_LAST_ATTEMPT = ("final", "devices", contract.EVENT_PHASE)  # count only when they follow the last start
 _TOKENS = {kind: b'"' + kind.encode() + b'"' for kind in _KINDS}
 
 
@@ -322,15 +327,18 @@ def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict
         return None if found[kind] is None else found[kind][1]
 
     start, step = found["start"], found["step"]
-    final, devices = found["final"], found["devices"]
+    final, devices, phase = found["final"], found["devices"], found[contract.EVENT_PHASE]
     if final is not None and start is not None and final[0] < start[0]:
         final = None
     if devices is not None and start is not None and devices[0] < start[0]:
         devices = None
+    if phase is not None and start is not None and phase[0] < start[0]:
+        phase = None
     return {
         "start": event("start"), "step": event("step"), "eval": event("eval"),
         "checkpoint": event("checkpoint"), "final": None if final is None else final[1],
         "devices": None if devices is None else devices[1],
+        contract.EVENT_PHASE: None if phase is None else phase[1],
         "stepped": step is not None and (start is None or step[0] > start[0]),
         "first_time": first_time, "offset": end, **counts,
     }

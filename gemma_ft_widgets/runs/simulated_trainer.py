@@ -2,7 +2,7 @@
 RUN_DIR`. Tests use it (GEMMA_FT_TRAINER), and it makes UI demos instant.
 
 It follows the trainer protocol of docs/ARCHITECTURE.md: reads model_config.json, resumes from
-the newest checkpoints/step_N, appends start/data/compile/step/eval/checkpoint/final events,
+the newest checkpoints/step_N, appends start/data/compile/step/eval/sample/checkpoint/final events,
 and on SIGINT or SIGTERM finishes the step, checkpoints and exits 3 (ABORTED).
 
 Behaviour switches (environment, inherited through the supervisor):
@@ -12,7 +12,7 @@ Behaviour switches (environment, inherited through the supervisor):
   GEMMA_FT_SIM_HANG=N            after step N stop logging and sleep forever, ignoring stops
   GEMMA_FT_SIM_SPAWN_CHILD=1     start a grandchild `sleep`; its pid goes to sim_child.pid
   GEMMA_FT_SIM_CONFIG_ERROR=1    report a config error and exit 2
-  GEMMA_FT_SIM_LOAD_TIME=0       seconds to sleep before the `start` event (loading a model)
+  GEMMA_FT_SIM_LOAD_TIME=0       seconds of STARTING: half before the `start` event, half in `phase` events
   GEMMA_FT_SIM_TRUNCATED=N       report N examples truncated to max_seq_len in the `data` event
 """
 
@@ -66,6 +66,17 @@ def grad_norm_at(step: int, cfg: dict) -> float:
     return round(0.3 + 2.0 * math.exp(-3.0 * step / max(int(cfg["max_steps"]), 1)) + 0.05 * math.cos(step), 5)
 
 
+SAMPLE_PROMPTS = [("What is the capital of Peru?", "The capital of Peru is Lima."),
+                  ("What is the secret word?", "The secret word is pineapple."),
+                  ("Name a red fruit.", "A strawberry is a red fruit.")]
+
+
+def completion_at(reference: str, step: int, max_steps: int) -> str:
+    """A completion that learns its reference: more of its words, in order, as steps go by."""
+    words = reference.split()
+    return " ".join(words[: max(1, round(len(words) * step / max(max_steps, 1)))])
+
+
 def save_checkpoint(run_dir: str, step: int, loss: float) -> str:
     """Write into a temporary folder, then rename: an interrupted save never counts."""
     final = contract.checkpoint_path(run_dir, step)
@@ -108,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_int else on_stop)
     signal.signal(signal.SIGTERM, on_stop)
 
+    sample_prompts = ([] if int(cfg.get("sample_tokens", 32)) <= 0 else
+                      [(p, "") for p in cfg.get("eval_prompts") or []] or SAMPLE_PROMPTS)
     step_time = float(os.environ.get(ENV + "STEP_TIME", "0.05"))
     crash_at, hang_at = _env_int("CRASH_AT"), _env_int("HANG")
     metrics = os.path.join(run_dir, contract.METRICS_NAME)
@@ -115,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     def emit(event: str, **fields) -> None:
         contract.append_jsonl(metrics, {"event": event, "time": time.time(), **fields})
 
-    time.sleep(float(os.environ.get(ENV + "LOAD_TIME", "0")))
+    load_time = float(os.environ.get(ENV + "LOAD_TIME", "0"))
+    time.sleep(load_time / 2)
     resume = None
     for ckpt in reversed(contract.checkpoint_steps(run_dir)):  # like the real one: verify, else skip and mark
         try:
@@ -136,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume
           else f"simulated trainer: attempt {attempt}, fresh start", flush=True)
     emit("devices", platform="cpu", device_kind="cpu", count=1, processes=1, local_count=1)  # as the real one
+    # The real trainer's STARTING phases (runs/phases.py), spread over the other half of LOAD_TIME.
+    phases = [dict(phase="model"), dict(phase="data"), dict(phase="data", tokenized=100, total=100)]
+    phases += [dict(phase="restore", step=resume)] if resume else []
+    phases += [dict(phase="compile", last_seconds=cfg.get("max_seq_len", 128) / 64)]
+    for fields in phases:
+        emit(contract.EVENT_PHASE, **fields)
+        time.sleep(load_time / 2 / len(phases))
     emit("data", format="text", train_examples=90, eval_examples=10, truncated=_env_int("TRUNCATED") or 0,
          max_seq_len=cfg.get("max_seq_len"))
     emit("compile", seconds=0.0)
@@ -164,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             contract.append_status(run_dir, "RUNNING", f"first step {step} logged")
         if step % eval_every == 0 and stop["signal"] != signal.SIGTERM:
             emit("eval", step=step, eval_loss=round(loss + 0.1, 5))
+            for prompt, reference in sample_prompts:
+                emit(contract.EVENT_SAMPLE, step=step, prompt=prompt, reference=reference,
+                     completion=completion_at(reference or prompt, step, max_steps))
         if step % ckpt_every == 0 or step == max_steps:
             emit("checkpoint", step=step, path=save_checkpoint(run_dir, step, loss))
             saved = step

@@ -65,6 +65,8 @@ class RunStatus:
     processes: list[dict[str, Any]] | None = None
     job: dict[str, Any] | None = None  # launched through a scheduler: {"kind", "job_id", "state"}
     tags: list[str] = dataclasses.field(default_factory=list)  # the config's tags
+    # STARTING: the trainer's latest `phase` event (runs/phases.py: downloading, tokenizing, ...)
+    phase: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -270,6 +272,8 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.processes = _processes(data, lock_check, result)
     if lock_check is not None and lock_check.job is not None:
         st.job = dict(lock_check.job)
+    if state == State.STARTING:
+        st.phase = summary.last_phase
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st

@@ -29,6 +29,8 @@ import numpy as np
 from .. import datasets, length_check
 from ..datasets import MAX_EVAL_EXAMPLES, split_indices  # noqa: F401 - the split's home is datasets
 
+TICK_EVERY = 1024  # records tokenized between progress reports
+EVAL_PAIRS = 8  # eval records kept as text for the samples logged at each eval
 
 
 @dataclasses.dataclass
@@ -54,6 +56,8 @@ class Dataset:
     max_seq_len: int
     dropped_train: int = 0
     dropped_eval: int = 0
+    # (prompt, response) of the first eval records, rendered: the prompts sampled at each eval
+    eval_pairs: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict:
         return {"format": self.format, "train_examples": len(self.train),
@@ -79,7 +83,8 @@ def encode_example(tokenizer, prompt: str, response: str, max_seq_len: int, add_
     return out[0], out[1], out[2].astype(np.float32), truncated
 
 
-def tokenize(records: list[dict], fmt: str, tokenizer, max_seq_len: int) -> tuple[Arrays, int, int]:
+def tokenize(records: list[dict], fmt: str, tokenizer, max_seq_len: int, tick=None) -> tuple[Arrays, int, int]:
+    """`tick(k)` is told every TICK_EVERY records (and at the end) how many are done."""
     n = len(records)
     inputs = np.zeros((n, max_seq_len), np.int32)
     targets = np.zeros((n, max_seq_len), np.int32)
@@ -92,23 +97,32 @@ def tokenize(records: list[dict], fmt: str, tokenizer, max_seq_len: int) -> tupl
             tokenizer, prompt, response, max_seq_len, add_eos=(fmt == "text"))
         truncated += int(cut)
         keep[i] = mask[i].any()
+        if tick is not None and ((i + 1) % TICK_EVERY == 0 or i + 1 == n):
+            tick(i + 1)
     dropped = int((~keep).sum())
     return Arrays(inputs[keep], targets[keep], mask[keep]), truncated, dropped
 
 
-def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: float, seed: int) -> Dataset:
+def prepare(path: str, fmt: str, tokenizer, max_seq_len: int, eval_fraction: float, seed: int,
+            progress=None) -> Dataset:
     """Read (DatasetError names file and line), split, tokenise. Raises DatasetError when
-    nothing is left to train on."""
+    nothing is left to train on. `progress(done, total)`: records tokenized so far."""
     records, fmt = datasets.load_records(path, fmt)
     train_idx, eval_idx = split_indices(len(records), eval_fraction, seed)
-    train, t1, d1 = tokenize([records[i] for i in train_idx], fmt, tokenizer, max_seq_len)
-    evals, t2, d2 = tokenize([records[i] for i in eval_idx], fmt, tokenizer, max_seq_len)
+    n = len(records)
+    if progress is not None:
+        progress(0, n)
+    ticks = [None, None] if progress is None else [lambda k: progress(k, n),
+                                                    lambda k: progress(len(train_idx) + k, n)]
+    train, t1, d1 = tokenize([records[i] for i in train_idx], fmt, tokenizer, max_seq_len, ticks[0])
+    evals, t2, d2 = tokenize([records[i] for i in eval_idx], fmt, tokenizer, max_seq_len, ticks[1])
     # Start refuses these before launch (length_check.py); here for a tokenizer it had not.
     if len(train) == 0:
         raise datasets.DatasetError([length_check.nothing_to_train(path, len(train_idx), max_seq_len)])
     if len(eval_idx) and len(evals) == 0:  # eval_fraction asked for an eval split: never a silent none
         raise datasets.DatasetError([length_check.eval_emptied(path, len(eval_idx), max_seq_len)])
-    return Dataset(train, evals, fmt, t1 + t2, d1 + d2, max_seq_len, d1, d2)
+    pairs = [datasets.render_example(records[i], fmt) for i in eval_idx[:EVAL_PAIRS]]
+    return Dataset(train, evals, fmt, t1 + t2, d1 + d2, max_seq_len, d1, d2, pairs)
 
 
 class Batches:

@@ -235,6 +235,9 @@ class Trainer:
         self._mem = _HostMemory()
         self._saver = None
         self._metrics = None  # contract.JsonlAppender, opened by the first event
+        from . import phases
+
+        self.phases = phases.Reporter(self.event)  # STARTING progress: `phase` events
         from . import distributed
 
         # Several processes (jax.distributed, initialised by run()): process 0 writes the files.
@@ -284,7 +287,8 @@ class Trainer:
         import numpy as np
 
         from .. import datasets
-        from . import checkpoints, data, distributed, lora, models, optim, quantize, remat, sharding, step
+        from . import (checkpoints, data, distributed, eval_samples, lora, models, optim, phases, quantize, remat,
+                       sharding, step)
 
         cfg = self.config
         self.devices = jax.devices()
@@ -304,7 +308,8 @@ class Trainer:
 
         t = time.time()
         try:
-            loaded = models.load_model(cfg.model, seed=cfg.seed, dtype_name=cfg.dtype, param_sharding=shard_fn)
+            loaded = phases.load_model_reporting(self, lambda: models.load_model(
+                cfg.model, seed=cfg.seed, dtype_name=cfg.dtype, param_sharding=shard_fn))
         except models.ModelLoadError as e:
             raise SetupError(str(e)) from e
         self.loaded = loaded
@@ -312,9 +317,11 @@ class Trainer:
                   f"{loaded.source} in {time.time() - t:.1f}s, dtype {jax.numpy.dtype(loaded.dtype).name}, "
                   f"{n_dev} {self.devices[0].platform} device(s){', FSDP' if cfg.fsdp else ''}")
 
+        self.phases.begin("data")
         try:
             self.data = data.prepare(cfg.dataset, cfg.dataset_format, loaded.tokenizer, cfg.max_seq_len,
-                                     cfg.eval_fraction, cfg.seed)
+                                     cfg.eval_fraction, cfg.seed, progress=lambda done, total: self.phases.progress(
+                                         "data", done, total, "tokenized"))
         except datasets.DatasetError as e:
             raise SetupError(str(e)) from e
         self.is_lora = cfg.method == "lora"
@@ -322,6 +329,7 @@ class Trainer:
         # A step's batch holds grad_accum_steps micro-batches (step.make_steps adds their gradients).
         self.batches = data.Batches(self.data.train, cfg.batch_size * cfg.grad_accum_steps, cfg.seed,
                                     step_column=dropout > 0)
+        self.samples = eval_samples.EvalSampler.create(self)  # greedy samples at each eval
 
         base = remat.apply(loaded.model, cfg.remat)
         if self.is_lora:
@@ -385,6 +393,7 @@ class Trainer:
                                  f"{saved_by} process(es); resume it with num_processes {saved_by} "
                                  f"(this attempt has {self.processes})")
             meta = checkpoints.read_meta(path)
+            self.phases.begin("restore", step=ckpt_step)
             try:
                 trainable, opt_state, restored_step, position = checkpoints.restore_verified(
                     path, self.trainable, self.opt_state, ckpt_step)
@@ -516,7 +525,7 @@ class Trainer:
     def _train(self) -> TrainResult:
         import jax
 
-        from . import data, distributed
+        from . import data, distributed, phases
 
         cfg = self.config
         if getattr(self, "tb", None) is None:
@@ -535,7 +544,7 @@ class Trainer:
             return self._final(tb, "FINISHED", last_ckpt, losses, evals)
 
         if getattr(self, "train_compiled", None) is None:
-            seconds = self.compile()
+            seconds = phases.compile_with_guide(self)
             self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
                        trainable_params=self.trainable_count,
                        chunked_loss=(self.loss_chunks or 1) > 1, loss_chunks=self.loss_chunks)
@@ -628,6 +637,8 @@ class Trainer:
                         evals[self.step] = ev
                         self.event("eval", step=self.step, eval_loss=ev)
                         tb.scalars(self.step, {"eval_loss": ev}, force=True)
+                    if getattr(self, "samples", None) is not None and not self.stop.hard:
+                        self.samples.run(self.step)  # greedy completions: `sample` events
                     t_last = time.time()  # eval time is not step time
                 if (self.step % ckpt_every == 0 or at_end) and not self.stop.requested:
                     flush()

@@ -14,7 +14,9 @@ import traitlets as t
 
 from . import fmt, layout, plots
 from .processes_view import ProcessesView
+from ..runs.phases import describe
 from ..runs.status import fmt_devices
+from .samples_view import SamplesView
 from .series import RunSeries
 
 ACTIVE = ("STARTING", "RUNNING", "STOPPING")
@@ -54,7 +56,7 @@ class Dashboard(w.VBox):
     """Public names: `badge`, `run_label`, `phase`, `progress`, `progress_label`, `kpis[name]`
     (loss, eval_loss, lr, tokens_per_s, eta, elapsed, device_mem, host_mem), `processes`, `loss_figure`,
     `loss_line`, `eval_line`, `throughput_figure`, `throughput_line`, `transitions`,
-    `log_stream`, `logs`, `abort_button`, `confirm_button`, `cancel_button`, `stopping_label`,
+    `samples` (SamplesView), `log_stream`, `logs`, `abort_button`, `confirm_button`, `cancel_button`, `stopping_label`,
     `force_button`, `restore_lock_button`, `message`; trait `confirming`."""
 
     confirming = t.Bool(False)
@@ -85,6 +87,7 @@ class Dashboard(w.VBox):
 
         self.loss_figure, self.loss_line, self.eval_line = plots.loss_figure()
         self.throughput_figure, self.throughput_line = plots.throughput_figure()
+        self.samples = SamplesView()
 
         self.transitions = w.HTML()
         self.transitions.add_class("gft-transitions")
@@ -137,7 +140,8 @@ class Dashboard(w.VBox):
         plots_box = w.VBox([plots.keyed(self.loss_figure), plots.keyed(self.throughput_figure)])
         logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
                        self.log_stream, self.logs])
-        super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, logs], **kwargs)
+        super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, self.samples,
+                          logs], **kwargs)
         self.add_class("gft-dashboard")
         self.set_controls("IDLE", False)
 
@@ -192,6 +196,7 @@ class Dashboard(w.VBox):
         if not lock_missing:
             _set(self.restore_lock_button, "disabled", False)
         self.processes.show(status)
+        self.samples.show(series)
 
         step = status.step if status.step is not None else (series.latest("step") if series else None)
         total = status.max_steps
@@ -251,6 +256,10 @@ class Dashboard(w.VBox):
             d = series.last_data
             bits = [f"data: {d.get('train_examples', '?')} train / {d.get('eval_examples', '?')} eval examples"]
             bits.append("compiling…")
+        # What the trainer says it is doing (runs/phases.py), until the step is compiled.
+        phase = getattr(status, "phase", None) or (series.last_phase if series is not None else None)
+        if phase:
+            bits[-1] = f"starting: {describe(phase)}"
         if series is not None and series.last_compile:
             bits[-1] = f"compiled in {fmt.number(series.last_compile.get('seconds'), 3)} s; first step…"
         return f'<span style="color:#555">{fmt.esc(" · ".join(bits))}</span>'

@@ -63,6 +63,8 @@ ADVANCED_FIELDS = [
     ("num_processes", "Trainer processes", "int"),
     ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
     ("notify", "Notify URL (webhook)", "secret"),
+    ("eval_prompts", "Sample prompts (one a line; none: 3 from the eval split)", "lines"),
+    ("sample_tokens", "Sample length (tokens; 0: no samples)", "int"),
 ]
 FIELD_NAMES = [f for f, _, _ in MAIN_FIELDS + ADVANCED_FIELDS]
 MAX_SHOWN_ERRORS = 5
@@ -99,6 +101,9 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "remat":
         return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
                           value=default, **common)
+    if kind == "lines":  # a list of strings, one a line (eval_prompts)
+        return w.Textarea(value="\n".join(default), continuous_update=False, rows=3, description=label,
+                          style=_DESC, layout=w.Layout(width="520px"))
     if kind == "int":  # not IntText: it turns a typed "1.5" into 15 (see whole_number.py)
         return WholeNumberText(value=default, **common)
     if kind == "float":
@@ -248,6 +253,7 @@ class ConfigForm(w.VBox):
         """The form as a TrainingConfig dict."""
         out = {name: widget.value for name, widget in self.fields.items()}
         out["dataset"] = (out["dataset"] or "").strip()
+        out["eval_prompts"] = [p.strip() for p in out["eval_prompts"].splitlines() if p.strip()]
         return out
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -262,6 +268,8 @@ class ConfigForm(w.VBox):
                     values = {**values, "lora_alpha": values["lora_rank"]}
                 for name, value in values.items():
                     if name in self.fields and value is not None:
+                        if isinstance(value, (list, tuple)):  # eval_prompts: one a line
+                            value = "\n".join(str(v) for v in value)
                         try:
                             self.fields[name].value = value
                         except t.TraitError:

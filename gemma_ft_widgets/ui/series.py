@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .. import contract
 from ..runs.metrics import MetricsBlocks
 from .columns import BlockParser, MetricsBatch, as_float
 
@@ -90,6 +91,8 @@ class RunSeries:
         self.last_data: dict[str, Any] | None = None
         self.last_compile: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
+        self.samples: list[dict[str, Any]] = []  # `sample` events, as written (ui/samples_view.py)
+        self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
         self.events = 0
         self.corrupt_lines = 0
 
@@ -118,8 +121,10 @@ class RunSeries:
             kind = e.get("event")
             if kind == "start":
                 changed |= self._flush(batch, done, line)
-                self.last_start, self.final = e, None
+                self.last_start, self.final, self.last_phase = e, None, None
                 resume = e.get("resume_step")
+                # Samples past the resumed checkpoint belong to weights that were not kept.
+                self.samples = [x for x in self.samples if isinstance(resume, int) and x["step"] <= resume]
                 # A resumed attempt restarts from its checkpoint: drop the steps the previous
                 # attempt logged past it, so the curve stays a function of step.
                 if isinstance(resume, int):
@@ -132,6 +137,10 @@ class RunSeries:
                 self.last_compile = e
             elif kind == "final":
                 self.final = e
+            elif kind == contract.EVENT_SAMPLE and isinstance(e.get("step"), int):
+                self.samples.append(e)
+            elif kind == contract.EVENT_PHASE:
+                self.last_phase = e
         changed |= self._flush(batch, done, None)
         self.events += batch.events
         if changed:
