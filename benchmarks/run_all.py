@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 ORDER = ("trainer_overhead", "monitoring_overhead", "refresh_cost", "columns_parser", "import_attach", "start_stop",
-         "data_parallel", "multiprocess", "extension_polling", "warm_playground", "gpu_mfu")
+         "data_parallel", "multiprocess", "extension_polling", "warm_playground", "eval_samples",
+         "gpu_mfu")
 
 
 def main(argv=None) -> int:

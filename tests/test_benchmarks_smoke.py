@@ -148,3 +148,9 @@ def test_quantized_memory_smoke(tmp_path):
     results, data = run_bench("quantized_memory", tmp_path, timeout=900)
     assert {"base_bytes_int8_vs_bf16", "base_bytes_int4_vs_bf16", "peak_rss_int4_vs_none"} <= set(results)
     assert float(results["base_bytes_int4_vs_bf16"]) < float(results["base_bytes_int8_vs_bf16"]) < 1
+
+
+@pytest.mark.slow
+def test_eval_samples_smoke(tmp_path):
+    results, _ = run_bench("eval_samples", tmp_path, timeout=600)
+    assert {"eval_samples_share_tiny", "eval_samples_steady_share_tiny", "eval_samples_wall_tiny"} <= set(results)

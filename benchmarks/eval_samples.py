@@ -1,0 +1,102 @@
+"""Samples during training: what the greedy samples at each eval cost, at the default cadence.
+
+Two configurations of the real trainer (`python -m gemma_ft_widgets.train RUN_DIR`, one
+process per run), alternated in one run, S N S N ...:
+
+  S  the defaults: eval every 50 steps, 3 eval-split prompts, sample_tokens 32, 300 steps;
+  N  the same with sample_tokens 0 (no samples).
+
+The sample dataset (prompt/response), the form's defaults otherwise (tiny, LoRA, batch 8,
+seq 128). From S's own events: each eval's sampling time is from its `eval` event to its first
+`sample` event (the samples are written together once generated); the first eval's includes
+building and compiling the sampler (once per run). Training time is the loop's time from the
+`compile` event to `final`, less the sampling.
+
+Figures (per model):
+    eval_samples_share_<m>        all sampling (compile included) / training time, target <= 0.05
+    eval_samples_steady_share_<m> the same without the one-off compile (the cost per eval from
+                                  the second on, times the evals), for information
+    eval_samples_wall_<m>         S's loop time / N's loop time (medians), side by side
+
+    python benchmarks/eval_samples.py                      # tiny, 2 rounds
+    python benchmarks/eval_samples.py --models tiny d256   # + a heavier step (d=256, vocab 4096)
+    python benchmarks/eval_samples.py --smoke
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import _common as c
+
+WORKER = ("import sys; sys.path.insert(0, {bench!r}); import _common; _common.register_arch({arch!r}); "
+          "from gemma_ft_widgets.train import loop; sys.exit(loop.main([{run_dir!r}]))")
+
+
+def run_once(root: str, label: str, arch: str, cfg: dict, timeout: float) -> dict:
+    run_dir = os.path.join(root, label)
+    model = arch if arch == "tiny" else c.ARCHS[arch]["name"]
+    c.write_config(run_dir, model=model, **cfg)
+    code = WORKER.format(bench=str(c.BENCH_DIR), arch=arch, run_dir=run_dir)
+    proc = subprocess.run([c.PY, "-c", code], env=c.env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"trainer {label} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    events = c.read_events(run_dir)
+    compiled = next(e for e in events if e["event"] == "compile")
+    final = next(e for e in events if e["event"] == "final")
+    per_eval = []
+    for e in events:
+        if e["event"] == "eval":
+            first = next((s for s in events if s["event"] == "sample" and s["step"] == e["step"]), None)
+            if first is not None:
+                per_eval.append(first["time"] - e["time"])
+    loop_s = final["time"] - compiled["time"]
+    return {"loop_s": loop_s, "sampling_s": per_eval, "train_s": loop_s - sum(per_eval)}
+
+
+def main() -> None:
+    p = c.parser(__doc__)
+    p.add_argument("--models", nargs="+", default=["tiny"], choices=sorted(c.ARCHS))
+    args = p.parse_args()
+    rounds = args.rounds or (1 if args.smoke else 2)
+    steps, every = (10, 5) if args.smoke else (300, 50)
+    root = tempfile.mkdtemp(prefix="bench-eval-samples-")
+    from gemma_ft_widgets.config import sample_dataset_path
+
+    c.print_machine()
+    base = {"dataset": sample_dataset_path(), "max_steps": steps, "eval_every": every, "allow_cpu": True,
+            "checkpoint_every": steps}
+    for arch in args.models:
+        runs = {"S": [], "N": []}
+        for r in range(rounds):
+            for label, extra in (("S", {}), ("N", {"sample_tokens": 0})):
+                runs[label].append(run_once(root, f"{arch}-{label}{r}", arch, {**base, **extra}, timeout=1800))
+        s = runs["S"]
+        share = c.median(sum(x["sampling_s"]) / x["train_s"] for x in s)
+        steady = c.median(c.median(x["sampling_s"][1:] or x["sampling_s"]) * len(x["sampling_s"]) / x["train_s"]
+                          for x in s)
+        wall = c.median(x["loop_s"] for x in s) / c.median(x["loop_s"] for x in runs["N"])
+        rows = [[label, r, c.fmt(x["loop_s"]), c.fmt(x["train_s"]), len(x["sampling_s"]),
+                 c.fmt(x["sampling_s"][0] if x["sampling_s"] else None),
+                 c.fmt(c.median(x["sampling_s"][1:]) if len(x["sampling_s"]) > 1 else None)]
+                for label in ("S", "N") for r, x in enumerate(runs[label])]
+        print(c.table(["run", "round", "loop s", "train s", "evals sampled", "1st sampling s", "later, median s"],
+                      rows, title=f"{arch}: {steps} steps, eval every {every}, 3 prompts x 32 tokens"))
+        c.result(f"eval_samples_share_{arch}", ratio=share, target=0.05, op="<=",
+                 note="all sampling incl. the sampler's compile / training time")
+        c.result(f"eval_samples_steady_share_{arch}", ratio=steady, note="without the one-off compile")
+        c.result(f"eval_samples_wall_{arch}", ratio=wall, note="loop time with samples / without, side by side")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"kept {root}")
+    c.finish(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
