@@ -101,10 +101,10 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(real_manager,
     assert sorted(multi) == sorted(single) == list(range(1, STEPS + 1))  # one writer: no duplicates
     for s in single:
         assert abs(multi[s] - single[s]) < 1e-5, (s, multi[s], single[s])
-    # The samples at the last eval: the params gathered, process 0 samples and writes them once.
-    multi_samples = [(e["step"], e["prompt"]) for e in events(run.run_dir, "sample")]
-    assert multi_samples == [(e["step"], e["prompt"]) for e in events(str(ref_dir), "sample")]
-    assert len(multi_samples) == 3 and {s for s, _ in multi_samples} == {STEPS}
+    # Samples at each eval: one process samples; several log none yet, and say so (eval_samples.py).
+    assert len(events(str(ref_dir), "sample")) == 3 and not events(run.run_dir, "sample")
+    assert "samples: not logged in a run of several processes" in open(
+        os.path.join(run.run_dir, contract.STDOUT_NAME)).read()
     (devices,) = events(run.run_dir, "devices")
     assert (devices["count"], devices["processes"], devices["local_count"]) == (4, 2, 2)
     tb = [n for n in os.listdir(run.run_dir) if n.startswith("events.out.tfevents")]

@@ -8,8 +8,9 @@ sampler's jitted loop takes the params as an argument, and the prompts are padde
 length, so the loop compiles at the first eval and is reused at every later one.
 
 Cost is bounded by config.sample_tokens (new tokens per completion); benchmarks/eval_samples.py
-measures it against training time. Several processes: the params are gathered (a collective
-every process joins) and process 0 samples alone; only it writes events.
+measures it against training time. Runs of several processes log no samples yet: gathering the
+weights (multihost_utils.process_allgather) and sampling on process 0 alone hung both
+processes on CPU/gloo, so `create` says so once in the log and returns None.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class EvalSampler:
         cfg = trainer.config
         if cfg.sample_tokens <= 0:
             return None
+        if trainer.processes > 1:
+            trainer._log("samples: not logged in a run of several processes (not supported yet)")
+            return None
         prompts = pick_prompts(cfg, getattr(trainer.data, "eval_pairs", []))
         return cls(trainer, prompts) if prompts else None
 
@@ -95,15 +99,9 @@ class EvalSampler:
                    cache_length=pad + self.max_tokens + 8, max_out_length=self.max_tokens, pad_length=pad)
 
     def run(self, step: int) -> list[dict]:
-        """Sample every prompt with the current weights; process 0 writes one event each."""
+        """Sample every prompt with the current weights; one event each."""
         t = time.time()
         model, params = self._model_and_params()
-        if self.trainer.processes > 1:
-            from jax.experimental import multihost_utils
-
-            params = multihost_utils.process_allgather(params, tiled=True)
-            if not self.trainer.chief:
-                return []
         if self._sampler is None:
             self._sampler = self._build(model, params)
         else:  # the same static attributes: the jitted loop is reused, only the weights change
