@@ -27,6 +27,7 @@ def cli(*args, env=None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_processes(tmp_path, monkeypatch):
     kubernetes = pytest.importorskip("kubernetes")
     for key in list(os.environ):

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from gemma_ft_widgets import contract
-from gemma_ft_widgets.runs import RunManager, State, lockfile, slurm
+from gemma_ft_widgets.runs import Facts, Proc, RunManager, State, derive_state, lockfile, slurm
+from gemma_ft_widgets.runs.job_supervisor import task_end
 
 from .slurm_cluster import SlurmCluster, missing
 from .test_multiprocess import config, events
@@ -44,6 +45,7 @@ def losses(run_dir: str) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_through_scancel(
         cluster, tmp_path, monkeypatch):
     """`launch --slurm --submit` of 2 tasks x 2 forced devices: FINISHED, seen by `status`
@@ -107,3 +109,60 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
     assert st.checkpoints and os.path.isdir(second) and not st.active
     assert slurm.job_state(job2) == "COMPLETED" or slurm.job_state(job2).startswith("CANCELLED")
     assert not lockfile.read_lock(ws).present
+
+
+# srun's own reports, as this Slurm (22.05) printed them for `srun --kill-on-bad-exit=1 -n2`.
+SRUN_KILLED = """srun: error: vm: task 1: Killed
+srun: launch/slurm: _step_signal: Terminating StepId=2.0
+slurmstepd-vm: error: *** STEP 2.0 ON vm CANCELLED AT 2026-12-02T00:06:40 ***
+srun: error: vm: task 0: Terminated
+srun: Force Terminated StepId=2.0"""
+
+
+def test_the_task_that_ended_first_decides_and_is_named():
+    assert task_end(SRUN_KILLED) == (1, -9)  # process 1 killed by SIGKILL, not its terminated peer
+    assert task_end("srun: error: vm: task 1: Exited with exit code 1\nsrun: error: vm: task 0: Terminated") == (1, 1)
+    assert task_end("srun: error: vm: tasks 0-1: Exited with exit code 3") == (0, 3)
+    assert task_end("srun: job 3 queued and waiting for resources") is None
+
+
+def _scheduled(job: dict, **facts) -> tuple[State, str]:
+    lock = {"run_dir": "/ws/r", "attempt": 1, "hostname": "elsewhere", "boot_id": "x",
+            "scheduler": {"kind": "slurm", "job_id": job.get("job_id")}}
+    return derive_state(Facts(lock=lock, host="here", boot_id="y", job={"kind": "slurm", **job}, **facts))
+
+
+def test_a_scheduled_runs_state_comes_from_its_job_not_from_pids_or_hosts():
+    assert _scheduled({"job_id": "7", "state": "PENDING", "active": True})[0] == State.STARTING
+    assert _scheduled({"job_id": "7", "state": "RUNNING", "active": True}, stepped=True)[0] == State.RUNNING
+    assert _scheduled({"job_id": "7", "state": "RUNNING", "active": True}, stop_requested=True)[0] == State.STOPPING
+    state, reason = _scheduled({"job_id": "7", "state": "CANCELLED", "active": False})
+    assert state == State.ABORTED and "Slurm job 7 was cancelled" in reason
+    state, reason = _scheduled({"job_id": "7", "state": "NODE_FAIL", "active": False})
+    assert state == State.FAILED and "ended NODE_FAIL" in reason
+    assert _scheduled({"job_id": "7", "state": None, "active": False})[0] == State.ORPHANED
+    # Slurm cannot be asked: still active, never taken for dead.
+    state, reason = _scheduled({"job_id": "7", "state": None, "active": None, "error": "scontrol is not installed"},
+                               stepped=True)
+    assert state == State.RUNNING and "cannot ask Slurm" in reason
+    assert _scheduled({"job_id": None}, launcher=Proc.ALIVE)[0] == State.STARTING
+    result = {"state": "FINISHED", "reason": "finished", "attempt": 1}
+    assert _scheduled({"job_id": "7", "state": "COMPLETED", "active": False}, result=result)[0] == State.FINISHED
+
+
+def test_launch_refuses_bad_options_before_creating_anything(tmp_path):
+    from gemma_ft_widgets.runs.launch import package_env
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config(num_processes=3, batch_size=6)))
+    ws = tmp_path / "ws"
+    for args, needle in ((["--nodes", "0"], "--nodes must be a positive integer"),
+                         (["--tasks-per-node", "2"], "num_processes 3, but --nodes 1 x --tasks-per-node 2")):
+        out = cli("launch", str(cfg), "--slurm", *args, "-w", str(ws), env=package_env())
+        assert out.returncode != 0 and needle in out.stderr, out.stderr
+        assert not ws.exists() or not os.listdir(ws)
+    out = cli("launch", str(cfg), "--slurm", "--nodes", "3", "-w", str(ws), env=package_env())  # written only
+    assert out.returncode == 0, out.stderr
+    st = RunManager(str(ws)).status()
+    assert st.state == State.IDLE and "sbatch" in st.reason and not st.active
+    assert "#SBATCH --nodes=3" in open(os.path.join(out.stdout.strip(), slurm.SCRIPT_NAME)).read()
