@@ -17,6 +17,7 @@ from gemma_ft_widgets import contract
 from gemma_ft_widgets.runs import Facts, Proc, RunManager, State, derive_state, lockfile, slurm
 from gemma_ft_widgets.runs.job_supervisor import task_end
 
+from .conftest import wait_for
 from .slurm_cluster import SlurmCluster, missing
 from .test_multiprocess import config, events
 
@@ -50,8 +51,9 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
         cluster, tmp_path, monkeypatch):
     """`launch --slurm --submit` of 2 tasks x 2 forced devices: FINISHED, seen by `status`
     while it runs and after, losses equal to a local 2-process run within 1e-5. A second job is
-    stopped by `gemma-ft stop` (scancel --signal=INT to the tasks): ABORTED with a checkpoint,
-    the run folder kept, the job ended, the lock gone."""
+    stopped by `gemma-ft stop` (scancel --signal=INT to the tasks), a third, at the same time, by
+    a plain `scancel`: both ABORTED with a checkpoint, the run folders kept, the jobs ended, the
+    locks gone."""
     for key in list(os.environ):
         if key.startswith("GEMMA_FT_"):
             monkeypatch.delenv(key)
@@ -93,22 +95,31 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
     # Each task kept its own logs, named as under the local supervisor.
     assert os.path.getsize(os.path.join(run_dir, contract.process_log_name(contract.STDOUT_NAME, 1))) > 0
 
-    # A long second job, stopped through Slurm once it trains.
+    # Two long jobs at once (another workspace for the second): one stopped by `gemma-ft stop`,
+    # the other cancelled by hand with a plain `scancel`.
     cfg.write_text(json.dumps(config(max_steps=100000)))
-    out = cli("launch", str(cfg), "--slurm", "--tasks-per-node", "2", "--submit", "-w", ws, env=env)
-    assert out.returncode == 0, out.stderr
-    second = out.stdout.strip()
-    job2 = lockfile.read_lock(ws).data["scheduler"]["job_id"]
-    st = m.wait(second, until=State.RUNNING, timeout=START_S)
-    assert st.state == State.RUNNING and st.job["state"] == "RUNNING"
+    ws2 = str(tmp_path / "ws2")
+    jobs = {}
+    for w in (ws, ws2):
+        out = cli("launch", str(cfg), "--slurm", "--tasks-per-node", "2", "--submit", "-w", w, env=env)
+        assert out.returncode == 0, out.stderr
+        jobs[w] = (out.stdout.strip(), lockfile.read_lock(w).data["scheduler"]["job_id"])
+    for w, (run, job) in jobs.items():
+        st = RunManager(w).wait(run, until=State.RUNNING, timeout=START_S)
+        assert st.state == State.RUNNING and st.job["state"] == "RUNNING", st.reason
     out = cli("stop", "-w", ws, env=env)
     assert out.returncode == 0, out.stderr
     assert "scancel --signal=INT" in out.stdout, out.stdout
-    st = m.status(second)
-    assert st.state == State.ABORTED, (st.reason, open(os.path.join(second, contract.SUPERVISOR_LOG_NAME)).read())
-    assert st.checkpoints and os.path.isdir(second) and not st.active
-    assert slurm.job_state(job2) == "COMPLETED" or slurm.job_state(job2).startswith("CANCELLED")
-    assert not lockfile.read_lock(ws).present
+    cancelled = subprocess.run(["scancel", jobs[ws2][1]], env=cluster.env, capture_output=True, text=True)
+    assert cancelled.returncode == 0, cancelled.stderr
+    for w, (run, job) in jobs.items():
+        st = RunManager(w).wait(run, until=State.ABORTED, timeout=START_S)
+        log = open(os.path.join(run, contract.SUPERVISOR_LOG_NAME)).read()
+        assert st.state == State.ABORTED, (st.reason, log)
+        assert os.path.isdir(run) and not st.active and st.checkpoints, (st.reason, st.checkpoints, log)
+        assert slurm.job_state(job) == "COMPLETED" or slurm.job_state(job).startswith("CANCELLED")
+        wait_for(lambda: not lockfile.read_lock(w).present, 60, what="the lock to go")
+    assert "cancelled (scancel)" in RunManager(ws2).status(jobs[ws2][0]).reason
 
 
 # srun's own reports, as this Slurm (22.05) printed them for `srun --kill-on-bad-exit=1 -n2`.
