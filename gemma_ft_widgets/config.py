@@ -76,7 +76,9 @@ class TrainingConfig:
                                     "left out of a config file, it equals the rank.")
     lora_dropout: float = _field(0.0, "Dropout on each LoRA adapter's input during training (not at eval), "
                                       "0 to 0.9.")
-    learning_rate: float = _field(3e-3, "The peak learning rate (AdamW), reached after the warmup.")
+    learning_rate: float = _field(3e-3, "The peak learning rate (AdamW), reached after the warmup. "
+                                           "Left out: the model's and method's default (LoRA 2e-4, full 1e-5 "
+                                           "on Gemma; 3e-3 on tiny).")
     lr_schedule: str = _field("cosine", "After the warmup: cosine or linear decay to a tenth of the peak at "
                                         "the last step, or constant.")
     warmup_steps: int = _field(10, "Steps of linear warmup from 0 to the learning rate "
@@ -130,6 +132,9 @@ class TrainingConfig:
         errors += type_errors
         if "lora_alpha" not in data and isinstance(kwargs.get("lora_rank"), int):
             kwargs["lora_alpha"] = float(kwargs["lora_rank"])  # scale 1, as before the field existed
+        if "learning_rate" not in data:  # the model's and method's default (models.DEFAULT_LR)
+            lr = models.default_learning_rate(kwargs.get("model", cls.model), kwargs.get("method", cls.method))
+            kwargs["learning_rate"] = lr if lr is not None else cls.learning_rate
         if "warmup_steps" not in data and isinstance(kwargs.get("max_steps"), int):
             # The default warmup (10) would refuse a short run: at most a tenth of it instead.
             kwargs["warmup_steps"] = max(0, min(cls.warmup_steps, kwargs["max_steps"] // 10))

@@ -108,6 +108,26 @@ _ALL += _named("gemma4-e4b", "gemma4", "Gemma4_E4B", "gemma4-e4b", 7_518_069_034
                (42, 2560, 10240, 8, 256, 2, _G3_VOCAB), min_gemma="4.0")
 
 
+# Learning-rate defaults by family and method (the one home of them; config.from_dict and the
+# form use them). tiny: small and briefly pretrained, 3e-3 trains it in a few hundred steps.
+# A real Gemma: LoRA at 2e-4 and full fine-tuning at 1e-5, what Gemma LoRA/full fine-tuning
+# recipes use (Hugging Face PEFT/TRL examples 1e-4..2e-4 for LoRA, 1e-5..2e-5 for full);
+# 3e-3 makes LoRA on a real Gemma diverge.
+DEFAULT_LR = {
+    "tiny": {"lora": 3e-3, "full": 3e-3},
+    "gemma2": {"lora": 2e-4, "full": 1e-5},
+    "gemma3": {"lora": 2e-4, "full": 1e-5},
+    "gemma4": {"lora": 2e-4, "full": 1e-5},
+}
+
+
+def default_learning_rate(model: str, method: str) -> float | None:
+    """The learning-rate default of a table model and method; None for a local checkpoint
+    (its family is not known here) or an unknown method."""
+    spec = MODELS.get(model)
+    return DEFAULT_LR.get(spec.family, {}).get(method) if spec is not None else None
+
+
 def _installed_gemma() -> tuple[int, ...] | None:
     try:
         version = metadata.version("gemma")

@@ -20,6 +20,7 @@ import traitlets as t
 from .. import datasets, models
 from ..config import ConfigError, TrainingConfig, field_help
 from . import advice, fmt, layout
+from .defaults import ModelDefaults
 from .fit import FitRow
 from .preview import DatasetPreview, inspect
 from .whole_number import WholeNumberText
@@ -175,6 +176,8 @@ class ConfigForm(w.VBox):
         self._lock = threading.RLock()
         base = TrainingConfig().to_dict()
         base.update(defaults or {})
+        if "learning_rate" not in (defaults or {}):  # the model's default, not tiny's
+            base["learning_rate"] = models.default_learning_rate(base["model"], base["method"]) or base["learning_rate"]
 
         self.fields: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
@@ -203,6 +206,10 @@ class ConfigForm(w.VBox):
         # Target dropdown, fit verdict, Make it fit, Start anyway (ui/fit.py); `machine`: a
         # fit.Target standing for this machine (tests), else detected.
         self.fit = FitRow(apply=self.set_values, start_anyway=self._start_anyway_clicked, machine=machine)
+        # The learning rate follows the model and method unless typed (ui/defaults.py).
+        self.defaults = ModelDefaults(self.values())
+        self.defaults_note = w.HTML()
+        self.defaults_note.add_class("gft-defaults-note")
         self.environment_line = w.HTML(_environment_html())
         self.environment_line.add_class("gft-environment")
         self.general_errors = w.HTML()
@@ -234,7 +241,7 @@ class ConfigForm(w.VBox):
         advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS] + [self.sweep_grid])],
                                titles=("Advanced",), selected_index=None)
         self.advanced = advanced
-        children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], dataset_row,
+        children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], self.defaults_note, dataset_row,
                     layout.row([rows["dataset_format"], layout.message(self.detected)], align="center"),
                     self.preview]
         children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
@@ -274,14 +281,25 @@ class ConfigForm(w.VBox):
                             self.fields[name].value = value
                         except t.TraitError:
                             pass
+                self.defaults.sync(self.values())
             finally:
                 self._suspend -= 1
         self.validate()
 
     # -- validation -------------------------------------------------------------------------
     def _changed(self, change=None) -> None:
-        if not self._suspend:
-            self.validate()
+        if self._suspend:
+            return
+        if change is not None and change["owner"] in (self.fields["model"], self.fields["method"]):
+            updates, note = self.defaults.follow(self.values())
+            self._suspend += 1
+            try:
+                for name, value in updates.items():
+                    self.fields[name].value = value
+            finally:
+                self._suspend -= 1
+            self.defaults_note.value = fmt.note(fmt.esc(note), "info") if note else ""
+        self.validate()
 
     def validate(self) -> dict[str, list[str]]:
         """Check the form; show each error next to its field. Returns the errors by field."""
