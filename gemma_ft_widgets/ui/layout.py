@@ -39,6 +39,7 @@ STYLE = ("<style>"
          # An HTML widget's content does not shrink below its text by default; the title's
          # workspace path is cut with an ellipsis instead of pushing the header off-screen.
          ".gft-panel .gft-title > .widget-html-content{min-width:0;overflow:hidden}"
+         ".gft-panel .gft-toast-text > .widget-html-content{min-width:0}"
          "</style>")
 
 

@@ -24,9 +24,9 @@ class ToastBanner(w.HBox):
     dict shown, None when hidden). The banner itself [gft-toast]."""
 
     def __init__(self, **kwargs):
-        self.text = w.HTML(layout=w.Layout(flex="1 1 auto"))
+        self.text = w.HTML(layout=w.Layout(flex="1 1 0%", min_width="0"))  # shrinks: the close button stays in view
         self.text.add_class("gft-toast-text")
-        self.close_button = w.Button(icon="times", tooltip="dismiss", layout=w.Layout(width="36px"))
+        self.close_button = w.Button(icon="times", tooltip="dismiss", layout=w.Layout(width="36px", flex="0 0 auto"))
         self.close_button.add_class("gft-toast-close")
         self.close_button.on_click(lambda _b: self.dismiss())
         super().__init__([self.text, self.close_button], layout=w.Layout(display="none", align_items="center"),

@@ -133,7 +133,7 @@ def test_the_bugs_a_new_user_met_are_gone(lab, page, workspaces, artifacts, tmp_
     _layout(check, page, "form at 800 px")
     # The histogram's max_seq_len key: drawn above the figure, no bqplot legend (broken glyph).
     check("histogram has no bqplot legend over the bars",
-          page.locator(".gft-token-histogram g.legend text").count() == 0)
+          page.locator(".gft-token-histogram text.legendtext").count() == 0)
     check("histogram key names max_seq_len", "max_seq_len" in drive.text_of(page, ".gft-preview .gft-figure-key"))
     _shoot(page, artifacts, "form")
 
@@ -162,6 +162,7 @@ def test_the_bugs_a_new_user_met_are_gone(lab, page, workspaces, artifacts, tmp_
         page.locator(".gft-panel .gft-upload").click()
     chooser.value.set_files(str(bad))
     check.soon("upload saved", lambda: "Uploaded to" in drive.text_of(page, ".gft-panel .gft-form-message"))
+    time.sleep(1)  # the button's label after the kernel handled the upload, not during
     upload = drive.text_of(page, ".gft-panel .gft-upload")
     check("Upload (1) after an upload, not (0)", "(0)" not in upload and "(1)" in upload, upload)
     check.soon("column error lists the keys found",
@@ -190,6 +191,8 @@ def test_the_bugs_a_new_user_met_are_gone(lab, page, workspaces, artifacts, tmp_
           drive.text_of(page, ".gft-dashboard .gft-logs"))
     check("device memory says CPU", "CPU" in drive.text_of(page, ".gft-dashboard .gft-kpi-device-mem"),
           drive.text_of(page, ".gft-dashboard .gft-kpi-device-mem"))
+    check("no bqplot legend over the curves", page.locator(".gft-dashboard text.legendtext").count() == 0)
+    check("the curves' keys above them", "train" in drive.text_of(page, ".gft-dashboard .gft-figure-key"))
     transitions = drive.text_of(page, ".gft-dashboard .gft-transitions").splitlines()
     check("newest transition first", bool(transitions) and "RUNNING" in transitions[0], transitions)
     check("readable local times", not any(re.search(r"\d{4}-\d\d-\d\dT|\.\d{6}", t) for t in transitions), transitions)
@@ -210,6 +213,8 @@ def test_the_bugs_a_new_user_met_are_gone(lab, page, workspaces, artifacts, tmp_
     check.soon("stop message shown", lambda: "now ABORTED" in drive.text_of(page, ".gft-dashboard .gft-dashboard-message"))
     said = drive.text_of(page, ".gft-dashboard .gft-dashboard-message")
     check("stop message for a person", "SIGINT" not in said and "pid" not in said, said)
+    check.soon("the toast of the stop", lambda: page.locator(".gft-panel .gft-toast-close").is_visible(), 10)
+    _layout(check, page, "aborted at 800 px")
     _shoot(page, artifacts, "aborted")
 
     # Resume: the stop message goes; the run finishes; elapsed counts both attempts.
