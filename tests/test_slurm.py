@@ -52,8 +52,8 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
     """`launch --slurm --submit` of 2 tasks x 2 forced devices: FINISHED, seen by `status`
     while it runs and after, losses equal to a local 2-process run within 1e-5. A second job is
     stopped by `gemma-ft stop` (scancel --signal=INT to the tasks), a third, at the same time, by
-    a plain `scancel`: both ABORTED (the first with a checkpoint), the run folders kept, the jobs
-    ended, the locks gone."""
+    a plain `scancel`: both ABORTED with a checkpoint, the run folders kept, the jobs ended, the
+    locks gone."""
     for key in list(os.environ):
         if key.startswith("GEMMA_FT_"):
             monkeypatch.delenv(key)
@@ -119,10 +119,11 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
         assert os.path.isdir(run) and not st.active, (st.reason, log)
         assert slurm.job_state(job) == "COMPLETED" or slurm.job_state(job).startswith("CANCELLED")
         wait_for(lambda: not lockfile.read_lock(w).present, 60, what="the lock to go")
-    # The graceful stop saved a checkpoint; a plain scancel is reported, with or without one
-    # (Slurm kills what has not ended KillWait after its SIGTERM).
-    assert RunManager(ws).status(jobs[ws][0]).checkpoints
-    assert "was cancelled" in RunManager(ws2).status(jobs[ws2][0]).reason
+    # Both saved a checkpoint: the SIGTERM of a plain scancel reaches the trainers' stop flag
+    # (jax's preemption service used to take it, and Slurm killed them KillWait later).
+    for w, (run, job) in jobs.items():
+        assert RunManager(w).status(run).checkpoints, open(os.path.join(run, contract.STDERR_NAME)).read()[-3000:]
+    assert "cancelled (scancel)" in RunManager(ws2).status(jobs[ws2][0]).reason
 
 
 # srun's own reports, as this Slurm (22.05) printed them for `srun --kill-on-bad-exit=1 -n2`.

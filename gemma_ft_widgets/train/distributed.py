@@ -62,6 +62,10 @@ def initialize() -> int:
 
     coordinator, n, k = s
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # jax's preemption service installs its own SIGTERM handler over the trainer's StopFlag, so
+    # a SIGTERM (Slurm's scancel, the supervisor's escalation) never reached the loop and the
+    # trainers ran on until SIGKILL. Stops are ours: AgreedStop combines them every step.
+    jax.config.update("jax_enable_preemption_service", False)
     if coordinator == "auto":  # jax's cluster detection (SlurmCluster: SLURM_JOB_ID, SLURM_PROCID, ...)
         jax.distributed.initialize(initialization_timeout=INIT_TIMEOUT_S)
         return jax.process_count()
