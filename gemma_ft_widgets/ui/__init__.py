@@ -35,8 +35,14 @@ panel.dashboard (Dashboard) [gft-dashboard]
     [gft-kpi-<name with dashes>] for loss, eval_loss, lr, tokens_per_s, eta, elapsed,
     device_mem, host_mem (kpi(name) gives the text shown), loss_figure [gft-loss-figure],
     loss_line, eval_line (bqplot Lines), throughput_figure [gft-throughput-figure],
-    throughput_line, each figure's key above it [gft-figure-key], transitions (newest first,
-    local time) [gft-transitions], log_stream (stdout/stderr/supervisor)
+    throughput_line (outliers clipped; the tokens_per_s KPI is where its smoothed line ends),
+    each figure's key above it [gft-figure-key],
+    curves (CurveView) [gft-curves]: controls [gft-curve-controls] with traits smoothing
+    (slider [gft-smoothing], TensorBoard's EMA; the raw lines faint behind), log_loss
+    [gft-log-loss], x_axis (step / tokens / wall time) [gft-x-axis]; loss_smooth_line,
+    throughput_smooth_line, lr_figure [gft-lr-figure] lr_line, grad_norm_figure
+    [gft-grad-norm-figure] grad_norm_line, grad_norm_smooth_line,
+    transitions (newest first, local time) [gft-transitions], log_stream (stdout/stderr/supervisor)
     [gft-log-stream], logs [gft-logs], controls [gft-controls], abort_button [gft-abort],
     confirm_button [gft-confirm], cancel_button [gft-cancel], stopping_label
     [gft-stopping], force_button [gft-force], message [gft-dashboard-message];

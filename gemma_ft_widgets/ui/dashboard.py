@@ -16,6 +16,7 @@ from . import fmt, layout, plots
 from .processes_view import ProcessesView
 from ..runs.phases import describe
 from ..runs.status import fmt_devices
+from .curve_view import CurveView
 from .samples_view import SamplesView
 from .series import RunSeries
 
@@ -82,11 +83,11 @@ class Dashboard(w.VBox):
             self.kpis[name].add_class(f"gft-kpi-{name.replace('_', '-')}")
         self._kpi_text = {name: fmt.DASH for name in KPI_LABELS}
         self.processes = ProcessesView()  # a multi-process run's trainers (hidden for one)
-        self._decimators: dict[int, plots.Decimator] = {}  # per line
-        self._drawn_curves: dict[int, tuple] = {}  # per line: (series key, points, max_points)
 
-        self.loss_figure, self.loss_line, self.eval_line = plots.loss_figure()
-        self.throughput_figure, self.throughput_line = plots.throughput_figure()
+        self.curves = CurveView()  # loss, throughput, lr and gradient norm, with their view controls
+        c = self.curves
+        self.loss_figure, self.loss_line, self.eval_line = c.loss_figure, c.loss_line, c.eval_line
+        self.throughput_figure, self.throughput_line = c.throughput_figure, c.throughput_line
         self.samples = SamplesView()
 
         self.transitions = w.HTML()
@@ -137,7 +138,7 @@ class Dashboard(w.VBox):
         header = layout.row([self.badge, self.run_label, self.phase], align="center", gap="0 12px")
         progress = layout.row([self.progress, self.progress_label], align="center", gap="0 8px")
         kpis = w.HBox(list(self.kpis.values()), layout=w.Layout(flex_flow="row wrap"))
-        plots_box = w.VBox([plots.keyed(self.loss_figure), plots.keyed(self.throughput_figure)])
+        plots_box = self.curves
         logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
                        self.log_stream, self.logs])
         super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, self.samples,
@@ -215,7 +216,8 @@ class Dashboard(w.VBox):
             "loss": fmt.number(pick("loss")),
             "eval_loss": fmt.number(status.eval_loss),
             "lr": fmt.number(pick("lr"), 3),
-            "tokens_per_s": fmt.rate(pick("tokens_per_s")),
+            # What the throughput line ends at (outliers clipped, smoothed), not the last raw value.
+            "tokens_per_s": fmt.rate(self.curves.throughput_now() if series is not None else pick("tokens_per_s")),
             "eta": ("stalled" if getattr(status, "stalled_s", None) else fmt.duration(eta)) if state in ACTIVE
                    else fmt.DASH,
             "elapsed": fmt.duration(getattr(status, "wall_s", None) or status.elapsed_s),  # all attempts
@@ -265,33 +267,9 @@ class Dashboard(w.VBox):
         return f'<span style="color:#555">{fmt.esc(" · ".join(bits))}</span>'
 
     def show_curves(self, series: RunSeries | None, max_points: int = plots.MAX_POINTS) -> None:
-        """Draw the series' curves, decimated incrementally: a refresh that appended points to
-        the series drawn last costs what was appended, not the history."""
-        lines = (self.loss_line, self.eval_line, self.throughput_line)
-        if series is None:
-            for line in lines:
-                plots.set_line(line, [], [], max_points)
-            self._drawn_curves = {}
-            return
-        key = (series.uid, series.generation)
-        curves = ((self.loss_line, series.step, series.loss),
-                  (self.eval_line, series.eval_step, series.eval_loss),
-                  (self.throughput_line, series.step, series.tokens_per_s))
-        changed = set()
-        for line, x, y in curves:
-            state = (key, len(x), max_points)
-            if self._drawn_curves.get(id(line)) == state:
-                continue  # nothing appended to this curve (e.g. no new eval)
-            dec = self._decimators.get(id(line))
-            if dec is None or dec.max_points != max(int(max_points), 4):
-                dec = self._decimators[id(line)] = plots.Decimator(max_points)
-            plots.set_line(line, x.values, y.values, max_points, decimator=dec, key=key)
-            self._drawn_curves[id(line)] = state
-            changed.add(id(line))
-        if changed & {id(self.loss_line), id(self.eval_line)}:
-            plots.fit_ticks(self.loss_figure)
-        if id(self.throughput_line) in changed:
-            plots.fit_ticks(self.throughput_figure)
+        """Draw the series' curves (ui/curve_view.py), decimated incrementally: a refresh that
+        appended points to the series drawn last costs what was appended, not the history."""
+        self.curves.show(series, max_points)
 
     def show_logs(self, transitions: str, text: str) -> None:
         # Newest first, in local time: the latest transition is the one in view.

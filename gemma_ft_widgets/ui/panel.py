@@ -180,7 +180,8 @@ class ControlPanel(w.VBox):
         self.samplers.close()
         with self._lock:
             roots = [self, self.form, self.run_view, self.dashboard, self.outcome, self.history,
-                     self.history.overlay_figure, self.history.diff_html, self.playground, self.body, self.loading]
+                     self.history.overlay_figure, self.history.diff_html, self.playground, self.body, self.loading,
+                     *self.dashboard.curves.scales]  # the loss scale not in use (linear / log)
             for widget in _widget_tree(roots):
                 w.Widget.close(widget)
             self._series.clear()

@@ -191,6 +191,22 @@ def loss_figure() -> tuple[bq.Figure, bq.Lines, bq.Lines]:
     return fig, train, evals
 
 
+def add_line(fig: bq.Figure, label: str, colour: str) -> bq.Lines:
+    """A new line on `fig`'s scales, drawn over its other marks."""
+    line = _line(fig.axes[0].scale, fig.axes[1].scale, label, colour)
+    fig.marks = [*fig.marks, line]
+    return line
+
+
+def small_figure(title: str, y_label: str, css: str, colour: str, y_format: str = "decimal"
+                 ) -> tuple[bq.Figure, bq.Lines]:
+    """A small figure of one curve against step (learning rate, gradient norm)."""
+    fig, xs, ys = _figure(title, "step", y_label, css, height="200px", y_format=y_format)
+    line = _line(xs, ys, y_label, colour)
+    fig.marks = [line]
+    return fig, line
+
+
 def throughput_figure() -> tuple[bq.Figure, bq.Lines]:
     fig, xs, ys = _figure("Throughput", "step", "tokens / s", "gft-throughput-figure", height="220px",
                           y_format="si")
@@ -206,16 +222,18 @@ def overlay_figure() -> bq.Figure:
     return fig
 
 
-def fit_ticks(fig: bq.Figure, y_integer: bool = False, y_zero: bool = False) -> None:
+def fit_ticks(fig: bq.Figure, y_integer: bool = False, y_zero: bool = False, y_log: bool = False) -> None:
     """Round tick values inside the drawn data's range (see ticks.py); x is integer (steps,
-    tokens). Call after the marks' data changed; sends nothing when the ticks are the same."""
-    marks = [m for m in fig.marks if len(m.x)]
+    tokens). Call after the marks' data changed; sends nothing when the ticks are the same.
+    `y_log`: 1-2-5 ticks of each decade, for a log scale."""
+    marks = [m for m in fig.marks if len(m.x) and m.visible]
     xr = ticks.extent(m.x for m in marks)
     yr = ticks.extent([m.y for m in marks] + ([[0.0]] if y_zero and marks else []))
     for axis, r, integer in ((fig.axes[0], xr, True), (fig.axes[1], yr, y_integer)):
         if r is None:
             continue
-        values = ticks.nice_ticks(r[0], r[1], 5, integer)
+        log = y_log and axis is fig.axes[1] and r[0] > 0
+        values = ticks.log_ticks(r[0], r[1]) if log else ticks.nice_ticks(r[0], r[1], 5, integer)
         if list(axis.tick_values if axis.tick_values is not None else ()) != values:
             axis.tick_values = np.asarray(values, dtype=float)
 

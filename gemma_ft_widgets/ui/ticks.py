@@ -55,3 +55,15 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     ticks = [k * step for k in range(first, last + 1)]
     digits = max(0, -math.floor(math.log10(step))) + 1
     return [round(t, digits) for t in ticks] or [lo]
+
+
+def log_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
+    """1, 2 and 5 × 10^k within [lo, hi] (lo > 0), thinned to about `count`; nice_ticks when
+    the range holds fewer than two of them (a narrow range on a log axis)."""
+    found = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo * (1 - 1e-9) <= m * 10.0 ** k <= hi * (1 + 1e-9)]
+    if len(found) < 2:
+        return nice_ticks(lo, hi, 4)
+    while len(found) > count:
+        found = found[::2]
+    return [float(f"{v:.12g}") for v in found]
