@@ -24,7 +24,8 @@ What is counted (the trainer in gemma_ft_widgets/train is the reference):
   layer and one layer's activations at a time, plus, when quantized, one layer's weights.
 * time: 6·P·tokens FLOPs for full fine-tuning (4·P·tokens for LoRA: no weight gradients for
   the frozen base) plus attention's 12·layers·L·N·H per token, divided by an assumed sustained
-  throughput per device kind (DEVICE_FLOPS). A rough guide, not a benchmark.
+  throughput per device kind (DEVICE_FLOPS), or on a CPU by this CPU's measured matmul rate
+  (calibrate.py, cached per machine). A rough guide, not a benchmark.
 
 Checked against XLA's memory plan of the real step on tiny (tests/test_estimate.py); numbers
 for the named models are in docs/estimate.md.
@@ -43,7 +44,7 @@ from . import models
 DEVICE_FLOPS = {
     "gpu": 65e12 * 0.3,  # a Colab/Kaggle T4: 65 TFLOP/s fp16 tensor-core peak, ~30% sustained
     "tpu": 123e12 * 0.4,  # one TPU v3 chip's 123 TFLOP/s bf16 peak, ~40% sustained
-    "cpu": 3e10,  # two modern x86 cores, small matmuls (measured ~3-6e10 on tiny)
+    "cpu": 3e10,  # unused by estimate(): a CPU is measured (calibrate.py); kept for reference
 }
 DEVICE_NAMES = {"gpu": "GPU", "tpu": "TPU", "cpu": "CPU"}
 CHUNK_LOGITS_BYTES = 256 * 2**20  # the trainer's cross-entropy chunk (train/step.py)
@@ -228,7 +229,13 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     dense = (4 if method == "lora" else 6) * spec.params * tokens
     attention = 12 * spec.num_layers * seq * spec.num_heads * spec.head_dim * tokens
     flops = float(dense + attention)
-    step_time = flops / (n * DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"]))
+    if device == "cpu":  # this CPU's measured matmul rate (calibrate.py), cached per machine
+        from .calibrate import cpu_flops
+
+        rate = cpu_flops()
+    else:
+        rate = DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"])
+    step_time = flops / (n * rate)
     return Estimate(model=spec.name, method=method, params=spec.params, trainable_params=trainable,
                     bytes_per_param=bpp, weights_bytes=weights, lora_bytes=lora_b,
                     gradients_bytes=grads, optimizer_bytes=grads + adam, activations_bytes=acts,

@@ -15,8 +15,8 @@ ROOT = "gemma_ft_widgets"
 # Bottom to top. A module may import its own layer and any layer below it.
 LAYERS = [
     {"contract", "webhook_url", "colab", "_version"},          # the run folder's format, leaf helpers
-    {"models", "datasets", "tokenizers", "accelerator", "stall", "notices"},  # facts about models, data, machines
-    {"config", "estimate", "fit", "length_check", "doctor", "sweep"},  # what a run asks for
+    {"models", "datasets", "tokenizers", "accelerator", "calibrate", "stall", "notices"},  # facts about models, data, machines
+    {"config", "estimate", "fit", "startup", "length_check", "doctor", "sweep"},  # what a run asks for
     {"train", "export"},                                      # the trainer's process (jax)
     {"runs"},                                                 # the lifecycle: folders, locks, processes
     {"server", "ui"},                                         # the two front ends in Jupyter

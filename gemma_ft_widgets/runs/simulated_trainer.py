@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                 emit(contract.EVENT_SAMPLE, step=step, prompt=prompt, reference=reference,
                      completion=completion_at(reference or prompt, step, max_steps))
         if step % ckpt_every == 0 or step == max_steps:
-            emit("checkpoint", step=step, path=save_checkpoint(run_dir, step, loss))
+            t_save = time.time()
+            path = save_checkpoint(run_dir, step, loss)
+            emit("checkpoint", step=step, path=path, seconds=round(time.time() - t_save, 3))
             saved = step
         if hang_at is not None and step >= hang_at:
             print(f"simulated trainer: hanging after step {step}", flush=True)

@@ -475,7 +475,7 @@ class Trainer:
         rel = os.path.relpath(contract.checkpoint_path(self.run_dir, step_n), self.run_dir)
 
         def done(path, seconds):  # in the save's thread, once step_N is complete
-            self.event("checkpoint", step=step_n, path=rel)
+            self.event("checkpoint", step=step_n, path=rel, seconds=round(seconds, 3))
             self._log(f"checkpoint {rel} ({seconds:.2f}s)")
 
         self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,

@@ -166,8 +166,9 @@ class ConfigForm(w.VBox):
     def __init__(self, upload_dir: str, on_start: Callable[[TrainingConfig], None] | None = None,
                  defaults: dict[str, Any] | None = None,
                  on_queue: Callable[[TrainingConfig, list[str]], None] | None = None,
-                 machine=None, **kwargs):
+                 machine=None, workspace: str | None = None, **kwargs):
         self.upload_dir = upload_dir
+        self.workspace = workspace  # its runs' measured start-up goes into the estimate (startup.py)
         self.on_start = on_start
         self.on_queue = on_queue
         self.config: TrainingConfig | None = None  # the last valid config (files not checked)
@@ -360,8 +361,7 @@ class ConfigForm(w.VBox):
         self._show_errors(error.by_field())
         self.valid = False
 
-    @staticmethod
-    def _estimate(config: TrainingConfig | None) -> str:
+    def _estimate(self, config: TrainingConfig | None) -> str:
         if config is None:
             return '<span style="color:#888">Estimate: fix the errors above first.</span>'
         try:
@@ -374,6 +374,9 @@ class ConfigForm(w.VBox):
             per_step = getattr(est, "step_time_s", None)
             if isinstance(per_step, (int, float)) and per_step > 0:
                 text += f"; ≈ {fmt.duration(per_step * config.max_steps)} for {config.max_steps} steps"
+            from ..startup import startup
+
+            text += f" + {startup(config, self.workspace).summary()}"
         except Exception as e:  # noqa: BLE001 - an estimate bug must not break the form
             return f'<span style="color:#888">Estimate unavailable: {fmt.esc(e)}</span>'
         return f"<b>Estimate:</b> {fmt.esc(text)}"

@@ -100,6 +100,7 @@ class ControlPanel(w.VBox):
             pass
         form_defaults.update(defaults or {})
         self.form = ConfigForm(os.path.join(self.workspace, contract.UPLOADS_DIR), on_start=self._start,
+                               workspace=self.workspace,
                                defaults=form_defaults, on_queue=self._enqueue)
         self.dashboard = Dashboard(on_stop=self._stop, on_force=self._force, on_restore_lock=self._restore_lock)
         self.outcome = OutcomeView(on_export=self._export)
