@@ -83,7 +83,9 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
 
     st = m.wait(until=State.FINISHED, timeout=START_S)
     assert st.state == State.FINISHED, (st.reason, open(os.path.join(run_dir, contract.SUPERVISOR_LOG_NAME)).read())
-    assert slurm.job_state(job_id) == "COMPLETED" and not lockfile.read_lock(ws).present
+    # The result is written just before the job supervisor clears the lock and the job ends.
+    wait_for(lambda: slurm.job_state(job_id) == "COMPLETED" and not lockfile.read_lock(ws).present, 120,
+             interval=0.5, what="the job to complete and its lock to go")
     out = cli("status", "-w", ws, env=env)
     assert "FINISHED" in out.stdout, out.stdout
     assert local.wait(until=State.FINISHED, timeout=START_S).state == State.FINISHED
@@ -117,8 +119,8 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
         log = open(os.path.join(run, contract.SUPERVISOR_LOG_NAME)).read()
         assert st.state == State.ABORTED, (st.reason, log)
         assert os.path.isdir(run) and not st.active, (st.reason, log)
-        assert slurm.job_state(job) == "COMPLETED" or slurm.job_state(job).startswith("CANCELLED")
-        wait_for(lambda: not lockfile.read_lock(w).present, 60, what="the lock to go")
+        wait_for(lambda: (slurm.job_state(job) or "").split()[0] in ("COMPLETED", "CANCELLED")
+                 and not lockfile.read_lock(w).present, 120, interval=0.5, what="the job to end, the lock to go")
     # Both saved a checkpoint: the SIGTERM of a plain scancel reaches the trainers' stop flag
     # (jax's preemption service used to take it, and Slurm killed them KillWait later).
     for w, (run, job) in jobs.items():
