@@ -205,23 +205,28 @@ def test_a_run_starting_ends_the_workspaces_warm_samplers(trained, tmp_path):
         pool.close()
 
 
-def test_a_killed_kernel_leaves_no_sampler(trained):
-    """A kernel that dies without cleaning up (SIGKILL) closes the pipe; the sampler reads the
-    end of file (here while it is still loading) and exits."""
+@pytest.mark.parametrize("ending", ["killed", "exits"])
+def test_a_killed_kernel_leaves_no_sampler(trained, ending):
+    """A kernel that exits closes its samplers (atexit); one that dies without cleaning up
+    (SIGKILL) closes the pipe, and the sampler reads the end of file (here while it is still
+    loading) and exits."""
     ws, run_dir = trained
     code = textwrap.dedent(f"""
-        import json, time
+        import json, sys, time
         from gemma_ft_widgets.runs.warm_sampler import WarmSamplers
         s = WarmSamplers({ws!r}).start({run_dir!r})
         print(json.dumps([s.pid, s.create_time]), flush=True)
+        if {ending == "exits"!r}:
+            sys.exit(0)
         time.sleep(600)
     """)
     kernel = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=package_env())
     try:
         pid, ctime = json.loads(kernel.stdout.readline())
-        assert not gone(pid, ctime)
-        kernel.send_signal(signal.SIGKILL)  # our own child
-        kernel.wait(30)
+        if ending == "killed":
+            assert not gone(pid, ctime)
+            kernel.send_signal(signal.SIGKILL)  # our own child
+        assert kernel.wait(60) == (0 if ending == "exits" else -signal.SIGKILL)
         wait_for(lambda: gone(pid, ctime), 60, what="the orphaned sampler to exit")
     finally:
         kernel.kill()
