@@ -172,3 +172,18 @@ def test_a_real_run_with_every_new_field_logs_their_effects(tmp_path):
     want = optax.join_schedules([optax.linear_schedule(0.0, 1e-3, 1), optax.linear_schedule(1e-3, 1e-4, 3)], [1])
     assert [e["lr"] for e in steps] == pytest.approx([float(want(e["step"] - 1)) for e in steps], rel=1e-6)
     assert all(e["grad_norm"] > 0 for e in steps)
+
+
+def test_an_old_runs_checkpoint_hash_still_matches_its_config():
+    from gemma_ft_widgets.train import checkpoints
+
+    old = {"model": "tiny", "dataset": "d.jsonl", "lora_rank": 16, "learning_rate": 1e-3, "max_steps": 100}
+    loaded = TrainingConfig.from_dict(old, check_files=False).to_dict()  # the new fields filled in
+    written_before = {**loaded}
+    for k in ("lora_alpha", "lora_dropout", "weight_decay", "max_grad_norm", "grad_accum_steps", "lr_schedule",
+              "run_name", "tags"):
+        written_before.pop(k)
+    assert checkpoints.config_hash(loaded) == checkpoints.config_hash(written_before)
+    assert checkpoints.config_hash({**loaded, "tags": "x", "run_name": "y"}) == checkpoints.config_hash(loaded)
+    for change in ({"lora_alpha": 32.0}, {"weight_decay": 0.1}, {"lr_schedule": "linear"}, {"grad_accum_steps": 2}):
+        assert checkpoints.config_hash({**loaded, **change}) != checkpoints.config_hash(loaded), change

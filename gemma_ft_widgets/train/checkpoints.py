@@ -39,11 +39,19 @@ STATE_DIR = "state"
 META_NAME = "meta.json"
 
 
+_IMPLIED = {"lr_schedule": "cosine", "weight_decay": 0.01, "max_grad_norm": 1.0, "grad_accum_steps": 1,
+            "lora_dropout": 0.0}
+
+
 def config_hash(config_dict: dict) -> str:
     """Hash of the fields that decide the training trajectory (not logging/keep counts)."""
-    ignore = {"log_every", "keep_checkpoints", "checkpoint_every", "eval_every",
+    ignore = {"log_every", "keep_checkpoints", "checkpoint_every", "eval_every", "run_name", "tags",
               "num_processes"}  # the same trajectory on any number of processes
-    data = {k: v for k, v in sorted(config_dict.items()) if k not in ignore}
+    # Fields added later hash as absent at the value every run had before them, so a run
+    # started before they existed resumes without a "different config" warning.
+    implied = {**_IMPLIED, "lora_alpha": config_dict.get("lora_rank")}
+    data = {k: v for k, v in sorted(config_dict.items())
+            if k not in ignore and not (k in implied and v == implied[k])}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
