@@ -154,3 +154,10 @@ def test_quantized_memory_smoke(tmp_path):
 def test_eval_samples_smoke(tmp_path):
     results, _ = run_bench("eval_samples", tmp_path, timeout=600)
     assert {"eval_samples_share_tiny", "eval_samples_steady_share_tiny", "eval_samples_wall_tiny"} <= set(results)
+
+
+@pytest.mark.slow
+def test_estimate_vs_plan_smoke(tmp_path):
+    results, data = run_bench("estimate_vs_plan", tmp_path, timeout=600)
+    assert set(results) == {"tiny_int8_block_estimate_vs_plan"}
+    assert all(row["plan"] > 0 and row["estimate"] > 0 for row in data["rows"])
