@@ -15,7 +15,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
-from . import curves, plots, ticks
+from . import curves, layout, plots, ticks
 from .series import RunSeries
 
 RAW_OPACITY = 0.25  # the raw line behind a smoothed one, as TensorBoard draws it
@@ -80,9 +80,9 @@ class CurveView(w.VBox):
                      for key in ("loss", "throughput", "grad_norm")}
         self._throughput_now: float | None = None
         halves = [plots.keyed(self.lr_figure), plots.keyed(self.grad_norm_figure)]
-        for box in halves:
-            box.layout.width, box.layout.min_width = "50%", "280px"
-        halves = w.HBox(halves, layout=w.Layout(width="100%", flex_flow="row wrap"))
+        for box in halves:  # two side by side, or one a line when narrow; never wider than the panel
+            box.layout.width, box.layout.min_width = "calc(50% - 4px)", "290px"
+        halves = w.HBox(halves, layout=w.Layout(width=layout.FULL, flex_flow="row wrap"))
         super().__init__([self.controls, plots.keyed(self.loss_figure), plots.keyed(self.throughput_figure), halves],
                          **kwargs)
         self.add_class("gft-curves")

@@ -15,7 +15,7 @@ import ipywidgets as w
 import traitlets as t
 
 from .. import fit
-from . import fmt
+from . import fmt, layout
 
 
 class FitAdvisor(t.HasTraits):
@@ -88,8 +88,9 @@ class FitRow(w.VBox):
         self.message = w.HTML()
         self.message.add_class("gft-fit-message")
         self.state.observe(self._show, ["verdict_text", "fits", "fix_text"])
-        super().__init__([w.HBox([self.target, self.verdict], layout=w.Layout(align_items="center")),
-                          w.HBox([self.make_fit_button, self.message], layout=w.Layout(align_items="center"))],
+        # Rows that wrap at 800 px instead of pushing the verdict off-screen (ui/layout.py).
+        super().__init__([layout.row([layout.keep_size(self.target), layout.message(self.verdict)], align="center"),
+                          layout.row([self.make_fit_button, layout.message(self.message)], align="center")],
                          **kwargs)
         self.add_class("gft-fit")
 

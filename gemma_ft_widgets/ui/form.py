@@ -82,6 +82,10 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "path":
         return w.Text(value=default, placeholder="path to a .jsonl or .csv file", continuous_update=False,
                       description=label, style=_DESC, layout=w.Layout(width="520px"))
+    if kind == "lines":  # a list of strings, one a line (eval_prompts)
+        return w.Textarea(value="\n".join(default), continuous_update=False, rows=3, description=label,
+                          style=_DESC, layout=w.Layout(width="520px"))
+    # Only for the kinds below: a Layout made and not used is a widget never closed (test_ui_leaks).
     common = dict(description=label, style=_DESC, layout=w.Layout(**_FIELD))
     if kind == "model":
         return w.Dropdown(options=_model_options(), value=default, **common)
@@ -102,9 +106,6 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "remat":
         return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
                           value=default, **common)
-    if kind == "lines":  # a list of strings, one a line (eval_prompts)
-        return w.Textarea(value="\n".join(default), continuous_update=False, rows=3, description=label,
-                          style=_DESC, layout=w.Layout(width="520px"))
     if kind == "int":  # not IntText: it turns a typed "1.5" into 15 (see whole_number.py)
         return WholeNumberText(value=default, **common)
     if kind == "float":
