@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         return contract.EXIT_CONFIG_ERROR
     loading.clear()  # before "ready": only after it may a request arrive
     server.send({"event": "ready", "checkpoint": path, "pid": os.getpid()})
-    return server.serve(Lines(0), args.idle_timeout)
+    code = server.serve(Lines(0), args.idle_timeout)
+    # At once: an interpreter with jax loaded can take seconds to tear down, and a kernel that
+    # went away expects its sampler gone with it. Nothing here needs flushing but the protocol.
+    out.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
