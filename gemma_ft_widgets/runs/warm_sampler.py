@@ -105,9 +105,10 @@ class WarmSampler:
         env = package_env()
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the accelerator with a live run
         with os.fdopen(fd, "wb") as log:
-            # Its own session: an interrupt of the kernel is not meant for it.
+            # In the kernel's process group, unlike a run: Jupyter's kill of a kernel (restart,
+            # shutdown) takes it along. It ignores SIGINT, so an interrupt of the kernel does not.
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         env=env, start_new_session=True)
+                                         env=env)
         # Popen returns after exec: create time and command line are final.
         self.create_time = psutil.Process(self.proc.pid).create_time()
         self.registry_path = os.path.join(folder, f"{self.proc.pid}.json")

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # The protocol owns the real stdout; anything else printing (libraries) goes to stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt is not meant for us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt (SIGINT to its group) is not for us
     server = Server(args.run_dir, args.checkpoint, out)
     loading = threading.Event()
     loading.set()
