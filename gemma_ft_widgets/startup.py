@@ -75,6 +75,9 @@ def _launch_time(run_dir: str) -> float | None:
     return None
 
 
+HEAD_BYTES = 4 << 20  # how much of a run's metrics.jsonl start-up facts are looked for in
+
+
 def run_facts(run_dir: str) -> dict | None:
     """{config, seconds, load_s, compile_s, checkpoint_s} of a run's first attempt; None when
     it never reached a step."""
@@ -100,7 +103,11 @@ def _read(run_dir: str, metrics: str) -> dict | None:
     start = compile_ev = first_step = ckpt_s = None
     try:
         with open(metrics, encoding="utf-8") as f:
+            read = 0
             for line in f:  # only as far as the first checkpoint (or the second attempt)
+                read += len(line)
+                if read > HEAD_BYTES:
+                    break  # a long history whose checkpoints carry no time: its head is enough
                 try:
                     ev = json.loads(line)
                 except ValueError:

@@ -179,11 +179,12 @@ def _rows_to_keep(step_lines: np.ndarray, others: list[tuple[int, dict[str, Any]
 
 
 def _point_type() -> type:
-    """The struct a step or eval line decodes into: its event, an int step, and the curves'
-    other fields as numbers (None where missing or null)."""
+    """The struct any event line decodes into: its event, its step (an int, or None), and the
+    curves' other fields as numbers (None where missing or null); other keys are skipped.
+    A value of another type (a string loss, a float step) fails the decode."""
     fields = sorted({f for names in KINDS.values() for f in names} - {"step"})
-    return msgspec.defstruct("CurvePoint", [("event", str), ("step", int),
-                                            *[(f, float | None, None) for f in fields]])
+    return msgspec.defstruct("CurvePoint", [("event", str, ""), ("step", int | None, None),
+                                            *[(f, float | None, None) for f in fields]], gc=False)
 
 
 class BlockParser:
@@ -192,7 +193,8 @@ class BlockParser:
     million lines never live as a million objects."""
 
     def __init__(self) -> None:
-        self._decode = msgspec.json.Decoder(_point_type()).decode
+        decoder = msgspec.json.Decoder(_point_type())
+        self._decode, self._decode_lines = decoder.decode, decoder.decode_lines
         self.bulk_rows = 0  # lines taken by the typed decoder so far (the others went through json.loads)
 
     def parse(self, blocks: Iterable[bytes]) -> MetricsBatch:
@@ -206,11 +208,16 @@ class BlockParser:
         corrupt = line = 0
         for block in blocks:
             points: dict[str, tuple[list[int], list[Any]]] = {k: ([], []) for k in KINDS}
-            for raw in block.split(b"\n")[:-1]:
-                corrupt += self._line(line, raw, points, slow, others)
-                line += 1
-            for kind, (lines, decoded) in points.items():
-                parts[kind].append(_rows(kind, lines, decoded))
+            n_lines = block.count(b"\n")
+            decoded = self._whole_block(block, n_lines)
+            if decoded is not None:
+                corrupt += self._sort_block(line, block, decoded, points, slow, others)
+            else:  # a blank, corrupt or odd line in it: line by line
+                for i, raw in enumerate(block.split(b"\n")[:-1]):
+                    corrupt += self._line(line + i, raw, points, slow, others)
+            line += n_lines
+            for kind, (lines, kept) in points.items():
+                parts[kind].append(_rows(kind, lines, kept))
         if self._last is not None:
             self._pinned[self._last[0]] = self._last[1]
         steps = Rows.merged("step", [Rows.joined("step", parts["step"]), Rows.of_events("step", *slow["step"])])
@@ -222,13 +229,52 @@ class BlockParser:
             step_events[row] = slow_steps[n] if n in slow_steps else json.loads(self._pinned[n])
         return MetricsBatch(steps, evals, others, len(steps) + len(evals) + len(others), corrupt, step_events)
 
+    def _whole_block(self, block: bytes, n_lines: int) -> list | None:
+        """Every line of the block decoded in one call, or None when one of them does not
+        decode (or is blank: decode_lines skips those, which would shift the line numbers)."""
+        try:
+            decoded = self._decode_lines(block)
+        except msgspec.DecodeError:
+            return None
+        return decoded if len(decoded) == n_lines else None
+
+    def _sort_block(self, first: int, block: bytes, decoded: list, points, slow, others) -> int:
+        """File a block whose every line decoded: curve points as they are, other events
+        (and a step whose step is null) parsed whole with json.loads. Returns corrupt lines."""
+        raws, corrupt = None, 0
+        for i, point in enumerate(decoded):
+            if point.event in KINDS and point.step is not None:
+                points[point.event][0].append(first + i)
+                points[point.event][1].append(point)
+                continue
+            if raws is None:
+                raws = block.split(b"\n")
+            if point.event == "start":  # the last step before it may be shown: keep its line
+                steps = points["step"][0]
+                if steps:
+                    self._pinned[steps[-1]] = raws[steps[-1] - first]
+                elif self._last is not None:
+                    self._pinned[self._last[0]] = self._last[1]
+            e = _parse(raws[i])
+            if e is None:  # msgspec took it, json.loads does not: corrupt, as JsonlTail says
+                corrupt += 1
+            else:
+                _sort_event(first + i, e, slow, others)
+        self.bulk_rows += sum(len(lines) for lines, _ in points.values())
+        last_step = points["step"][0]
+        if last_step:
+            if raws is None:
+                raws = block.split(b"\n")
+            self._last = (last_step[-1], raws[last_step[-1] - first])
+        return corrupt
+
     def _line(self, line: int, raw: bytes, points, slow, others) -> bool:
         """File one line; True when it is corrupt (not blank, not a JSON object)."""
         try:
             point = self._decode(raw)
         except msgspec.DecodeError:  # not a plain step / eval line: the slow path decides
             point = None
-        if point is not None and point.event in KINDS:
+        if point is not None and point.event in KINDS and point.step is not None:
             points[point.event][0].append(line)
             points[point.event][1].append(point)
             if point.event == "step":
