@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import _common as C
 

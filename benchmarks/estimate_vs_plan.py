@@ -64,10 +64,10 @@ def main(argv=None) -> int:
                  note=f"{backend} plan, LoRA {batch}x{seq} f32")
     if args.with_270m and not args.smoke:
         import jax.numpy as jnp
+        from memory_plan import plan as abstract_plan
 
         from gemma_ft_widgets import models
         from gemma_ft_widgets.estimate import estimate
-        from memory_plan import plan as abstract_plan
 
         for remat in ("none", "block"):
             m = abstract_plan(models.MODELS["gemma3-270m"], 2, 512, 8, jnp.float32, remat)

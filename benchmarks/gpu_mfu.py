@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from gemma_ft_widgets.estimate import estimate as estimate_memory
     from gemma_ft_widgets import models as table
+    from gemma_ft_widgets.estimate import estimate as estimate_memory
     from gemma_ft_widgets.train import lora, optim, step
     from gemma_ft_widgets.train import models as tmodels
 

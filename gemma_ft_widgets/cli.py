@@ -31,8 +31,7 @@ import time
 from typing import Any
 
 from . import contract
-from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State
-from .runs import phases, samples
+from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State, phases, samples
 from .runs.manager import LOG_STREAMS
 from .runs.status import fmt_devices
 

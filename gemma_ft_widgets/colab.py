@@ -28,7 +28,7 @@ def enable_colab_widgets(out=print) -> bool:
         from google.colab import output  # type: ignore[import-not-found]
 
         output.enable_custom_widget_manager()
-    except Exception as e:  # an old Colab: say so instead of failing the panel
+    except Exception as e:  # noqa: BLE001 (an old Colab: say so instead of failing the panel)
         out(f"gemma_ft_widgets: could not enable Colab's custom widget manager ({e}); "
             "plots may not render.")
         return False

@@ -118,7 +118,7 @@ class TrainingConfig:
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any], check_files: bool = True) -> "TrainingConfig":
+    def from_dict(cls, data: dict[str, Any], check_files: bool = True) -> TrainingConfig:
         """Validate a plain dict (e.g. parsed JSON). Raises ConfigError with all problems."""
         if not isinstance(data, dict):
             raise ConfigError([FieldError("config", f"expected a JSON object, got {type(data).__name__}")])
@@ -145,7 +145,7 @@ class TrainingConfig:
         return config._resolved()
 
     @classmethod
-    def from_json_file(cls, path: str, check_files: bool = True) -> "TrainingConfig":
+    def from_json_file(cls, path: str, check_files: bool = True) -> TrainingConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -165,7 +165,7 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes) -> "TrainingConfig":
+    def replace(self, **changes) -> TrainingConfig:
         """A validated copy with some fields changed."""
         return TrainingConfig.from_dict({**self.to_dict(), **changes})
 
@@ -237,14 +237,14 @@ class TrainingConfig:
             errs += _dataset_problems(self, check_files)
         return errs
 
-    def check(self, check_files: bool = True) -> "TrainingConfig":
+    def check(self, check_files: bool = True) -> TrainingConfig:
         errors = self.problems(check_files=check_files)
         if errors:
             raise ConfigError(errors)
         return self._resolved()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _resolved(self) -> "TrainingConfig":
+    def _resolved(self) -> TrainingConfig:
         changes = {}
         if self.dataset:
             changes["dataset"] = os.path.abspath(os.path.expanduser(self.dataset))

@@ -13,7 +13,8 @@ import math
 import os
 import re
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 # Workspace level.
 LOCK_NAME = ".training.lock"
@@ -97,7 +98,7 @@ NONFINITE_KEY = "nonfinite"  # {field: "NaN" | "Infinity" | "-Infinity"} next to
 
 def utc_now() -> str:
     """ISO-8601 UTC timestamp with seconds, as written in every file."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def strict(obj: Any) -> Any:

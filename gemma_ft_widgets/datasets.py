@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 FORMATS = ("text", "prompt_response", "alpaca", "chat")
 START, END = "<start_of_turn>", "<end_of_turn>"

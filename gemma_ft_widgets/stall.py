@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
 MIN_STALL_S = 20.0
 PAUSE_FACTOR = 5.0  # a stall is this many times the longest pause seen, or expected
 

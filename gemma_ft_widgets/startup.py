@@ -58,7 +58,7 @@ _cache: dict[str, tuple[float, dict | None]] = {}
 
 def _parse_time(text: str) -> float | None:
     try:
-        return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+        return _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC).timestamp()
     except ValueError:
         return None
 

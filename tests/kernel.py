@@ -23,7 +23,7 @@ class Kernel:
         self.cwd, self.env = cwd, {**os.environ, **(env or {})}
         self.kc = None
 
-    def start(self) -> "Kernel":
+    def start(self) -> Kernel:
         self.km.start_kernel(cwd=self.cwd, env=self.env)
         self._connect()
         return self

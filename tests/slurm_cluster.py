@@ -44,7 +44,7 @@ class SlurmCluster:
         self.cpus = cpus
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, timeout: float = 60.0) -> "SlurmCluster":
+    def start(self, timeout: float = 60.0) -> SlurmCluster:
         r = self.root
         for d in ("state", "spool", "munge"):
             os.makedirs(os.path.join(r, d), exist_ok=True)

@@ -74,7 +74,9 @@ def test_unreadable_dataset_file(dataset):
         assert "not readable" in errs["dataset"][0]
         return
     # Root reads anything: validate in a child that dropped the capabilities that allow it.
-    import shutil, subprocess, sys
+    import shutil
+    import subprocess
+    import sys
 
     if not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")

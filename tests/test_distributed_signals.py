@@ -6,7 +6,6 @@ sets them), a real SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

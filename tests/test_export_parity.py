@@ -24,7 +24,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
 import torch  # noqa: E402  (the export extra; a missing one must fail, not skip)
 import transformers  # noqa: E402
 

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from gemma_ft_widgets import contract
-from gemma_ft_widgets.runs import RunManager, State, k8s
+from gemma_ft_widgets.runs import RunManager, State
 
 from .test_multiprocess import config, events
 

@@ -61,9 +61,10 @@ def test_an_eval_split_emptied_by_max_seq_len_is_refused_at_start_by_the_panel(t
 
 
 def test_nothing_left_to_train_is_refused_and_names_the_shortest_prompt(tmp_path, sim_env):
-    from gemma_ft_widgets.runs import RunManager
-    from gemma_ft_widgets.config import ConfigError
     import pytest
+
+    from gemma_ft_widgets.config import ConfigError
+    from gemma_ft_widgets.runs import RunManager
 
     path = tmp_path / "all_long.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [LONG] * 6))
@@ -92,8 +93,9 @@ def test_a_model_without_a_local_tokenizer_is_refused_only_when_sure(tmp_path, m
 
 def test_the_queue_refuses_such_a_config_when_it_is_added(tmp_path, manager):
     data, seed = eval_only_long(tmp_path)
-    from gemma_ft_widgets.config import ConfigError
     import pytest
+
+    from gemma_ft_widgets.config import ConfigError
 
     with pytest.raises(ConfigError, match="all 2 eval examples were dropped"):
         manager.queue.add({"model": "tiny", "dataset": data, "max_seq_len": 32, "eval_fraction": 0.1,

@@ -14,9 +14,8 @@ import time
 import psutil
 import pytest
 
-from gemma_ft_widgets import contract
+from gemma_ft_widgets import contract, stall
 from gemma_ft_widgets.config import sample_dataset_path
-from gemma_ft_widgets import stall
 from gemma_ft_widgets.runs import RunManager, State, lockfile
 from gemma_ft_widgets.runs.status import check_lock
 from gemma_ft_widgets.ui import ControlPanel

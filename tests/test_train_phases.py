@@ -14,8 +14,8 @@ import threading
 import pytest
 
 from gemma_ft_widgets import contract, datasets
-from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets import models as table
+from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import phases
 
 from .test_train_loop import events, make_run, train

@@ -15,7 +15,7 @@ import pytest
 
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.runs.metrics import MetricsBlocks
-from gemma_ft_widgets.ui import columns, plots
+from gemma_ft_widgets.ui import plots
 from gemma_ft_widgets.ui.columns import FIELDS, BlockParser, MetricsBatch
 from gemma_ft_widgets.ui.series import RunSeries
 
@@ -162,7 +162,7 @@ def test_bulk_parse_of_a_plain_history_matches_json(tmp_path):
     write(path, lines)
     got = assert_same(path)
     assert len(got) == 3000 and got.step[-1] == 3000
-    assert BULK_ROWS[-1] >= 2990  
+    assert BULK_ROWS[-1] >= 2990
 
 
 @pytest.mark.parametrize("seed", range(6))

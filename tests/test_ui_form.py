@@ -142,7 +142,7 @@ def test_upload_copies_into_the_workspace_without_overwriting(form, tmp_path):
     for expected in ("mine.jsonl", "mine-2.jsonl"):
         form.upload.value = ({"name": "mine.jsonl", "type": "application/json", "size": len(content),
                               "content": memoryview(content),
-                              "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+                              "last_modified": datetime.datetime.now(datetime.UTC)},)
         path = tmp_path / "uploads" / expected
         assert path.read_bytes() == content
         assert form.fields["dataset"].value == str(path)

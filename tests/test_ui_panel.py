@@ -9,11 +9,10 @@ import signal
 import threading
 import time
 
-
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunManager
-from gemma_ft_widgets.ui import ControlPanel, fmt
+from gemma_ft_widgets.ui import ControlPanel
 
 from .conftest import wait_for
 

@@ -17,7 +17,7 @@ starts from (llama.cpp's own converter reads these HF names).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

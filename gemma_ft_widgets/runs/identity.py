@@ -10,7 +10,8 @@ import functools
 import os
 import signal
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import psutil
 

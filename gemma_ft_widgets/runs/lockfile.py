@@ -11,7 +11,8 @@ import contextlib
 import fcntl
 import json
 import os
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from .. import contract
 

@@ -44,7 +44,7 @@ def default_workspace() -> str:
 class Run:
     """A handle on one run folder. Holds no state: every call asks the workspace."""
 
-    def __init__(self, manager: "RunManager", run_dir: str):
+    def __init__(self, manager: RunManager, run_dir: str):
         self.manager, self.run_dir = manager, run_dir
 
     @property
@@ -820,7 +820,7 @@ def _refuse_what_cannot_fit(cfg, check_memory: bool = True) -> None:
 def _iso_time(t: float) -> str:
     import datetime as _dt
 
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _safe_prefix(name: str) -> str:

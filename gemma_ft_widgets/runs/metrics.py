@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import contract
 
@@ -148,7 +149,7 @@ class MetricsSummary:
         self.last_data: dict[str, Any] | None = None
         self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
 
-    def refresh(self) -> "MetricsSummary":
+    def refresh(self) -> MetricsSummary:
         try:
             size = os.path.getsize(self.reader.path)
         except OSError:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from .. import contract
 from .metrics import MetricsBlocks, _parse_line

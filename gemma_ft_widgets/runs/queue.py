@@ -19,7 +19,8 @@ import dataclasses
 import fcntl
 import os
 import secrets
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import contract
 from .errors import RunError
@@ -56,7 +57,7 @@ class QueueState:
         return {"version": 1, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QueueState":
+    def from_dict(cls, d: dict[str, Any]) -> QueueState:
         entries = [Entry(**{k: e.get(k) for k in ("id", "config", "name", "group", "added_at")})
                    for e in d.get("entries", []) if isinstance(e, dict) and "id" in e and "config" in e]
         policy = d.get("on_failure") if d.get("on_failure") in POLICIES else "pause"

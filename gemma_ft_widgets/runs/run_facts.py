@@ -55,7 +55,7 @@ def _epoch(stamp: str) -> float | None:
         t = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).timestamp()
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.UTC)).timestamp()
 
 
 class BestEval:

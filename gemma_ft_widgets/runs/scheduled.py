@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import contract
 from . import identity, lockfile, slurm
-from .jobs import job_of
 from .errors import RunError
+from .jobs import job_of
 from .results import write_result
 from .status import read_result
 from .stopping import StopReport

@@ -14,10 +14,10 @@ from typing import Any
 import psutil
 
 from .. import contract, stall
+from ..config import split_tags
 from . import identity, liveness
 from .lockfile import LockRead
 from .metrics import MetricsSummary
-from ..config import split_tags
 from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
 
 
@@ -354,14 +354,14 @@ def _same(a: Any, b: str) -> bool:
 
 
 def _iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(s: Any) -> float | None:
     if not isinstance(s, str):
         return None
     try:
-        return _dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+        return _dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC).timestamp()
     except ValueError:
         try:
             return _dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()

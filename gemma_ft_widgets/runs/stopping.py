@@ -8,15 +8,16 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
 from .. import contract
 from . import identity, lockfile
+from .results import write_result
 from .state import State
 from .status import LockCheck, read_result
-from .results import write_result
 
 POLL_S = 0.05
 

@@ -31,14 +31,15 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
 from .. import contract
 from . import identity
-from .launch import package_env
 from .errors import RunError
+from .launch import package_env
 from .state import Proc
 
 SERVER_MODULE = "gemma_ft_widgets.train.sample_server"
@@ -323,7 +324,7 @@ class WarmSamplers:
             s.close()
 
 
-_POOLS: "weakref.WeakSet[WarmSamplers]" = weakref.WeakSet()
+_POOLS: weakref.WeakSet[WarmSamplers] = weakref.WeakSet()
 
 
 @atexit.register

@@ -66,7 +66,7 @@ class EvalSampler:
         self.seconds: list[float] = []  # wall time of each run(), for the log and the benchmark
 
     @classmethod
-    def create(cls, trainer) -> "EvalSampler | None":
+    def create(cls, trainer) -> EvalSampler | None:
         cfg = trainer.config
         if cfg.sample_tokens <= 0:
             return None

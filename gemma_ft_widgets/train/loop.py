@@ -87,7 +87,7 @@ class StopFlag:
         self.signum: int | None = None
         self._old = {}
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -284,11 +284,22 @@ class Trainer:
     # -- setup ----------------------------------------------------------------------------
     def setup(self) -> None:
         import jax
-        import numpy as np
 
         from .. import datasets
-        from . import (checkpoints, data, distributed, eval_samples, lora, models, optim, phases, quantize, remat,
-                       sharding, step)
+        from . import (
+            checkpoints,
+            data,
+            distributed,
+            eval_samples,
+            lora,
+            models,
+            optim,
+            phases,
+            quantize,
+            remat,
+            sharding,
+            step,
+        )
 
         cfg = self.config
         self.devices = jax.devices()
@@ -442,7 +453,6 @@ class Trainer:
         return seconds
 
     def evaluate(self) -> float | None:
-        import jax
 
         from . import data, distributed
 

@@ -141,7 +141,7 @@ class Server:
                 self.send({"id": None, "ok": False, "error": f"bad request: {e}"})
                 continue
             rid, op = req.get("id"), req.get("op")
-            say = lambda phase: self.send({"id": rid, "event": "progress", "phase": phase})  # noqa: E731
+            say = lambda phase, rid=rid: self.send({"id": rid, "event": "progress", "phase": phase})  # noqa: E731
             try:
                 if op == "generate":
                     self.send({"id": rid, "ok": True, **self.generate(req, say)})

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -64,12 +65,12 @@ class Rows:
         return self.columns[field]
 
     @classmethod
-    def of_events(cls, kind: str, lines: list[int], events: list[dict[str, Any]]) -> "Rows":
+    def of_events(cls, kind: str, lines: list[int], events: list[dict[str, Any]]) -> Rows:
         return cls(kind, np.asarray(lines, dtype=np.int64),
                    {k: np.array([as_float(e.get(k)) for e in events], dtype=float) for k in KINDS[kind]})
 
     @classmethod
-    def merged(cls, kind: str, parts: list["Rows"]) -> "Rows":
+    def merged(cls, kind: str, parts: list[Rows]) -> Rows:
         """One Rows of several, in line order (each part in line order)."""
         parts = [p for p in parts if len(p)]
         if not parts:
@@ -82,7 +83,7 @@ class Rows:
                                        for k in KINDS[kind]})
 
     @classmethod
-    def joined(cls, kind: str, parts: list["Rows"]) -> "Rows":
+    def joined(cls, kind: str, parts: list[Rows]) -> Rows:
         """One Rows of consecutive parts (lines already numbered for the whole)."""
         parts = [p for p in parts if len(p)]
         if len(parts) == 1:
@@ -92,7 +93,7 @@ class Rows:
         return cls(kind, np.concatenate([p.line for p in parts]),
                    {k: np.concatenate([p.columns[k] for p in parts]) for k in KINDS[kind]})
 
-    def shifted(self, lines: int) -> "Rows":
+    def shifted(self, lines: int) -> Rows:
         return Rows(self.kind, self.line + lines, self.columns) if lines else self
 
 
@@ -153,7 +154,7 @@ class MetricsBatch:
         return e
 
     @classmethod
-    def from_events(cls, events: Iterable[dict[str, Any]]) -> "MetricsBatch":
+    def from_events(cls, events: Iterable[dict[str, Any]]) -> MetricsBatch:
         """A batch of already parsed events (in order)."""
         rows: dict[str, tuple[list[int], list[dict]]] = {k: ([], []) for k in KINDS}
         others = []

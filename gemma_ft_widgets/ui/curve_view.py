@@ -15,7 +15,7 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
-from . import curves, layout, plots, ticks
+from . import curves, layout, plots
 from .series import RunSeries
 
 RAW_OPACITY = 0.25  # the raw line behind a smoothed one, as TensorBoard draws it

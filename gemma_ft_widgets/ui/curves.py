@@ -37,11 +37,12 @@ def ema(y, weight: float, state: tuple[float, int] = (0.0, 0)) -> tuple[np.ndarr
     return out, (float(acc[-1]), int(counts[-1]))
 
 
-def clip_outliers(y, tail=np.zeros(0)) -> tuple[np.ndarray, np.ndarray]:
+def clip_outliers(y, tail=None) -> tuple[np.ndarray, np.ndarray]:
     """Each point kept within CLIP_FACTOR of the median of itself and the CLIP_WINDOW - 1
     points before it (`tail`: those of earlier calls). A burst of 100-200k tokens/s on a
     ~15k line (a step timed across an eval or a checkpoint) no longer sets the scale."""
     y = np.asarray(y, dtype=float)
+    tail = np.zeros(0) if tail is None else tail
     if not len(y):
         return y.copy(), tail
     both = np.concatenate([np.full(CLIP_WINDOW - 1 - len(tail), np.nan), tail, y])

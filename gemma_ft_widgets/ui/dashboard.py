@@ -7,16 +7,17 @@ local state is whether the abort confirmation is open.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as w
 import traitlets as t
 
-from . import fmt, layout, plots
-from .processes_view import ProcessesView
 from ..runs.phases import describe
 from ..runs.status import fmt_devices
+from . import fmt, layout, plots
 from .curve_view import CurveView
+from .processes_view import ProcessesView
 from .samples_view import SamplesView
 from .series import RunSeries
 

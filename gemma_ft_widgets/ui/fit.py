@@ -9,7 +9,8 @@ reason, whichever target is selected; "Start anyway" then starts it deliberately
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as w
 import traitlets as t

@@ -99,7 +99,7 @@ def _local(iso: Any):
         t = _dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).astimezone()
+    return (t if t.tzinfo else t.replace(tzinfo=_dt.UTC)).astimezone()
 
 
 def when(iso: Any) -> str:

@@ -12,7 +12,8 @@ import html
 import os
 import re
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as w
 import traitlets as t
@@ -347,11 +348,11 @@ class ConfigForm(w.VBox):
 
     def _show_errors(self, errors: dict[str, list[str]]) -> None:
         general = []
-        for name, html in self.errors.items():
+        for name, slot in self.errors.items():
             msgs = errors.get(name, [])
             if len(msgs) > MAX_SHOWN_ERRORS:
                 msgs = msgs[:MAX_SHOWN_ERRORS] + [f"... and {len(msgs) - MAX_SHOWN_ERRORS} more"]
-            html.value = fmt.error_html(msgs)
+            slot.value = fmt.error_html(msgs)
         for name, msgs in errors.items():
             if name not in self.errors:
                 general += [f"{name}: {m}" for m in msgs]

@@ -11,7 +11,8 @@ side by side, each side continuing its own conversation.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as w
 import traitlets as t

@@ -8,7 +8,7 @@ changed by setting traits, inside `hold_sync()` so x and y arrive in the browser
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import bqplot as bq
 import ipywidgets as w

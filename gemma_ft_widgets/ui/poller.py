@@ -9,7 +9,7 @@ Output widget; `tick` only sets widget traits.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class Poller:
@@ -23,7 +23,7 @@ class Poller:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.ticks = 0
 
-    def start(self) -> "Poller":
+    def start(self) -> Poller:
         self._thread.start()
         return self
 

@@ -4,7 +4,8 @@ callbacks (the panel runs them in worker threads)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as w
 

@@ -11,7 +11,8 @@ rows are a fixed pool of widgets (one page), whose values change only when what 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ipywidgets as w
 
@@ -74,7 +75,7 @@ def diff_html(diff: list[tuple[str, list[Any]]], names: Sequence[str]) -> str:
 
 
 class _RowWidgets:
-    def __init__(self, on_toggle: Callable[["_RowWidgets", bool], None]):
+    def __init__(self, on_toggle: Callable[[_RowWidgets, bool], None]):
         self.run_dir = ""
         self.row: RunRow | None = None  # the row drawn last
         self.check = w.Checkbox(value=False, indent=False, layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))

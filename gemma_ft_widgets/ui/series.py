@@ -9,7 +9,8 @@ reads what was appended since the last read; a long history is parsed into colum
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -13,13 +13,14 @@ while it redraws the axis after a data change, and the default format then stays
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 # d3 formats: integers with thousands separators; decimals trimmed of trailing zeros (up to 6
 # places); SI prefixes trimmed (5.12k, 40k, 1.5M).
 FORMATS = {"integer": ",d", "decimal": ",~f", "si": "~s"}
 
-import numpy as np
 
 
 def extent(arrays: Iterable[Sequence[float]]) -> tuple[float, float] | None:

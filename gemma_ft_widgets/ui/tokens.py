@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ..tokenizers import processor as _processor
 from ..tokenizers import tiny_tokenizer_path, tokenizer_path

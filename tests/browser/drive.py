@@ -22,7 +22,7 @@ def accept_kernel_dialog(page, wait: float = 3) -> None:
     """A notebook without kernel metadata asks which kernel: take the default."""
     try:
         page.locator(".jp-Dialog .jp-mod-accept").first.click(timeout=wait * 1000)
-    except Exception:
+    except Exception:  # noqa: BLE001 (playwright's timeout or a detached node: no dialog came)
         pass
 
 

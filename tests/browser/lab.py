@@ -45,7 +45,7 @@ class LabServer:
         self.log_path = os.path.join(home, f"lab-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "LabServer":
+    def start(self, timeout: float = 90) -> LabServer:
         jupyter = [sys.executable, "-m", "jupyter"]
         if self.app == "lab":
             subprocess.run(jupyter + ["labextension", "disable",
@@ -229,7 +229,7 @@ class VoilaServer:
         self.log_path = os.path.join(home, f"voila-{self.port}.log")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> "VoilaServer":
+    def start(self, timeout: float = 90) -> VoilaServer:
         cmd = [sys.executable, "-m", "voila", os.path.basename(self.notebook), "--no-browser",
                f"--port={self.port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
                "--show_tracebacks=True"]

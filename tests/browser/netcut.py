@@ -21,7 +21,7 @@ class CuttableLink:
         self._listener: socket.socket | None = None
         self.connections = 0  # accepted so far (reconnections show up here)
 
-    def start(self) -> "CuttableLink":
+    def start(self) -> CuttableLink:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
