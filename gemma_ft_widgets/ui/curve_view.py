@@ -130,8 +130,7 @@ class CurveView(w.VBox):
         smooth = c.smoothing > 0
         clipped = self._clip.update(key, series.tokens_per_s.values)
         throughput = self._ema["throughput"].update(view, clipped)
-        finite = throughput[np.isfinite(throughput)]
-        self._throughput_now = float(finite[-1]) if len(finite) else None
+        self._throughput_now = _last_finite(throughput)
         eval_x = (series.eval_step.values if c.x_axis == "step"
                   else np.interp(series.eval_step.values, series.step.values, x) if len(x) else np.zeros(0))
         curves_now = [
@@ -172,3 +171,12 @@ class CurveView(w.VBox):
         if axis == "wall time":
             return self._x["wall time"].update(key, series.time.values)
         return series.step.values
+
+
+def _last_finite(values: np.ndarray) -> float | None:
+    """The last finite value; looks at the tail first (a refresh must not scan a long history)."""
+    for part in (values[-64:], values):
+        finite = part[np.isfinite(part)]
+        if len(finite):
+            return float(finite[-1])
+    return None
