@@ -58,6 +58,18 @@ def test_a_constant_series_gets_one_tick_with_its_value():
     assert ticks.nice_ticks(4, 4, 5, integer=True) == [4]
 
 
+def test_a_constant_smoothed_line_gets_one_tick():
+    """A constant throughput smoothed by the EMA is constant only up to rounding (5119.99999...,
+    5120.00000...): it got seven ticks that all read "5.12k" (the browser test caught it)."""
+    from gemma_ft_widgets.ui import curves
+
+    smoothed, _ = curves.ema(np.full(40, 5120.0), 0.6)
+    lo, hi = ticks.extent([smoothed, np.full(40, 5120.0)])
+    assert ticks.nice_ticks(lo, hi) == [5120.0]
+    assert ticks.nice_ticks(5119.9999999, 5120.0000001) == [5120.0]
+    assert len(ticks.nice_ticks(5100.0, 5140.0)) > 1  # a real spread still gets its ticks
+
+
 def test_extent_ignores_nan_and_empty_arrays():
     assert ticks.extent([[np.nan, 2.0, 5.0], [], [np.inf, -1.0]]) == (-1.0, 5.0)
     assert ticks.extent([[np.nan], []]) is None

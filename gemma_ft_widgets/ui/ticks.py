@@ -20,7 +20,7 @@ import numpy as np
 # d3 formats: integers with thousands separators; decimals trimmed of trailing zeros (up to 6
 # places); SI prefixes trimmed (5.12k, 40k, 1.5M).
 FORMATS = {"integer": ",d", "decimal": ",~f", "si": "~s"}
-
+CONSTANT_SPAN = 1e-6  # a range this small relative to its values is drawn as a constant
 
 
 def extent(arrays: Iterable[Sequence[float]]) -> tuple[float, float] | None:
@@ -47,9 +47,12 @@ def nice_step(span: float, count: int = 5, integer: bool = False) -> float:
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
-    """Multiples of a nice step within [lo, hi]; a constant series gets one tick, its value."""
-    if hi <= lo:
-        return [round(lo) if integer else lo]
+    """Multiples of a nice step within [lo, hi]; a constant series gets one tick, its value.
+    So does a range below the labels' resolution (6 significant digits): a constant smoothed
+    line is constant only up to rounding, and its ticks would all read the same."""
+    if hi - lo <= CONSTANT_SPAN * max(abs(lo), abs(hi)):
+        mid = (lo + hi) / 2
+        return [round(mid) if integer else float(f"{mid:.6g}")]
     step = nice_step(hi - lo, count, integer)
     first = math.ceil(lo / step - 1e-9)
     last = math.floor(hi / step + 1e-9)

@@ -201,9 +201,9 @@ def start_run(page, max_steps: int, timeout: float = 60) -> None:
 
 
 def dashboard_step(page) -> int | None:
-    """The step the dashboard's progress label shows ('step 12 / 5000 (0%)')."""
-    m = re.search(r"step\s+(\d+)", text_of(page, ".gft-dashboard .gft-progress-label"))
-    return int(m.group(1)) if m else None
+    """The step the dashboard's progress label shows ('step 1,234 / 5,000 (24%)')."""
+    m = re.search(r"step\s+([\d,]+)", text_of(page, ".gft-dashboard .gft-progress-label"))
+    return int(m.group(1).replace(",", "")) if m else None
 
 
 def screenshot_span(page, artifacts: str, name: str, top: str, bottom: str, pad: int = 8) -> str:

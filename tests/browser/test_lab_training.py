@@ -52,7 +52,7 @@ def test_panel_renders_start_trains_and_loss_line_moves(lab, page, workspaces, a
     status = RunManager(ws).status()
     assert status.state.value == "RUNNING" and status.max_steps == 20000
     assert status.run_name in drive.text_of(page, ".gft-dashboard .gft-run-name")
-    assert "/ 20000" in drive.text_of(page, ".gft-dashboard .gft-progress-label")
+    assert "/ 20,000" in drive.text_of(page, ".gft-dashboard .gft-progress-label")  # fmt.count
 
     # The loss line's path grows while it trains (two reads, seconds apart).
     with drive.explain_curves(page):
