@@ -34,6 +34,7 @@ SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
 LOG_STREAMS = {"stdout": contract.STDOUT_NAME, "stderr": contract.STDERR_NAME,
                "status": contract.STATUS_LOG_NAME, "supervisor": contract.SUPERVISOR_LOG_NAME}
 RELIST_S = 2.0  # see RunManager._listing_now
+ENDING_GRACE_S = 15.0  # how long an ended run's supervisor may take to let go of its lock and flock
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
@@ -422,7 +423,12 @@ class RunManager:
         """Refuse to `what` a folder any process of the run still uses (the lock may be gone)."""
         procs = liveness.processes(run_dir)
         if "trainer" not in procs and read_result(run_dir)[0] is not None:
-            procs = {}  # only the supervisor, finishing up after writing the result
+            # Only the supervisor, finishing up after writing the result (the queue, the
+            # webhook): it still holds the run's flock for a moment. Wait for it, as for the lock.
+            procs = {}
+            deadline = time.monotonic() + ENDING_GRACE_S
+            while liveness.held(run_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)
         if procs or liveness.held(run_dir):
             pids = ", ".join(f"{r} pid {p.pid}" for r, p in procs.items()) or "a process holds its flock"
             raise RunError(f"cannot {what} {os.path.basename(run_dir)}: its processes are alive ({pids}); "
@@ -697,7 +703,7 @@ class RunManager:
             contract.append_status(run_dir, ended.value if ended in ENDED_STATES else "ORPHANED",
                                    f"lock cleared by {by} ({why})")
 
-    def _wait_for_ending_run(self, timeout: float = 15.0) -> None:
+    def _wait_for_ending_run(self, timeout: float = ENDING_GRACE_S) -> None:
         """A run that wrote its result is about to drop its lock: let it, rather than refuse."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
