@@ -423,9 +423,11 @@ class RunManager:
         """Refuse to `what` a folder any process of the run still uses (the lock may be gone)."""
         procs = liveness.processes(run_dir)
         if "trainer" not in procs and read_result(run_dir)[0] is not None:
-            # Only the supervisor, finishing up after writing the result (the queue, the
-            # webhook): it still holds the run's flock for a moment. Wait for it, as for the lock.
-            procs = {}
+            procs = {}  # only the supervisor, finishing up after writing the result
+        if not procs:
+            # No live process of the run, but one that is ending may still hold its flock for a
+            # moment: the supervisor after its result, a trainer SIGKILLed with its group just
+            # now (an orphan verdict comes when the supervisor is gone). Wait, as for the lock.
             deadline = time.monotonic() + ENDING_GRACE_S
             while liveness.held(run_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
