@@ -13,7 +13,6 @@ and the run is ABORTED.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ import subprocess
 import sys
 
 from .. import contract
-from . import identity, lockfile, slurm
+from . import identity, launch, lockfile, slurm
 from .results import write_result
 from .status import check_lock, read_config, stop_requested
 
@@ -81,12 +80,7 @@ def task_end(srun_log: str) -> tuple[int, int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.job_supervisor")
-    parser.add_argument("run_dir")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--trainer", required=True)
-    parser.add_argument("--attempt", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = launch.supervisor_arguments("gemma_ft_widgets.runs.job_supervisor").parse_args(argv)
     run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
     job_id = os.environ.get(JOB_ID_ENV, "")
     log_path = os.path.join(run_dir, contract.SUPERVISOR_LOG_NAME)

@@ -6,6 +6,7 @@ each other.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 
@@ -17,3 +18,13 @@ def package_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
     parts = [p for p in path.split(os.pathsep) if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([root] + [p for p in parts if p != root])}
+
+
+def supervisor_arguments(prog: str) -> argparse.ArgumentParser:
+    """The command line of a supervisor: runs/supervisor.py, and the Slurm job's (runs/job_supervisor.py)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("run_dir")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--trainer", required=True)
+    parser.add_argument("--attempt", type=int, default=1)
+    return parser

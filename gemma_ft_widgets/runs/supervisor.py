@@ -10,7 +10,6 @@ trainer, which saves a checkpoint; the supervisor must live to report it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -21,7 +20,7 @@ import time
 import psutil
 
 from .. import contract
-from . import identity, liveness, lockfile
+from . import identity, launch, liveness, lockfile
 from .results import write_result
 from .status import read_config, stop_requested
 
@@ -35,12 +34,7 @@ def _log(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.supervisor")
-    parser.add_argument("run_dir")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--trainer", required=True)
-    parser.add_argument("--attempt", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = launch.supervisor_arguments("gemma_ft_widgets.runs.supervisor").parse_args(argv)
     run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
 
     trainers: list[subprocess.Popen] = []  # process k of a multi-process run is trainers[k]
