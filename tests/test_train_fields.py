@@ -131,6 +131,16 @@ def test_lora_alpha_scales_the_update_and_old_configs_keep_scale_1(tiny, plain_e
     assert np.isclose(float(base_sums[0]), float(eval3(adapters, loaded.params, batch)[0]), rtol=1e-4)
 
 
+def test_merge_finds_every_adapter_after_the_same_model_was_traced_without_it(tiny):
+    # gemma's Transformer.__call__ is an nn.jit keyed by module and shapes: an earlier trace of an
+    # equal model replayed without the merge's interceptor, and merge found 0 einsums (CI, full run).
+    loaded, _ = tiny
+    model, adapters = lora_parts(loaded)
+    tree = lora.merge(loaded.params, adapters)
+    jax.eval_shape(lambda p: model.apply({"params": p}, jnp.ones((1, 8), jnp.int32)), tree)
+    assert len(lora.adapter_einsums(model, tree)) == len(jax.tree.leaves(adapters)) // 2
+
+
 def test_lora_dropout_changes_the_train_loss_not_the_eval_loss(tiny, plain_eval):
     loaded, batch = tiny
     _, adapters, eval_plain = plain_eval

@@ -163,15 +163,17 @@ def adapter_einsums(lora_model, params) -> dict[tuple[str, ...], tuple[str, str]
 
     def interceptor(next_fun, args, kwargs, context):
         mod = context.module
-        # By class name along the MRO, not isinstance: a test (or a user) that re-imported
-        # gemma's modules leaves two _LoRAEinsum classes, and models built with either count.
+        # By class name along the MRO, so gemma 4's subclass of _LoRAEinsum counts too.
         if context.method_name == "__call__" and any(c.__name__ == "_LoRAEinsum" for c in type(mod).__mro__):
             eqn = args[0] if args else kwargs["eqn"]
             found[tuple(mod.path)] = (eqn, mod.wrapped.weight_name)
         return next_fun(*args, **kwargs)
 
     tokens = jnp.ones((1, 8), jnp.int32)
-    with nn.intercept_methods(interceptor):
+    # disable_jit: gemma's Transformer.__call__ is an nn.jit whose trace cache is keyed by the
+    # module and the input shapes, not by the interceptors in effect. Once any code has traced
+    # an equal model on (1, 8) tokens, a jitted call replays that trace and no einsum is seen.
+    with jax.disable_jit(), nn.intercept_methods(interceptor):
         jax.eval_shape(lambda p: lora_model.apply({"params": p}, tokens), params)
     return found
 
