@@ -33,7 +33,7 @@ from typing import Any
 from . import contract
 from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State, phases, samples
 from .runs.manager import LOG_STREAMS
-from .runs.status import fmt_devices
+from .runs.status import describe_process, fmt_devices
 
 PROG = "gemma-ft"
 
@@ -71,9 +71,8 @@ def _describe(st: RunStatus) -> str:
         if st.devices:
             lines.append(f"devices:    {fmt_devices(st.devices)}")
         if st.processes:
-            lines.append("processes:  " + ", ".join(
-                f"{p.get('process')}: pid {p.get('pid')} "
-                + {True: "alive", False: "gone", None: "?"}[p.get("alive")] for p in st.processes))
+            lines.extend(("processes:  " if k == 0 else " " * 12) + describe_process(p)
+                         for k, p in enumerate(st.processes))
         if st.exit_code is not None or st.signal_name:
             lines.append(f"exit:       code {_fmt(st.exit_code)}   signal {_fmt(st.signal_name)}")
         if st.job:

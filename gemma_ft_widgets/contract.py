@@ -57,6 +57,15 @@ def process_log_name(name: str, process: int) -> str:
     return f"{stem}.p{process}{ext}"
 
 
+PROCESSES_DIR = "processes"  # multi-process runs: one report per trainer process
+
+
+def process_report_rel(process: int) -> str:
+    """processes/process-<k>.json: process k's own devices and memory (every process writes its
+    own, so a run across hosts on a shared filesystem shows them all; see train/process_report.py)."""
+    return f"{PROCESSES_DIR}/process-{process}.json"
+
+
 SUPERVISOR_LOG_NAME = "supervisor.log"
 RESULT_NAME = "result.json"
 STOP_REQUEST_NAME = "stop_request.json"

@@ -23,6 +23,8 @@ from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import sample_dataset_path
 from gemma_ft_widgets.runs import RunError, RunManager, State, lockfile, sampling
 from gemma_ft_widgets.runs.launch import package_env
+from gemma_ft_widgets.runs.status import describe_process
+from gemma_ft_widgets.ui.processes_view import processes_html
 
 from .conftest import wait_for, wait_state
 
@@ -93,9 +95,16 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(real_manager,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     run = real_manager.start(config(num_processes=2))
-    seen = wait_for(lambda: (lambda st: st if st.processes and all(p["alive"] for p in st.processes) else None)(
-        real_manager.status()), START_S, what="both processes alive in the status")
+    seen = wait_for(lambda: (lambda st: st if st.processes and all(p["alive"] and p.get("devices")
+                                                                   for p in st.processes) else None)(
+        real_manager.status()), START_S, what="both processes alive, with their devices, in the status")
     assert [p["process"] for p in seen.processes] == [0, 1]
+    # Each process reports its own devices and memory (process_report.py): 2 forced CPU devices each.
+    assert [len(p["devices"]) for p in seen.processes] == [2, 2]
+    assert not set(seen.processes[0]["devices"]) & set(seen.processes[1]["devices"])
+    assert all(p["host_rss_bytes"] > 50e6 and p["platform"] == "cpu" for p in seen.processes)
+    assert "1: pid" in describe_process(seen.processes[1]) and "2 cpu device(s)" in describe_process(seen.processes[1])
+    assert "host memory" in processes_html(seen) and "2 × cpu" in processes_html(seen)
     lock = lockfile.read_lock(real_manager.workspace).data
     assert [t["process"] for t in lock["trainers"]] == [0, 1]
     for t in lock["trainers"]:  # the lock names each: pid, create time, cmdline
@@ -124,6 +133,7 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(real_manager,
     result = json.load(open(os.path.join(run.run_dir, contract.RESULT_NAME)))
     assert [(p["process"], p["exit_code"]) for p in result["processes"]] == [(0, 0), (1, 0)]
     assert [p["alive"] for p in st.processes] == [False, False]
+    assert [len(p.get("devices") or ()) for p in st.processes] == [2, 2]  # what each said, kept after
     meta = json.load(open(os.path.join(run.run_dir, "checkpoints", f"step_{STEPS}", "meta.json")))
     assert meta["num_processes"] == 2
 

@@ -269,7 +269,7 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         if quiet is not None:
             st.stalled_s = round(quiet[0], 1)
             st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
-    st.processes = _processes(data, lock_check, result)
+    st.processes = _with_reports(_processes(data, lock_check, result), run_dir)
     if lock_check is not None and lock_check.job is not None:
         st.job = dict(lock_check.job)
     if state == State.STARTING:
@@ -277,6 +277,42 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.can_resume = (not st.active and st.foreign_host is None and
                      (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
     return st
+
+
+REPORT_FIELDS = ("host", "devices", "platform", "device_kind", "host_rss_bytes", "device_mem_bytes")
+
+
+def _with_reports(processes: list[dict] | None, run_dir: str) -> list[dict] | None:
+    """Each process's own report (devices, memory; train/process_report.py) joined in, with its
+    age: what a process said before it ended stays, marked by `report_age_s`."""
+    if not processes:
+        return processes
+    from ..train.process_report import read_reports
+
+    reports = read_reports(run_dir)
+    now = time.time()
+    for p in processes:
+        r = reports.get(p.get("process"))
+        if r and (p.get("pid") is None or r.get("pid") == p.get("pid")):  # not a report of an earlier attempt
+            p.update({k: r[k] for k in REPORT_FIELDS if r.get(k) is not None})
+            if isinstance(r.get("time"), (int, float)):
+                p["report_age_s"] = round(max(0.0, now - r["time"]), 1)
+    return processes
+
+
+def describe_process(p: dict) -> str:
+    """One process for `gemma-ft status`: "1: pid 4242 alive on node-2, 2 cpu devices, host 1.2 GB"."""
+    from ..estimate import format_bytes
+
+    parts = [f"{p.get('process')}: pid {p.get('pid')} " + {True: "alive", False: "gone", None: "?"}[p.get("alive")]
+             + (f" on {p['host']}" if p.get("host") else "")]
+    if p.get("devices"):
+        parts.append(f"{len(p['devices'])} {p.get('platform') or ''} device(s) {p['devices']}".replace("  ", " "))
+    if p.get("host_rss_bytes"):
+        parts.append(f"host {format_bytes(p['host_rss_bytes'])}")
+    if p.get("device_mem_bytes"):
+        parts.append(f"device {format_bytes(p['device_mem_bytes'])}")
+    return ", ".join(parts)
 
 
 def _processes(lock: dict | None, check: LockCheck | None, result: dict | None) -> list[dict] | None:

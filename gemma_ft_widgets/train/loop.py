@@ -233,6 +233,7 @@ class Trainer:
         self.folder_id = contract.folder_identity(self.run_dir)
         self._log = log or (lambda msg: print(msg, flush=True))
         self._mem = _HostMemory()
+        self.report = None  # process_report.ProcessReport, in a run of several processes
         self._saver = None
         self._metrics = None  # contract.JsonlAppender, opened by the first event
         from . import phases
@@ -307,6 +308,11 @@ class Trainer:
         n_dev = len(self.devices)
         self.event("devices", platform=self.devices[0].platform, device_kind=self.devices[0].device_kind,
                    count=n_dev, processes=jax.process_count(), local_count=jax.local_device_count())
+        if self.processes > 1:  # each process's own devices and memory (process 0 cannot see them)
+            from .process_report import ProcessReport
+
+            self.report = ProcessReport(self.run_dir, jax.process_index(), jax.local_devices())
+            self.report.write(self._mem.rss(), device_memory(jax.local_devices())[0], None, force=True)
         if cfg.batch_size % n_dev:
             raise SetupError(f"batch_size {cfg.batch_size} must be a multiple of the {n_dev} devices "
                              f"jax sees ({self.devices[0].platform}); use {n_dev * max(1, cfg.batch_size // n_dev)}")
@@ -568,7 +574,8 @@ class Trainer:
         pending = None  # (step, [loss arrays], tokens): logged once the next step is queued
         t_last = time.time()
         last_loss = None
-        devices = self.devices
+        devices = jax.local_devices()  # memory_stats() answers for this process's devices only
+        report = self.report
         announced: list[int] = []
         saver = self.saver
         device_mem = [-1e9, None]  # (when read, bytes in use): read at most once a second
@@ -593,6 +600,8 @@ class Trainer:
                        tokens_per_s=round(tokens / dt, 1),
                        step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
                        device_mem_bytes=used, host_rss_bytes=self._mem.rss())
+            if report is not None:
+                report.write(self._mem.rss(), used, step_n)
             tb.scalars(step_n, {"loss": loss, "lr": lr, "grad_norm": sum(norms) / len(norms),
                                 "tokens_per_s": tokens / dt})
             if not announced:  # status.log gets one RUNNING line per attempt, at its first step

@@ -1,6 +1,7 @@
 """The trainer processes of a multi-process run on the dashboard: process, pid, host, alive (and
-how each ended), from RunStatus.processes (the lock's list while it runs, result.json after);
-and, for a run launched through a scheduler, its job. Hidden for a run of one process."""
+how each ended), devices and memory, from RunStatus.processes (the lock's list while it runs,
+result.json after, each joined with the process's own report); and, for a run launched through a
+scheduler, its job. Hidden for a run of one process."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def processes_html(status: Any) -> str:
         rows.append(f'<tr class="gft-process" data-process="{fmt.esc(str(p.get("process")))}">'
                     f'<td>{fmt.esc(str(p.get("process")))}</td><td>{fmt.esc(str(p.get("pid")))}</td>'
                     f'<td>{fmt.esc(str(p.get("host") or fmt.DASH))}</td>'
-                    f'<td style="color:{color};font-weight:600">{word}</td><td>{fmt.esc(ended)}</td></tr>')
+                    f'<td style="color:{color};font-weight:600">{word}</td>'
+                    f'<td>{fmt.esc(_devices(p))}</td>'
+                    f'<td class="gft-process-host-mem">{fmt.nbytes(p.get("host_rss_bytes"))}</td>'
+                    f'<td class="gft-process-device-mem">{fmt.nbytes(p.get("device_mem_bytes"))}</td>'
+                    f'<td>{fmt.esc(ended)}</td></tr>')
     job = getattr(status, "job", None)
     head = ""
     if job:
@@ -33,8 +38,16 @@ def processes_html(status: Any) -> str:
     if not rows:
         return head
     return (head + '<table class="gft-processes" style="font-size:0.85em;border-spacing:10px 0">'
-            "<tr><th>process</th><th>pid</th><th>host</th><th>alive</th><th>ended</th></tr>"
+            "<tr><th>process</th><th>pid</th><th>host</th><th>alive</th><th>devices</th>"
+            "<th>host memory</th><th>device memory</th><th>ended</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def _devices(p: dict) -> str:
+    ids = p.get("devices")
+    if not ids:
+        return fmt.DASH
+    return f"{len(ids)} × {p.get('platform') or '?'} ({', '.join(str(i) for i in ids)})"
 
 
 class ProcessesView(w.HTML):
