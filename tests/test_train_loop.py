@@ -34,7 +34,7 @@ def make_run(parent, name, **overrides) -> str:
 
 def train(run_dir, stop=None, **kwargs) -> loop.TrainResult:
     cfg = TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME))
-    tr = loop.Trainer(run_dir, cfg, stop=stop, log=lambda m: None, **kwargs)
+    tr = loop.Trainer(run_dir, cfg, stop=stop, log=kwargs.pop("log", lambda m: None), **kwargs)
     if stop is not None:
         stop.trainer = tr
     return tr.run()
@@ -70,6 +70,7 @@ def full_run(tmp_path_factory):
 
 
 SAMPLER_COMPILES: list[int] = []  # compiles of gemma's sampling loop during lora_run
+LORA_LOG: list[str] = []  # the lora_run trainer's log lines
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def lora_run(tmp_path_factory):
     before = compiled()
     run_dir = make_run(tmp_path_factory.mktemp("lora"), "run", method="lora", lora_rank=8,
                        max_steps=150, learning_rate=3e-3, log_every=10, eval_every=50, sample_tokens=16)
-    result = train(run_dir)
+    result = train(run_dir, log=LORA_LOG.append)
     SAMPLER_COMPILES.append(compiled() - before)
     return run_dir, result
 
@@ -120,7 +121,10 @@ def test_each_eval_logs_greedy_samples_of_the_eval_split_from_one_compiled_sampl
     assert [(e["prompt"], e["reference"]) for e in samples[-3:]] == want
     assert all(isinstance(e["completion"], str) and "<" not in e["completion"] for e in samples)
     assert any(e["completion"] for e in samples)
-    assert SAMPLER_COMPILES == [1]  # built at the first eval, reused with new weights after
+    # Built and compiled once, in a thread beside the train step's compile (not at the first
+    # eval), and reused with new weights at every eval.
+    assert SAMPLER_COMPILES == [1]
+    assert any(m.startswith("samples: sampler built and compiled in") for m in LORA_LOG), LORA_LOG
     evals = [e["step"] for e in events(run_dir) if e["event"] in ("eval", "sample")]
     assert evals == [50, 50, 50, 50, 100, 100, 100, 100, 150, 150, 150, 150]  # each eval, then its samples
 

@@ -8,7 +8,10 @@ sampler's jitted loop takes the params as an argument, and the prompts are padde
 length, so the loop compiles at the first eval and is reused at every later one.
 
 Cost is bounded by config.sample_tokens (new tokens per completion); benchmarks/eval_samples.py
-measures it against training time. Runs of several processes log no samples yet: gathering the
+measures it against training time. The one-off build and compile of the sampler would fall on
+the first eval; for LoRA, `warm_up()` does it in a thread while the train step compiles (XLA
+compiles with the GIL released, so the two overlap), on a copy of the adapters, since the train
+step donates the live ones. Runs of several processes log no samples yet: gathering the
 weights (multihost_utils.process_allgather) and sampling on process 0 alone hung both
 processes on CPU/gloo, so `create` says so once in the log and returns None.
 """
@@ -16,6 +19,7 @@ processes on CPU/gloo, so `create` says so once in the log and returns None.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 from .. import contract
@@ -63,7 +67,9 @@ class EvalSampler:
         self.prompts = prompts
         self.max_tokens = trainer.config.sample_tokens
         self._sampler = None
+        self._warming: threading.Thread | None = None
         self.seconds: list[float] = []  # wall time of each run(), for the log and the benchmark
+        self.warm_up_s: float | None = None  # the background build + compile, when it ran
 
     @classmethod
     def create(cls, trainer) -> EvalSampler | None:
@@ -76,17 +82,57 @@ class EvalSampler:
         prompts = pick_prompts(cfg, getattr(trainer.data, "eval_pairs", []))
         return cls(trainer, prompts) if prompts else None
 
-    def _model_and_params(self):
-        from . import lora, quantize
+    def _network(self):
+        """The base network (no remat: sampling has no backward pass), LoRA-wrapped for LoRA."""
+        from . import quantize
 
         tr, cfg = self.trainer, self.trainer.config
-        loaded = tr.loaded
-        if tr.is_lora:  # the base network (no remat: sampling has no backward pass) + adapters
-            if getattr(self, "_lora_model", None) is None:
-                self._lora_model = quantize.wrap_lora(loaded.model, cfg.lora_rank, cfg.quantization,
-                                                      dtype=loaded.dtype)
-            return self._lora_model, lora.merge(tr.frozen, lora.to_compute(tr.trainable, loaded.dtype))
-        return loaded.model, tr.trainable
+        if not tr.is_lora:
+            return tr.loaded.model
+        if getattr(self, "_lora_model", None) is None:
+            self._lora_model = quantize.wrap_lora(tr.loaded.model, cfg.lora_rank, cfg.quantization,
+                                                  dtype=tr.loaded.dtype)
+        return self._lora_model
+
+    def _params(self, trainable):
+        from . import lora
+
+        tr = self.trainer
+        return lora.merge(tr.frozen, lora.to_compute(trainable, tr.loaded.dtype)) if tr.is_lora else trainable
+
+    def warm_up(self) -> None:
+        """Build and compile the sampler in a thread (LoRA: the adapters are small to copy; a
+        full fine-tune would need a second copy of the model, so it compiles at the first eval)."""
+        if not self.trainer.is_lora or self._sampler is not None or self._warming is not None:
+            return
+        import jax
+        import jax.numpy as jnp
+
+        tr = self.trainer
+        params = self._params(jax.tree.map(jnp.copy, tr.trainable))  # not the buffers the step donates
+
+        def work():
+            t = time.time()
+            try:
+                sampler = self._build(self._network(), params)
+                sampler.sample([p.text for p in self.prompts], max_new_tokens=self.max_tokens)
+                self._sampler = sampler
+                self.warm_up_s = time.time() - t
+                tr._log(f"samples: sampler built and compiled in {self.warm_up_s:.1f}s, beside the train step")
+            except Exception as e:  # noqa: BLE001 - the first eval builds it again, and says why then
+                tr._log(f"samples: warming up the sampler failed ({type(e).__name__}: {e}); "
+                        "it is built at the first eval")
+
+        self._warming = threading.Thread(target=work, name="eval-sampler-warm-up", daemon=True)
+        self._warming.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Let a warm-up in flight finish (before sampling, and before the process exits, so that
+        no XLA compile is cut off by interpreter shutdown)."""
+        if self._warming is not None:
+            self._warming.join(timeout)
+            if not self._warming.is_alive():
+                self._warming = None
 
     def _build(self, model, params):
         from gemma import gm
@@ -100,10 +146,11 @@ class EvalSampler:
 
     def run(self, step: int) -> list[dict]:
         """Sample every prompt with the current weights; one event each."""
+        self.wait()
         t = time.time()
-        model, params = self._model_and_params()
+        params = self._params(self.trainer.trainable)
         if self._sampler is None:
-            self._sampler = self._build(model, params)
+            self._sampler = self._build(self._network(), params)
         else:  # the same static attributes: the jitted loop is reused, only the weights change
             object.__setattr__(self._sampler, "params", params)
         from .sample import clean_output

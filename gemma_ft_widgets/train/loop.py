@@ -258,6 +258,8 @@ class Trainer:
     def close(self) -> None:
         """Wait for a checkpoint save in flight and close TensorBoard; idempotent. After an
         error too, before the process exits (a save's own failure is raised by train())."""
+        if getattr(self, "samples", None) is not None:
+            self.samples.wait(timeout=600)  # interpreter shutdown must not cut off an XLA compile
         if self._saver is not None:
             try:
                 self._saver.wait()
@@ -560,6 +562,8 @@ class Trainer:
             return self._final(tb, "FINISHED", last_ckpt, losses, evals)
 
         if getattr(self, "train_compiled", None) is None:
+            if getattr(self, "samples", None) is not None:
+                self.samples.warm_up()  # the sampler compiles while the train step does
             seconds = phases.compile_with_guide(self)
             self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
                        trainable_params=self.trainable_count,
