@@ -40,13 +40,13 @@ def test_the_form_follows_the_model_says_so_and_keeps_what_was_typed(form):
     assert lr.value == 2e-4
     assert "Defaults for LoRA on gemma3-1b: learning rate 0.003 → 0.0002" in form.defaults_note.value
     form.fields["method"].value = "full"
-    assert lr.value == 1e-5 and "full fine-tuning on gemma3-1b: learning rate 0.0002 → 1e-05" in form.defaults_note.value
+    assert lr.value == 1e-5 and "full fine-tuning on gemma3-1b: learning rate 0.0002 → 0.00001" in form.defaults_note.value
     form.fields["model"].value = "gemma3-4b"  # the same default: nothing changes, nothing to say
     assert lr.value == 1e-5 and form.defaults_note.value == ""
     lr.value = 3e-5  # typed
     form.fields["model"].value = "tiny"
     assert lr.value == 3e-5
-    assert "kept your learning rate 3e-05 (the default for full fine-tuning on tiny is 0.003)" in form.defaults_note.value
+    assert "kept your learning rate 0.00003 (the default for full fine-tuning on tiny is 0.003)" in form.defaults_note.value
     # Filled from a run's config: its learning rate is a choice, kept on the next change.
     form.set_values({"model": "gemma3-1b", "method": "lora", "learning_rate": 1e-4})
     form.fields["model"].value = "tiny"

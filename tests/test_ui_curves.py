@@ -98,8 +98,13 @@ def test_smoothing_draws_the_ema_over_a_faint_raw_line(shown):
     c.controls.slider.value = 0.9  # the slider drives the trait
     assert c.controls.smoothing == 0.9
     np.testing.assert_allclose(c.loss_smooth_line.y, tensorboard_ema(series.loss.values, 0.9))
+    loss_key = lambda: c.children[1].children[0].value  # noqa: E731 - the key above the loss figure
+    assert "train (smoothed)" in loss_key() and "opacity:0.25" in loss_key()
     c.controls.smoothing = 0.0
     assert not c.loss_smooth_line.visible and list(c.loss_line.opacities) == [1.0]
+    # The key follows: no smoothed line to name, and the raw line no longer faded (it said
+    # "train (smoothed)" at smoothing 0 before).
+    assert "smoothed" not in loss_key() and "opacity:0.25" not in loss_key() and ">train<" in loss_key()
 
 
 def test_log_scale_loss_swaps_the_scale_and_ticks_decades(shown):

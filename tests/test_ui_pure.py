@@ -142,7 +142,10 @@ def test_poller_kick_polls_now_and_long_interval_does_not_delay_stop():
 # -- formatting ----------------------------------------------------------------------------
 def test_formatting():
     assert fmt.number(None) == fmt.DASH and fmt.number(float("nan")) == "NaN"
-    assert fmt.number(1.23456) == "1.235" and fmt.number(3e-5) == "3.00e-05"
+    assert fmt.number(1.23456) == "1.235" and fmt.number(3e-5) == "0.00003"
+    # As the form's number box (a browser) writes the same value: the lr KPI reads like its field.
+    assert fmt.number(3e-4, 3) == "0.0003" and fmt.number(2.9876e-4, 3) == "0.000299"
+    assert fmt.number(1.2e-7) == "1.20e-07" and fmt.number(2.0) == "2" and fmt.number(0.0) == "0"
     assert fmt.duration(42) == "42 s" and fmt.duration(185) == "3 min 05 s" and fmt.duration(7440) == "2 h 04 min"
     assert fmt.nbytes(3 * 2**30) == "3.00 GiB" and fmt.nbytes(None) == fmt.DASH
     assert fmt.rate(51200) == "51.2k"

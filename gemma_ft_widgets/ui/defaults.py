@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from .. import models
+from .fmt import number
 
 LABELS = {"learning_rate": "learning rate"}
 
@@ -49,9 +50,9 @@ class ModelDefaults:
             current = values.get(field)
             if before is None or _same(current, before):
                 updates[field] = default
-                changed.append(f"{LABELS[field]} {current:g} → {default:g}")
+                changed.append(f"{LABELS[field]} {number(current)} → {number(default)}")
             elif not _same(current, default):
-                kept.append(f"kept your {LABELS[field]} {current:g} (the default for {what} is {default:g})")
+                kept.append(f"kept your {LABELS[field]} {number(current)} (the default for {what} is {number(default)})")
         self.applied = {f: (new[f] if new[f] is not None else self.applied.get(f)) for f in new}
         parts = ([f"Defaults for {what}: " + ", ".join(changed)] if changed else []) + kept
         return updates, "; ".join(parts) + ("." if parts else "")

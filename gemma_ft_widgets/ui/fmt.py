@@ -44,7 +44,9 @@ def _finite(x: Any) -> bool:
 
 
 def number(x: Any, digits: int = 4) -> str:
-    """3 significant-ish digits: 1.234, 0.0003, 1.2e-05; NaN/inf shown as such."""
+    """`digits` significant digits, written out as the form's number boxes write them (as a
+    browser prints a number: positional from 1e-6 up), so a KPI and its field read alike:
+    1.235, 0.0003, 0.000299, 1.20e-07; NaN/inf shown as such."""
     if x is None:
         return DASH
     if isinstance(x, float) and math.isnan(x):
@@ -53,9 +55,11 @@ def number(x: Any, digits: int = 4) -> str:
         return "inf" if x > 0 else "-inf"
     if not _finite(x):
         return esc(x)
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e6):
+    if x != 0 and (abs(x) < 1e-6 or abs(x) >= 1e6):
         return f"{x:.{max(1, digits - 2)}e}"
-    return f"{x:.{digits}g}"
+    import numpy as np
+
+    return np.format_float_positional(x, precision=digits, unique=True, fractional=False, trim="-")
 
 
 def rate(x: Any) -> str:

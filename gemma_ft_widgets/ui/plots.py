@@ -314,7 +314,7 @@ def key_html(fig: bq.Figure) -> str:
     above the figure so that it never covers the data."""
     items = []
     for mark in fig.marks:
-        if not isinstance(mark, bq.Lines) or not mark.labels or not mark.colors:
+        if not isinstance(mark, bq.Lines) or not mark.labels or not mark.colors or not mark.visible:
             continue
         style = _DASHES.get(mark.line_style, "solid")
         opacity = (mark.opacities or [1.0])[0]
@@ -327,8 +327,24 @@ def key_html(fig: bq.Figure) -> str:
 
 
 def keyed(fig: bq.Figure) -> w.VBox:
-    """`fig` under its key (see `key_html`)."""
+    """`fig` under its key (see `key_html`), which follows its lines: a hidden line (a smoothed
+    one at smoothing 0) leaves the key, and a faded raw line is faded there too."""
     key = w.HTML(key_html(fig))
     key.add_class("gft-figure-key")
+
+    def refresh(_=None):
+        value = key_html(fig)
+        if key.value != value:
+            key.value = value
+
+    def follow(_=None):
+        for mark in fig.marks:
+            if isinstance(mark, bq.Lines) and not getattr(mark, "_gft_keyed", False):
+                mark._gft_keyed = True
+                mark.observe(refresh, ["visible", "opacities", "labels", "colors"])
+        refresh()
+
+    fig.observe(follow, "marks")
+    follow()
     box = w.VBox([key, fig], layout=w.Layout(width=layout.FULL))
     return box
