@@ -11,9 +11,11 @@ Cost is bounded by config.sample_tokens (new tokens per completion); benchmarks/
 measures it against training time. The one-off build and compile of the sampler would fall on
 the first eval; for LoRA, `warm_up()` does it in a thread while the train step compiles (XLA
 compiles with the GIL released, so the two overlap), on a copy of the adapters, since the train
-step donates the live ones. Runs of several processes log no samples yet: gathering the
-weights (multihost_utils.process_allgather) and sampling on process 0 alone hung both
-processes on CPU/gloo, so `create` says so once in the log and returns None.
+step donates the live ones (one process only: two threads' collectives could interleave).
+
+In a run of several processes every process samples, on the same prompts (gemma's sampler runs
+collectives across hosts, which is why sampling on process 0 alone hung both processes), and
+process 0 writes the events.
 """
 
 from __future__ import annotations
@@ -76,9 +78,6 @@ class EvalSampler:
         cfg = trainer.config
         if cfg.sample_tokens <= 0:
             return None
-        if trainer.processes > 1:
-            trainer._log("samples: not logged in a run of several processes (not supported yet)")
-            return None
         prompts = pick_prompts(cfg, getattr(trainer.data, "eval_pairs", []))
         return cls(trainer, prompts) if prompts else None
 
@@ -103,7 +102,8 @@ class EvalSampler:
     def warm_up(self) -> None:
         """Build and compile the sampler in a thread (LoRA: the adapters are small to copy; a
         full fine-tune would need a second copy of the model, so it compiles at the first eval)."""
-        if not self.trainer.is_lora or self._sampler is not None or self._warming is not None:
+        if (not self.trainer.is_lora or self._sampler is not None or self._warming is not None
+                or self.trainer.processes > 1):  # collectives from two threads could interleave
             return
         import jax
         import jax.numpy as jnp
@@ -144,6 +144,16 @@ class EvalSampler:
         return cls(model=model, params=params, tokenizer=loaded.tokenizer,
                    cache_length=pad + self.max_tokens + 8, max_out_length=self.max_tokens, pad_length=pad)
 
+    def _placement(self) -> dict:
+        """Several processes sample together, as they train: each holds the same prompts, placed
+        replicated on the run's mesh (gemma's sampler then runs its collectives on every
+        process); process 0 writes the events."""
+        if self.trainer.processes == 1:
+            return {}
+        from .sharding import replicated
+
+        return {"sharding": replicated(self.trainer.mesh)}
+
     def run(self, step: int) -> list[dict]:
         """Sample every prompt with the current weights; one event each."""
         self.wait()
@@ -155,7 +165,8 @@ class EvalSampler:
             object.__setattr__(self._sampler, "params", params)
         from .sample import clean_output
 
-        texts = self._sampler.sample([p.text for p in self.prompts], max_new_tokens=self.max_tokens)
+        texts = self._sampler.sample([p.text for p in self.prompts], max_new_tokens=self.max_tokens,
+                                     **self._placement())
         events = [self.trainer.event(contract.EVENT_SAMPLE, step=step, prompt=p.shown, reference=p.reference,
                                      completion=clean_output(text))
                   for p, text in zip(self.prompts, texts)]
