@@ -14,6 +14,25 @@ from collections.abc import Iterator
 
 FORMATS = ("text", "prompt_response", "alpaca", "chat")
 START, END = "<start_of_turn>", "<end_of_turn>"
+# Gemma 4 names its turn tokens differently (ids 105/106 of its vocabulary, as gemma's
+# Gemma4Tokenizer says). Examples are rendered with START/END for every family, and the
+# tokenizer of a Gemma 4 model maps them (`for_family`), so that it sees its own turn tokens.
+GEMMA4_START, GEMMA4_END = "<|turn>", "<turn|>"
+
+
+def for_family(text: str, family: str) -> str:
+    """`text`'s turn markers as the model family's tokenizer names them."""
+    if family != "gemma4":
+        return text
+    return text.replace(START, GEMMA4_START).replace(END, GEMMA4_END)
+
+
+def from_family(text: str, family: str) -> str:
+    """The inverse of `for_family`: a decoded Gemma 4 text with the markers the rest of the
+    package reads."""
+    if family != "gemma4":
+        return text
+    return text.replace(GEMMA4_START, START).replace(GEMMA4_END, END)
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a longer line is reported, never loaded whole
 _ROLES = {"system", "user", "assistant", "model"}
 MAX_EVAL_EXAMPLES = 1024  # eval cost stays bounded on big datasets

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import datasets, tokenizers
+from . import datasets, models, tokenizers
 
 MAX_PIECE_BYTES = 64  # bytes of text one token covers at most (16 four-byte characters)
 
@@ -49,7 +49,8 @@ def prompt_tokens(model: str, prompts: list[str]) -> tuple[list[int], str]:
     if sp is not None:
         todo = [i for i, p in enumerate(prompts) if p]
         counts = [0] * len(prompts)
-        for i, ids in zip(todo, sp.encode([prompts[i] for i in todo])):
+        family = getattr(models.MODELS.get(model), "family", "")
+        for i, ids in zip(todo, sp.encode([datasets.for_family(prompts[i], family) for i in todo])):
             counts[i] = len(ids)
         return counts, "exact"
     return ([math.ceil(len(p.encode("utf-8")) / MAX_PIECE_BYTES) for p in prompts],

@@ -18,6 +18,7 @@ Three sources of weights:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from importlib import resources
@@ -154,7 +155,28 @@ def tokenizer_class(family: str):
     # Looked up by name: gemma 3.3 (Python 3.11) has no Gemma4Tokenizer attribute at all.
     name = {"tiny": "Gemma3Tokenizer", "gemma2": "Gemma2Tokenizer",
             "gemma3": "Gemma3Tokenizer", "gemma4": "Gemma4Tokenizer"}[family]
-    return getattr(gm.text, name)
+    cls = getattr(gm.text, name)
+    return _gemma4_turns(cls) if family == "gemma4" else cls
+
+
+@functools.cache
+def _gemma4_turns(base: type) -> type:
+    """Gemma 4's tokenizer, reading and writing the turn markers every example is rendered with
+    (datasets.START/END) as Gemma 4's own turn tokens (datasets.for_family)."""
+    from .. import datasets
+
+    def encode(self, text, **kwargs):
+        if isinstance(text, str):
+            text = datasets.for_family(text, "gemma4")
+        else:
+            text = [datasets.for_family(t, "gemma4") for t in text]
+        return base.encode(self, text, **kwargs)
+
+    def decode(self, ids):
+        return datasets.from_family(base.decode(self, ids), "gemma4")
+
+    return type(f"TurnMapped{base.__name__}", (base,), {"encode": encode, "decode": decode,
+                                                       "__module__": __name__})
 
 
 def make_tokenizer(family: str, path: str):
