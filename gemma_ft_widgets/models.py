@@ -34,6 +34,9 @@ class ModelSpec:
     min_gemma: str | None = None  # first gemma library version that has gm_class
     instruction_tuned: bool = False
     base_weights: str | None = None  # tiny family: the packaged weights file (None: random init)
+    # Fields of gm_class's config replaced, as ((name, value), ...): an architecture at other
+    # widths (a toy Gemma 4 that the tests train on a CPU). With no Kaggle handle it starts random.
+    config_overrides: tuple = ()
 
     @property
     def label(self) -> str:

@@ -144,8 +144,11 @@ def build_network(spec: model_table.ModelSpec, dtype=jnp.float32):
     if "text_only" in fields:
         kwargs["text_only"] = True
     model = cls(**kwargs)
+    replace = dict(spec.config_overrides)
     if getattr(model.config, "vision_encoder", None) is not None:
-        model = cls(**kwargs, config=dataclasses.replace(model.config, vision_encoder=None))
+        replace["vision_encoder"] = None
+    if replace:
+        model = cls(**kwargs, config=dataclasses.replace(model.config, **replace))
     return model
 
 
