@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--with-270m", action="store_true", help="also gemma3-270m LoRA 2 x 512 (about a minute a compile)")
+    p.add_argument("--abstract", nargs="*", default=[], metavar="MODEL",
+                   help="also these table models (e.g. gemma3-1b gemma3-4b), LoRA 2 x 512 bf16 without remat, on "
+                        "abstract arguments (nothing allocated; minutes a compile)")
     args = p.parse_args(argv)
     batch, seq = (2, 32) if args.smoke else (args.batch, args.seq)
     C.print_machine()
@@ -79,6 +82,22 @@ def main(argv=None) -> int:
             data.append({"model": "gemma3-270m", "quantization": "none", "remat": remat, "plan": plan, "estimate": est})
             C.result(f"gemma3-270m_none_{remat}_estimate_vs_plan", ratio=est / plan, target=None,
                      note=f"{backend} plan, LoRA 2x512 f32")
+    for name in [] if args.smoke else args.abstract:
+        import jax.numpy as jnp
+        from memory_plan import plan as abstract_plan
+
+        from gemma_ft_widgets import models
+        from gemma_ft_widgets.estimate import estimate
+
+        m = abstract_plan(models.MODELS[name], 2, 512, 8, jnp.bfloat16, "none")
+        est = estimate({"model": name, "batch_size": 2, "max_seq_len": 512, "remat": "none",
+                        "dtype": "bfloat16"}, device="cpu").total_bytes
+        plan = m["peak_estimate_bytes"]
+        rows.append((name, "none", "none", "2 x 512", C.fmt(plan / 1e9) + " GB", C.fmt(est / 1e9) + " GB",
+                     C.fmt(est / plan)))
+        data.append({"model": name, "quantization": "none", "remat": "none", "plan": plan, "estimate": est})
+        C.result(f"{name}_none_none_estimate_vs_plan", ratio=est / plan, target=None,
+                 note=f"{backend} plan, LoRA 2x512 bf16, abstract arguments")
     C.table(["model", "quantization", "remat", "B x S", "XLA plan", "estimate", "estimate / plan"], rows,
             title=f"the estimate against XLA's plan ({backend})")
     C.finish(args, {"backend": backend, "rows": data})
