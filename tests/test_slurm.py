@@ -50,7 +50,8 @@ def losses(run_dir: str) -> list[float]:
 def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_through_scancel(
         cluster, tmp_path, monkeypatch):
     """`launch --slurm --submit` of 2 tasks x 2 forced devices: FINISHED, seen by `status`
-    while it runs and after, losses equal to a local 2-process run within 1e-5. A second job is
+    while it runs and after, losses equal to a local 2-process run within 1e-5; `resume` of it
+    (to more steps) is a second job that trains on from its checkpoint. A further job is
     stopped by `gemma-ft stop` (scancel --signal=INT to the tasks), a third, at the same time, by
     a plain `scancel`: both ABORTED with a checkpoint, the run folders kept, the jobs ended, the
     locks gone."""
@@ -96,6 +97,19 @@ def test_slurm_job_of_two_tasks_trains_like_the_local_two_processes_and_stops_th
     assert devices["count"] == 4 and devices["processes"] == 2 and devices["local_count"] == 2
     # Each task kept its own logs, named as under the local supervisor.
     assert os.path.getsize(os.path.join(run_dir, contract.process_log_name(contract.STDOUT_NAME, 1))) > 0
+
+    # A resume goes through Slurm too (it ran this host's trainers before): a new job of the same
+    # script for attempt 2, which trains on from the newest checkpoint.
+    out = cli("resume", "--max-steps", "25", "-w", ws, env=env)
+    assert out.returncode == 0, out.stderr
+    job2 = lockfile.read_lock(ws).data["scheduler"]["job_id"]
+    assert job2 != job_id and "--attempt 2" in open(os.path.join(run_dir, slurm.SCRIPT_NAME)).read()
+    wait_for(lambda: (lambda st: st if st.state == State.FINISHED and st.step == 25 else None)(m.status(run_dir)),
+             START_S, what="the resumed job to finish at step 25")
+    start2 = events(run_dir, "start")[-1]
+    assert (start2["attempt"], start2["resume_step"]) == (2, 20)
+    wait_for(lambda: slurm.job_state(job2) == "COMPLETED" and not lockfile.read_lock(ws).present, 120,
+             interval=0.5, what="the resumed job to complete and its lock to go")
 
     # Two long jobs at once (another workspace for the second): one stopped by `gemma-ft stop`,
     # the other cancelled by hand with a plain `scancel`.

@@ -287,11 +287,18 @@ class RunManager:
                     for newer in [s for s in st.checkpoints if s > wanted]:
                         os.rename(contract.checkpoint_path(run_dir, newer),
                                   contract.checkpoint_path(run_dir, newer) + f".set-aside-{attempt}")
-                lockfile.create_lock(self.workspace, self._lock_data(run_dir, attempt))
+                from . import scheduled
+
+                on_slurm = scheduled.submitted_through_slurm(run_dir)
+                lockfile.create_lock(self.workspace, scheduled.resume_lock(self, run_dir, attempt) if on_slurm
+                                     else self._lock_data(run_dir, attempt))
             ckpt = wanted if wanted is not None else (st.checkpoints[-1] if st.checkpoints else None)
             contract.append_status(run_dir, "STARTING", f"resume: attempt {attempt} from "
                                    + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)") + extended)
-            self._launch(run_dir, attempt)
+            if on_slurm:
+                scheduled.resubmit_slurm(self, run_dir, attempt)
+            else:
+                self._launch(run_dir, attempt)
         return Run(self, run_dir)
 
     # -- stopping and cleaning -------------------------------------------------------------

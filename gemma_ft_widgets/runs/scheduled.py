@@ -75,6 +75,45 @@ def launch_slurm(manager, config: Any, opts: slurm.Options, submit: bool) -> tup
     return run_dir, path, job_id
 
 
+def submitted_through_slurm(run_dir: str) -> bool:
+    """The run was launched with `gemma-ft launch --slurm` (its batch script is in the folder):
+    its resume is a new job, not trainers on this host."""
+    return os.path.isfile(os.path.join(run_dir, slurm.SCRIPT_NAME))
+
+
+def resume_lock(manager, run_dir: str, attempt: int) -> dict:
+    from .job_supervisor import lock_data
+
+    return lock_data(run_dir, attempt, manager.trainer, None, identity.describe(os.getpid()))
+
+
+def resubmit_slurm(manager, run_dir: str, attempt: int) -> str:
+    """With the lock of `attempt` already taken (resume_lock): point the run's batch script at
+    that attempt and sbatch it; the trainers resume from the newest checkpoint, as under the
+    local supervisor. Returns the job id."""
+    import re
+
+    path = os.path.join(run_dir, slurm.SCRIPT_NAME)
+    text = open(path, encoding="utf-8").read()
+    text, n = re.subn(r"(--attempt )\d+", lambda m: f"{m.group(1)}{attempt}", text)
+    mine = lambda d: lockfile.names(d, run_dir, attempt)  # noqa: E731
+    if n != 1:
+        lockfile.clear_lock_if(manager.workspace, mine)
+        raise RunError(f"{path} is not the batch script `gemma-ft launch --slurm` wrote (no single --attempt); "
+                       "launch the run again")
+    contract.atomic_write_text(path, text, mode=0o755)
+    try:
+        job_id = slurm.submit(path)
+    except slurm.SlurmError as e:
+        write_result(run_dir, attempt, None, None, stopped=False, override={"state": "FAILED", "reason": str(e)})
+        lockfile.clear_lock_if(manager.workspace, mine)
+        raise RunError(f"{e} (the run folder {run_dir} is kept)") from None
+    lockfile.update_lock(manager.workspace, mine, {"scheduler": {"kind": "slurm", "job_id": job_id},
+                                                  "launcher": None})
+    contract.append_status(run_dir, "STARTING", f"resume submitted to Slurm as job {job_id}")
+    return job_id
+
+
 def stop_job(workspace: str, data: dict[str, Any], force: bool, timeout: float) -> StopReport:
     """Stop a scheduled run through its scheduler: its trainers get SIGINT (`scancel
     --signal=INT`: a graceful stop, one checkpoint); a job that has not ended after `timeout`
