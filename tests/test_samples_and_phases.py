@@ -120,3 +120,26 @@ def test_phase_descriptions():
         "tokenizing the data: 1,024 of 5,000 examples"
     assert phases.describe({"phase": "restore", "step": 40}) == "restoring the checkpoint step_40"
     assert phases.describe({"phase": "compile", "last_seconds": None}).endswith("(first time for these shapes)")
+
+
+def test_the_progress_bar_counts_the_download_and_the_tokenizing_before_step_1():
+    from gemma_ft_widgets.ui.dashboard import Dashboard
+
+    class Starting:
+        state, run_name, model, attempt, reason, foreign_host = "STARTING", "r", "gemma3-1b", 1, "", None
+        step, max_steps, eval_loss, elapsed_s, devices, loss, lr, tokens_per_s = None, 400, None, 1.0, None, \
+            None, None, None
+        phase = {"event": contract.EVENT_PHASE, "phase": "download", "bytes": 1_500_000_000, "total": 6_000_000_000}
+
+    d = Dashboard()
+    st = Starting()
+    d.show_status(st, None)
+    assert (d.progress.value, d.progress.max) == (250, 1000) and "downloading <b>25%</b>" in d.progress_label.value
+    st.phase = {"event": contract.EVENT_PHASE, "phase": "data", "tokenized": 900, "total": 1000}
+    d.show_status(st, None)
+    assert d.progress.value == 900 and "tokenizing <b>90%</b>" in d.progress_label.value
+    st.phase = {"event": contract.EVENT_PHASE, "phase": "compile", "last_seconds": 12.0}
+    d.show_status(st, None)  # no count to show: the steps again
+    assert (d.progress.value, d.progress.max) == (0, 400) and "step" in d.progress_label.value
+    assert phases.fraction({"phase": "download", "bytes": 5, "total": 0}) is None
+    d.close()

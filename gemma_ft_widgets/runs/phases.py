@@ -34,6 +34,18 @@ def _count(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else "?"
 
 
+def fraction(e: dict[str, Any] | None) -> tuple[str, float] | None:
+    """(what, done / total) of a phase that counts its progress (the download in bytes, the
+    tokenizing in examples); None for the others."""
+    if not e:
+        return None
+    done, total, what = {"download": (e.get("bytes"), e.get("total"), "downloading"),
+                         "data": (e.get("tokenized"), e.get("total"), "tokenizing")}.get(e.get("phase"), (0, 0, ""))
+    if not isinstance(done, (int, float)) or not isinstance(total, (int, float)) or total <= 0:
+        return None
+    return what, min(1.0, max(0.0, done / total))
+
+
 def describe(e: dict[str, Any] | None) -> str:
     """One line for the latest phase event ("" for none)."""
     if not e:

@@ -14,6 +14,7 @@ import ipywidgets as w
 import traitlets as t
 
 from ..runs.phases import describe
+from ..runs.phases import fraction as phase_fraction
 from ..runs.status import fmt_devices
 from . import fmt, layout, plots
 from .curve_view import CurveView
@@ -202,11 +203,20 @@ class Dashboard(w.VBox):
 
         step = status.step if status.step is not None else (series.latest("step") if series else None)
         total = status.max_steps
-        _set(self.progress, "max", max(1, int(total or 1)))
-        _set(self.progress, "value", min(int(step or 0), self.progress.max))
-        _set(self.progress, "bar_style", BAR_STYLES.get(state, ""))
-        pct = f" ({100 * (step or 0) / total:.0f}%)" if total else ""
-        _set(self.progress_label, "value", f"step <b>{fmt.count(step)}</b> / {fmt.count(total or None)}{pct}")
+        phase = getattr(status, "phase", None) or (series.last_phase if series is not None else None)
+        counted = phase_fraction(phase) if state == "STARTING" and not step else None
+        if counted is not None:  # before step 1 the bar shows the download or the tokenizing
+            what, done = counted
+            _set(self.progress, "max", 1000)
+            _set(self.progress, "value", int(done * 1000))
+            _set(self.progress, "bar_style", "info")
+            _set(self.progress_label, "value", f"{what} <b>{100 * done:.0f}%</b>")
+        else:
+            _set(self.progress, "max", max(1, int(total or 1)))
+            _set(self.progress, "value", min(int(step or 0), self.progress.max))
+            _set(self.progress, "bar_style", BAR_STYLES.get(state, ""))
+            pct = f" ({100 * (step or 0) / total:.0f}%)" if total else ""
+            _set(self.progress_label, "value", f"step <b>{fmt.count(step)}</b> / {fmt.count(total or None)}{pct}")
 
         def pick(key):
             value = getattr(status, key, None)
