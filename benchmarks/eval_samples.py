@@ -94,7 +94,7 @@ def main() -> None:
                  c.fmt(c.median(x["sampling_s"][1:]) if len(x["sampling_s"]) > 1 else None)]
                 for label in ("S", "N") for r, x in enumerate(runs[label])]
         c.table(["run", "round", "process s", "loop s", "train s", "evals sampled", "1st sampling s", "later, median s"],
-                      rows, title=f"{arch}: {steps} steps, eval every {every}, 3 prompts x 32 tokens")
+                rows, title=f"{arch}: {steps} steps, eval every {every}, 3 prompts x 32 tokens")
         c.result(f"eval_samples_share_{arch}", ratio=share, target=0.05, op="<=",
                  note="all sampling incl. the sampler's compile / training time")
         c.result(f"eval_samples_steady_share_{arch}", ratio=steady, note="without the one-off compile")
