@@ -11,7 +11,8 @@ Cost is bounded by config.sample_tokens (new tokens per completion); benchmarks/
 measures it against training time. The one-off build and compile of the sampler would fall on
 the first eval; for LoRA, `warm_up()` does it in a thread while the train step compiles (XLA
 compiles with the GIL released, so the two overlap), on a copy of the adapters, since the train
-step donates the live ones (one process only: two threads' collectives could interleave).
+step donates the live ones (one process only: two threads' collectives could interleave). A stop
+does not wait for it: the trainer process leaves with os._exit.
 
 In a run of several processes every process samples, on the same prompts (gemma's sampler runs
 collectives across hosts, which is why sampling on process 0 alone hung both processes), and
@@ -127,8 +128,7 @@ class EvalSampler:
         self._warming.start()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Let a warm-up in flight finish (before sampling, and before the process exits, so that
-        no XLA compile is cut off by interpreter shutdown)."""
+        """Let a warm-up in flight finish (before sampling with the sampler it builds)."""
         if self._warming is not None:
             self._warming.join(timeout)
             if not self._warming.is_alive():

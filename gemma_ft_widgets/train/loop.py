@@ -258,8 +258,8 @@ class Trainer:
     def close(self) -> None:
         """Wait for a checkpoint save in flight and close TensorBoard; idempotent. After an
         error too, before the process exits (a save's own failure is raised by train())."""
-        if getattr(self, "samples", None) is not None:
-            self.samples.wait(timeout=600)  # interpreter shutdown must not cut off an XLA compile
+        # Not waiting for a sampler warm-up still compiling: a stop must not wait for it, and the
+        # trainer process leaves with os._exit (train/__main__.py), which ends the thread cleanly.
         if self._saver is not None:
             try:
                 self._saver.wait()
