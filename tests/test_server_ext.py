@@ -82,10 +82,12 @@ def test_api_follows_a_terminal_run_and_survives_a_server_restart(servers, tmp_p
     first = get(server, "/workspaces").json()["workspaces"]
     assert first == [{"index": 0, "path": ws, "exists": False, "run": None, "notice": None, "error": None}]
 
-    name = start_cli_run(ws, make_config(max_steps=400), {"GEMMA_FT_SIM_STEP_TIME": "0.05"})
+    # 1,000 steps of 0.05 s: long enough to outlast a server restart on a loaded machine (at 400
+    # steps the run once finished before the restarted server answered, in a CI rehearsal).
+    name = start_cli_run(ws, make_config(max_steps=1000), {"GEMMA_FT_SIM_STEP_TIME": "0.05"})
     run = wait_for(lambda: (lambda r: r if r and r["state"] == "RUNNING" and (r["step"] or 0) >= 3 else None)(
         current(server)), 30, 0.2, "the run to show RUNNING")
-    assert run["name"] == name and run["max_steps"] == 400 and run["active"]
+    assert run["name"] == name and run["max_steps"] == 1000 and run["active"]
     assert run["eta_s"] > 0 and run["step_time_s"] == pytest.approx(0.05) and not run["stalled"]
     later = wait_for(lambda: (lambda r: r if r["step"] > run["step"] + 5 else None)(current(server)), 30, 0.2,
                      "the step to move")
@@ -101,9 +103,9 @@ def test_api_follows_a_terminal_run_and_survives_a_server_restart(servers, tmp_p
     server.start()
     again = current(server)
     assert again["name"] == name and again["state"] == "RUNNING" and again["step"] >= later["step"]
-    done = wait_for(lambda: (lambda r: r if r["state"] == "FINISHED" else None)(current(server)), 60, 0.3,
+    done = wait_for(lambda: (lambda r: r if r["state"] == "FINISHED" else None)(current(server)), 120, 0.3,
                     "FINISHED")
-    assert done["step"] == 400 and done["eta_s"] is None
+    assert done["step"] == 1000 and done["eta_s"] is None
     notice = get(server, "/workspaces").json()["workspaces"][0]["notice"]
     assert notice["level"] == "success" and notice["key"] == f"{name}#1:FINISHED" and name in notice["text"]
 
