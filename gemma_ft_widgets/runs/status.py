@@ -285,7 +285,7 @@ REPORT_FIELDS = ("host", "devices", "platform", "device_kind", "host_rss_bytes",
 def _with_reports(processes: list[dict] | None, run_dir: str) -> list[dict] | None:
     """Each process's own report (devices, memory; train/process_report.py) joined in, with its
     age: what a process said before it ended stays, marked by `report_age_s`."""
-    if not processes:
+    if not processes or len(processes) < 2:  # only runs of several processes write reports
         return processes
     from ..train.process_report import read_reports
 
@@ -307,7 +307,7 @@ def describe_process(p: dict) -> str:
     parts = [f"{p.get('process')}: pid {p.get('pid')} " + {True: "alive", False: "gone", None: "?"}[p.get("alive")]
              + (f" on {p['host']}" if p.get("host") else "")]
     if p.get("devices"):
-        parts.append(f"{len(p['devices'])} {p.get('platform') or ''} device(s) {p['devices']}".replace("  ", " "))
+        parts.append(" ".join(str(x) for x in (len(p["devices"]), p.get("platform"), "device(s)", p["devices"]) if x))
     if p.get("host_rss_bytes"):
         parts.append(f"host {format_bytes(p['host_rss_bytes'])}")
     if p.get("device_mem_bytes"):

@@ -158,13 +158,13 @@ def adapter_einsums(lora_model, params) -> dict[tuple[str, ...], tuple[str, str]
     models and are reported as unsupported by `merge_into_base`.
     """
     import flax.linen as nn
+    from gemma.gm.nn import _lora as gm_lora
 
     found: dict[tuple[str, ...], tuple[str, str]] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         mod = context.module
-        # By class name along the MRO, so gemma 4's subclass of _LoRAEinsum counts too.
-        if context.method_name == "__call__" and any(c.__name__ == "_LoRAEinsum" for c in type(mod).__mro__):
+        if isinstance(mod, gm_lora._LoRAEinsum) and context.method_name == "__call__":  # Gemma 4's subclass too
             eqn = args[0] if args else kwargs["eqn"]
             found[tuple(mod.path)] = (eqn, mod.wrapped.weight_name)
         return next_fun(*args, **kwargs)
