@@ -20,8 +20,8 @@ from gemma_ft_widgets.runs import RunError, RunManager
 from gemma_ft_widgets.runs.metrics_csv import metrics_csv
 from gemma_ft_widgets.runs.run_facts import attempts
 from gemma_ft_widgets.ui.download import csv_link
-from gemma_ft_widgets.ui.run_table import RunTable
-from gemma_ft_widgets.ui.run_table_model import RunTableModel, config_diff, overlay_series
+from gemma_ft_widgets.ui.run_table import DROP_ORDER, RunTable, fit_levels, fit_style, row_html
+from gemma_ft_widgets.ui.run_table_model import COLUMNS, RunTableModel, config_diff, overlay_series
 from gemma_ft_widgets.ui.series import RunSeries
 
 from .conftest import wait_for
@@ -162,6 +162,32 @@ def test_table_view_sorts_selects_and_compares(four_runs):
         assert view.overlay_figure in view.children and len(view.overlay_figure.marks) == 4  # train + eval each
     finally:
         view.close()
+
+
+def test_a_narrow_notebook_drops_columns_by_level_and_keeps_what_a_comparison_needs(four_runs):
+    """At 800 px the table scrolled sideways (1,370 px). It now hides column groups as its box
+    narrows (CSS container queries, drawn by the browser test); here, the levels themselves."""
+    keys = [k for k, *_ in COLUMNS]
+    assert all(k in keys for group in DROP_ORDER for k in group)
+    levels = fit_levels()
+    widths = [px for px, _ in levels]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)
+    # JupyterLab's notebook at an 800 px window leaves a cell about 700 px wide.
+    fits = next(hidden for px, hidden in levels if px <= 700)
+    assert {"name", "state", "final_eval", "steps"}.isdisjoint(fits)
+    css = fit_style()
+    for above, _ in levels[:-1]:
+        assert f"@container (max-width:{above - 1}px)" in css
+    table = RunTable()
+    table.set_runs(RunManager(four_runs[0]).runs())
+    html = row_html(table.model.rows[0])
+    assert all(f'class="gft-col-{k}"' in html for k in keys)  # a cell and its header hide together
+    assert all(f"gft-col-{k}" in table.sort_buttons[k]._dom_classes for k in keys)
+    assert "gft-run-fit" in table.table._dom_classes
+    table.all_columns.value = True  # every column, scrolling sideways
+    assert "gft-run-fit" not in table.table._dom_classes
+    table.all_columns.value = False
+    assert "gft-run-fit" in table.table._dom_classes
 
 
 def test_config_diff_lists_only_keys_that_differ():

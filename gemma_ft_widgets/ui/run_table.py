@@ -22,35 +22,70 @@ from .download import csv_link
 from .run_table_model import ALL_STATES, COLUMNS, STATES, RunRow, RunTableModel, local_time
 
 CHECK_PX = 30
-GRID = "display:grid;grid-template-columns:" + " ".join(f"{px}px" for _, _, px, _ in COLUMNS)
 TABLE_PX = CHECK_PX + sum(px for _, _, px, _ in COLUMNS)
-CELL = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:0 4px"
+CELL = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:0 4px;box-sizing:border-box"
+WIDTH = {key: px for key, _, px, _ in COLUMNS}
+# A narrow notebook (800 px) drops columns in this order, a group at a time, instead of making
+# the table scroll sideways: what a comparison needs most (run, state, eval loss) stays, and at
+# the last level the run's name is cut shorter (its full name is in the cell's tooltip).
+DROP_ORDER: tuple[tuple[str, ...], ...] = (("note", "tags"), ("best_eval", "batch", "wall"), ("started",),
+                                           ("method",), ("model",), ("lr",), ("steps",))
+FIT_CLASS = "gft-run-fit"  # on the table's box: the container the queries measure ("All columns" removes it)
+NARROW_NAME_PX = 120
 
 
-def _cell(text: str, title: str = "", align: str = "left") -> str:
+def fit_levels() -> list[tuple[int, tuple[str, ...]]]:
+    """(table width in px, columns hidden) from all columns down to the narrowest table."""
+    hidden: tuple[str, ...] = ()
+    levels = [(TABLE_PX, hidden)]
+    for group in DROP_ORDER:
+        hidden += group
+        levels.append((TABLE_PX - sum(WIDTH[k] for k in hidden), hidden))
+    levels.append((levels[-1][0] - WIDTH["name"] + NARROW_NAME_PX, hidden))
+    return levels
+
+
+def fit_style() -> str:
+    """CSS container queries on the table's box: below each level's width, that level's columns
+    are hidden and the table narrows to the next level (the browser measures; the kernel cannot)."""
+    levels = fit_levels()
+    rules = [f".{FIT_CLASS}{{container-type:inline-size}}",
+             f".gft-runs-w{{width:{TABLE_PX}px}}", f".gft-runs-cw{{width:{TABLE_PX - CHECK_PX}px}}"]
+    for (above, _), (px, hidden) in zip(levels, levels[1:], strict=False):
+        cols = ",".join(f".gft-run-table .gft-col-{k}" for k in hidden)
+        narrow = (f".gft-run-table .gft-col-name{{width:{NARROW_NAME_PX}px !important;"
+                  f"flex-basis:{NARROW_NAME_PX}px !important}}") if px == levels[-1][0] else ""
+        rules.append(f"@container (max-width:{above - 1}px){{{cols}{{display:none !important}}{narrow}"
+                     f".gft-runs-w{{width:{px}px}}.gft-runs-cw{{width:{px - CHECK_PX}px}}}}")
+    return "<style>" + "".join(rules) + "</style>"
+
+
+def _cell(key: str, text: str, title: str = "", align: str = "left") -> str:
     tip = f' title="{fmt.esc(title)}"' if title else ""
-    return f'<div style="{CELL};text-align:{align}"{tip}>{text}</div>'
+    return (f'<div class="gft-col-{key}" style="{CELL};flex:0 0 {WIDTH[key]}px;text-align:{align}"{tip}>'
+            f"{text}</div>")
 
 
 def row_html(r: RunRow) -> str:
     """One row's cells, laid out on the header's columns."""
-    num = lambda x: _cell(fmt.number(x), align="right")  # noqa: E731
+    num = lambda key, x: _cell(key, fmt.number(x), align="right")  # noqa: E731
     steps = f"{'—' if r.step is None else r.step}/{r.max_steps or '—'}"
     wall = fmt.duration(r.wall_s) + (f" ({r.attempts}×)" if r.attempts > 1 else "")
     tags = " ".join(f'<span style="background:#eceff1;border-radius:8px;padding:0 6px">{fmt.esc(x)}</span>'
                     for x in r.tags)
+    lr = fmt.DASH if r.lr is None else fmt.esc(f"{r.lr:.3g}" if isinstance(r.lr, (int, float)) else r.lr)
     cells = [
-        _cell(f"<code>{fmt.esc(r.name)}</code>", r.run_dir),
-        _cell(fmt.badge(r.state)),
-        _cell(fmt.esc(r.model), r.model), _cell(fmt.esc(r.method), r.method),
-        _cell(fmt.DASH if r.lr is None else fmt.esc(f"{r.lr:.3g}" if isinstance(r.lr, (int, float)) else r.lr),
-              align="right"), _cell(fmt.esc(r.batch if r.batch is not None else fmt.DASH), align="right"),
-        num(r.final_eval), num(r.best_eval), _cell(steps, align="right"),
-        _cell(wall, f"{r.attempts} attempt(s)" if r.attempts else "", align="right"),
-        _cell(local_time(r.started), "local time"), _cell(tags, ", ".join(r.tags)),
-        _cell(fmt.esc(r.note), r.note),
+        _cell("name", f"<code>{fmt.esc(r.name)}</code>", r.run_dir),
+        _cell("state", fmt.badge(r.state)),
+        _cell("model", fmt.esc(r.model), r.model), _cell("method", fmt.esc(r.method), r.method),
+        _cell("lr", lr, align="right"),
+        _cell("batch", fmt.esc(r.batch if r.batch is not None else fmt.DASH), align="right"),
+        num("final_eval", r.final_eval), num("best_eval", r.best_eval), _cell("steps", steps, align="right"),
+        _cell("wall", wall, f"{r.attempts} attempt(s)" if r.attempts else "", align="right"),
+        _cell("started", local_time(r.started), "local time"), _cell("tags", tags, ", ".join(r.tags)),
+        _cell("note", fmt.esc(r.note), r.note),
     ]
-    return f'<div class="gft-run-cells" style="{GRID};font-size:12px;line-height:26px">' + "".join(cells) + "</div>"
+    return '<div class="gft-run-cells" style="display:flex;font-size:12px;line-height:26px">' + "".join(cells) + "</div>"
 
 
 def _value(v: Any) -> str:
@@ -79,7 +114,8 @@ class _RowWidgets:
         self.run_dir = ""
         self.row: RunRow | None = None  # the row drawn last
         self.check = w.Checkbox(value=False, indent=False, layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))
-        self.cells = w.HTML(layout=w.Layout(width=f"{TABLE_PX - CHECK_PX}px", margin="0"))
+        self.cells = w.HTML(layout=w.Layout(margin="0"))
+        self.cells.add_class("gft-runs-cw")  # its width follows the columns shown (fit_style)
         self.box = w.HBox([self.check, self.cells], layout=w.Layout(align_items="center", display="none",
                                                                      border_bottom="1px solid #eee"))
         self.box.add_class("gft-run-row")
@@ -94,7 +130,7 @@ class RunTable(w.VBox):
     `save_note_button` [gft-save-note], `csv_button` [gft-csv], `csv_html` [gft-csv-output],
     `delete_button` [gft-delete-run], `confirm_delete_button` [gft-delete-confirm],
     `cancel_delete_button` [gft-delete-cancel], `message` [gft-run-table-message],
-    `overlay_figure` [gft-overlay-figure], `overlay_lines`, `diff_html` [gft-config-diff];
+    `all_columns` [gft-all-columns], `overlay_figure` [gft-overlay-figure], `overlay_lines`, `diff_html` [gft-config-diff];
     property `selected`; `set_runs(statuses)`, `show_overlay(series)`."""
 
     def __init__(self, on_select: Callable[[tuple[str, ...]], None] | None = None,
@@ -128,15 +164,26 @@ class RunTable(w.VBox):
             b = w.Button(description=title, tooltip=f"sort by {title.lower()}",
                          layout=w.Layout(width=f"{px}px", margin="0", padding="0 2px"))
             b.add_class(f"gft-sort-{key}")
+            b.add_class(f"gft-col-{key}")
             b.on_click(lambda _b, key=key: m.sort_by(key))
             self.sort_buttons[key] = b
             head.append(b)
         self.row_widgets = [_RowWidgets(self._toggled) for _ in range(m.page_size)]
-        table = w.VBox([w.HBox(head, layout=w.Layout(width=f"{TABLE_PX}px"))] + [r.box for r in self.row_widgets],
-                       layout=w.Layout(width=f"{TABLE_PX}px"))
-        # The table is wider than a narrow notebook: it scrolls inside its own box.
-        self.table = w.Box([table], layout=w.Layout(overflow="auto hidden", width="100%"))
+        header = w.HBox(head)
+        table = w.VBox([header] + [r.box for r in self.row_widgets])
+        for part in (header, table):
+            part.add_class("gft-runs-w")  # its width follows the columns shown (fit_style)
+        # A narrow notebook hides columns (fit_style); narrower than the last level, it scrolls.
+        style = w.HTML(fit_style(), layout=w.Layout(height="0px", margin="0", overflow="hidden"))
+        self.table = w.Box([style, table], layout=w.Layout(overflow="auto hidden", width="100%",
+                                                            flex_flow="column"))
         self.table.add_class("gft-run-table")
+        self.table.add_class(FIT_CLASS)
+        self.all_columns = w.ToggleButton(description="All columns", icon="columns", value=False,
+                                          tooltip="show every column; a narrow table then scrolls sideways",
+                                          layout=w.Layout(width="130px"))
+        self.all_columns.add_class("gft-all-columns")
+        self.all_columns.observe(self._all_columns_changed, "value")
 
         self.selected_label = w.HTML()
         self.note_text = w.Text(placeholder="a note on this run", layout=w.Layout(flex="1 1 200px", min_width="120px"))
@@ -180,7 +227,7 @@ class RunTable(w.VBox):
         self._quiet = 0
         self._shown_selection: tuple = ()
         controls = w.HBox([self.filter_text, self.state_pick, self.count_label, self.prev_button, self.next_button,
-                           self.show_current_button],
+                           self.show_current_button, self.all_columns],
                           layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center"))
         # The overlay joins the children only while it has lines to show: a hidden bqplot figure
         # still renders, at size 0, and the browser logs negative-size errors for it.
@@ -261,6 +308,10 @@ class RunTable(w.VBox):
         self.message.value = html
 
     # -- events -----------------------------------------------------------------------------
+    def _all_columns_changed(self, change) -> None:
+        # Without the container, no query matches: every column shows and the box scrolls.
+        (self.table.remove_class if change["new"] else self.table.add_class)(FIT_CLASS)
+
     def _toggled(self, slot: _RowWidgets, on: bool) -> None:
         if not self._quiet and slot.run_dir:
             self.model.toggle(slot.run_dir, on)

@@ -136,7 +136,7 @@ def test_a_network_drop_between_browser_and_server_leaves_training_alone(lab, pa
 def test_run_table_renders_sorts_compares_and_fits_800px(lab, page, workspaces, artifacts):
     """The Runs section on four runs written by hand: rows, a header click that sorts, two
     ticked runs overlaid with their config diff, no widget error; at 800 px wide every part
-    stays inside the panel (the table scrolls in its own box). With GEMMA_FT_UPDATE_DOCS=1 the
+    stays inside the panel (the table hides columns, or with "All columns" scrolls in its own box). With GEMMA_FT_UPDATE_DOCS=1 the
     picture is copied to docs/panel-runs.png."""
     from ..test_ui_run_table import T0, make_run
 
@@ -178,4 +178,20 @@ def test_run_table_renders_sorts_compares_and_fits_800px(lab, page, workspaces, 
         box = page.locator(sel).first.bounding_box()
         assert box and box["x"] >= panel["x"] - 1 and box["x"] + box["width"] <= panel["x"] + panel["width"] + 1, (
             sel, box, panel)
+    # The table fits: it drops its less needed columns (note, tags, ...) rather than scrolling,
+    # and every header still stands over its column.
+    table = page.locator(".gft-run-table").first
+    drive.wait_for(lambda: table.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), 10, what="no inner scroll")
+    from gemma_ft_widgets.ui.run_table_model import COLUMNS
+
+    shown = [k for k, *_ in COLUMNS if page.locator(f".gft-sort-{k}").first.is_visible()]
+    assert {"name", "state", "final_eval"} <= set(shown) and "note" not in shown, shown
+    for key in shown:
+        head = page.locator(f".gft-sort-{key}").first.bounding_box()
+        cell = rows.first.locator(f".gft-col-{key}").first.bounding_box()
+        assert head and cell and abs(head["x"] - cell["x"]) <= 6, (key, head, cell)
+    drive.screenshot(page, artifacts, "lab_run_table-800px.png", page.locator(".gft-history-view"))
+    page.locator(".gft-all-columns").first.click()  # every column again, scrolling in its box
+    drive.wait_for(lambda: page.locator(".gft-sort-note").first.is_visible(), 10, what="all columns")
+    assert table.evaluate("e => e.scrollWidth > e.clientWidth")
     drive.assert_no_widget_errors(page)
