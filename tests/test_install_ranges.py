@@ -59,14 +59,16 @@ def runtime(request, tmp_path_factory):
     venv = tmp_path_factory.mktemp(f"colab-{request.param}") / "venv"
     sh(getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv)
     py = venv / "bin" / "python"
-    sh(py, "-m", "pip", "install", "-q", "--upgrade", "pip")
-    sh(py, "-m", "pip", "install", "-q", f"jax=={jax}", f"jaxlib=={jax}")
-    sh(py, "-m", "pip", "install", "-q", "--no-deps", f"jax-cuda12-plugin=={jax}", f"jax-cuda12-pjrt=={jax}")
+    # --no-compile: byte-compiling ~230 packages was a large share of each leg's minutes on 2
+    # cores, and says nothing about what is tested (versions kept, pip check, training).
+    pip = (py, "-m", "pip", "install", "-q", "--no-compile")
+    sh(*pip, "--upgrade", "pip")
+    sh(*pip, f"jax=={jax}", f"jaxlib=={jax}")
+    sh(*pip, "--no-deps", f"jax-cuda12-plugin=={jax}", f"jax-cuda12-pjrt=={jax}")
     before = versions(py)
     assert before == {n: jax for n in RUNTIME}
     # What a user runs (README, notebook 03): the project, and the runtime's own jax kept.
-    sh(py, "-m", "pip", "install", "-q", ROOT, *(f"{n}=={v}" for n, v in before.items() if n in ("jax", "jaxlib")),
-       "pytest")
+    sh(*pip, ROOT, *(f"{n}=={v}" for n, v in before.items() if n in ("jax", "jaxlib")), "pytest")
     return py, before
 
 
