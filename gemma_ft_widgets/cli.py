@@ -114,11 +114,12 @@ def cmd_launch(args) -> int:
         return 0
     from .runs import k8s
 
-    path = k8s.write_manifest(_manager(args), config, k8s.Options(
+    run_dir, path, job = scheduled.launch_k8s(_manager(args), config, k8s.Options(
         processes=args.processes, image=args.image, port=args.port, namespace=args.namespace,
-        claim=args.volume_claim, mount=args.mount_path))
-    print(path)
-    print(f"apply it with `kubectl apply -f {path}`", file=sys.stderr)
+        claim=args.volume_claim, mount=args.mount_path), args.submit)
+    print(run_dir if job else path)
+    print(f"applied as Kubernetes Job {job}: follow it with `{PROG} status`, stop it with `{PROG} stop`" if job
+          else f"apply it with `kubectl apply -f {path}`", file=sys.stderr)
     return 0
 
 
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = sp.add_mutually_exclusive_group(required=True)
     where.add_argument("--slurm", action="store_true", help="write the run's sbatch script (one task per process)")
     where.add_argument("--k8s", action="store_true", help="write an Indexed Job + headless Service manifest")
-    sp.add_argument("--submit", action="store_true", help="--slurm: sbatch it, and hold the workspace lock")
+    sp.add_argument("--submit", action="store_true", help="--slurm: sbatch it, --k8s: kubectl apply it; and hold the workspace lock")
     sp.add_argument("--nodes", type=int, default=1, help="--slurm: nodes (default 1)")
     sp.add_argument("--tasks-per-node", type=int, default=1, help="--slurm: trainer processes per node (default 1)")
     sp.add_argument("--partition", default=None)

@@ -1,8 +1,11 @@
-"""Issue 16: `gemma-ft launch --k8s` writes an Indexed Job + headless Service. There is no
-cluster here: the manifest is checked by the kubernetes client's own models (their required
-fields and types), its wiring (pod hostnames, service, coordinator) by structure, and the
-per-pod command is run as 2 real local tiny trainers, pod k's JOB_COMPLETION_INDEX set as
-Kubernetes sets it. Not tested: a real cluster's DNS, scheduling and volume.
+"""Issue 16: `gemma-ft launch --k8s` writes an Indexed Job + headless Service; with --submit it
+holds the workspace lock and applies it, and status, stop and resume go through kubectl. There
+is no cluster here: the manifest is checked by the kubernetes client's own models (their
+required fields and types), its wiring (pod hostnames, service, coordinator) by structure, and
+the per-pod command is run as 2 real local tiny trainers, pod k's JOB_COMPLETION_INDEX set as
+Kubernetes sets it. The --submit path runs against tests/fake_kubectl.py, a kubectl stand-in
+whose pods are local processes (the simulated trainer). Not tested: a real cluster's API
+server, DNS, scheduling and volume.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from gemma_ft_widgets import contract
-from gemma_ft_widgets.runs import RunManager, State
+from gemma_ft_widgets.runs import RunManager, State, k8s, lockfile
+from gemma_ft_widgets.runs.launch import package_env
 
+from . import fake_kubectl
+from .conftest import wait_for, wait_state
 from .test_multiprocess import config, events
 
 
@@ -34,8 +41,6 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
         if key.startswith("GEMMA_FT_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv(contract.CPU_DEVICES_ENV, "2")
-    from gemma_ft_widgets.runs.launch import package_env
-
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(config(max_steps=3)))
     ws = str(tmp_path / "ws")
@@ -86,3 +91,115 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
     assert len(events(run_dir, "step")) == 3
     st = RunManager(ws).status(run_dir)
     assert st.state == State.FINISHED and "reported FINISHED" in st.reason, st.reason
+
+
+# -- `launch --k8s --submit`, status, stop and resume, against the kubectl stand-in ---------------
+
+@pytest.fixture
+def kube(tmp_path, sim_env):
+    """The kubectl stand-in first on PATH; at the end, every Job a test left is deleted."""
+    state = str(tmp_path / "cluster")
+    fake_kubectl.install(str(tmp_path / "bin"), state)
+    sim_env.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    (tmp_path / "empty").mkdir()
+    yield state
+    for root, dirs, _ in os.walk(state):
+        for d in [d for d in dirs if d.startswith("Job-")]:
+            job = json.load(open(os.path.join(root, d, "job.json")))
+            fake_kubectl.delete(state, [job], os.path.basename(root), 1.0, True)
+
+
+def submit(tmp_path, make_config, *extra, **overrides) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(make_config(**overrides)))
+    return cli("launch", str(cfg), "--k8s", "--processes", "1", "--image", "example/gemma-ft:1", "--submit",
+               "-w", str(tmp_path / "ws"), *extra, env=package_env())
+
+
+def pod_pids(state: str) -> list[int]:
+    return [json.load(open(os.path.join(root, n)))["pid"] for root, _, files in os.walk(state)
+            for n in files if n.startswith("pod-") and n.endswith(".json")]
+
+
+def no_kubectl(tmp_path) -> dict:
+    return {**package_env(), "PATH": str(tmp_path / "empty")}
+
+
+def test_k8s_submit_is_seen_stopped_and_resumed_through_kubectl(kube, tmp_path, make_config):
+    """--submit holds the lock naming the Job and applies it; status asks kubectl (and, with
+    kubectl gone, says it cannot ask rather than that the run died); `gemma-ft stop` deletes the
+    Job: its trainer gets SIGTERM, saves a checkpoint, ABORTED, folder kept, lock and pods gone.
+    `gemma-ft resume` applies the manifest again as attempt 2, from that checkpoint."""
+    ws = str(tmp_path / "ws")
+    out = submit(tmp_path, make_config, max_steps=100000, checkpoint_every=10)
+    assert out.returncode == 0, out.stderr
+    run_dir = out.stdout.strip()
+    name = k8s.job_name(os.path.basename(run_dir))
+    assert f"applied as Kubernetes Job {name}" in out.stderr
+    lock = lockfile.read_lock(ws).data
+    assert lock["scheduler"] == {"kind": "k8s", "job_id": name, "namespace": "default"} and lock["launcher"] is None
+    m = RunManager(ws)
+    st = wait_state(m, State.RUNNING, timeout=60)
+    assert st.job["state"] == "RUNNING" and f"Kubernetes job {name} (RUNNING)" in st.reason
+    assert "RUNNING" in cli("status", "-w", ws, env=package_env()).stdout
+    blind = cli("status", "-w", ws, env=no_kubectl(tmp_path))
+    assert "RUNNING" in blind.stdout and "cannot ask Kubernetes: kubectl is not installed" in blind.stdout, blind.stdout
+    pods = [psutil.Process(pid) for pid in pod_pids(kube)]
+    assert len(pods) == 1
+
+    out = cli("stop", "-w", ws, env=package_env())
+    assert out.returncode == 0, out.stderr
+    st = m.status(run_dir)
+    assert st.state == State.ABORTED and f"Kubernetes job {name} was deleted" in st.reason, st.reason
+    assert "after saving a checkpoint" in st.reason and st.checkpoints and os.path.isdir(run_dir)
+    assert not lockfile.read_lock(ws).present and not any(p.is_running() for p in pods)
+    assert "(NotFound)" in subprocess.run(["kubectl", "get", "job", name, "-o", "json"], capture_output=True,
+                                          text=True).stderr
+    saved = st.checkpoints[-1]
+
+    out = cli("resume", run_dir, "-w", ws, env=package_env())
+    assert out.returncode == 0, out.stderr
+    start = wait_for(lambda: [e for e in events(run_dir, "start") if e["attempt"] == 2], 60, what="attempt 2")[0]
+    assert start["resume_step"] == saved
+    command = json.load(open(os.path.join(run_dir, k8s.MANIFEST_NAME)))["items"][1]["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    assert command[command.index("--attempt") + 1] == "2"
+    assert lockfile.read_lock(ws).data["scheduler"]["job_id"] == name
+    report = m.stop(force=True)
+    assert report.state == State.ABORTED and not lockfile.read_lock(ws).present, report.reason
+
+
+def test_k8s_job_that_ends_on_its_own_is_finished_or_failed_and_frees_the_workspace(kube, tmp_path, make_config,
+                                                                                  sim_env):
+    """No supervisor writes result.json for a Job: status reads the trainers' `final` and the
+    Job's state; a next start finds the ended Job's lock stale, and writes the result down. A
+    pod that fails fails the Job, and the run."""
+    ws = str(tmp_path / "ws")
+    out = submit(tmp_path, make_config, max_steps=5)
+    assert out.returncode == 0, out.stderr
+    run_dir = out.stdout.strip()
+    m = RunManager(ws)
+    st = wait_state(m, State.FINISHED, run_dir, timeout=60)
+    assert "the trainers reported FINISHED at step 5" in st.reason and "ended COMPLETE" in st.reason, st.reason
+    assert lockfile.read_lock(ws).present  # nobody in the Job clears it
+    sim_env.setenv("GEMMA_FT_SIM_CRASH_AT", "2")
+    out = submit(tmp_path, make_config, max_steps=5)  # not blocked by the ended Job's lock
+    assert out.returncode == 0, out.stderr
+    assert m.status(run_dir).state == State.FINISHED  # its result, written when the lock was cleared
+    st = wait_state(m, State.FAILED, out.stdout.strip(), timeout=60)
+    assert "ended FAILED (BackoffLimitExceeded" in st.reason, st.reason
+
+
+def test_k8s_submit_without_kubectl_fails_clearly_and_keeps_the_folder(kube, tmp_path, make_config):
+    out = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.cli", "launch", "--help"], capture_output=True,
+                         text=True, env=package_env())
+    assert "kubectl apply" in out.stdout
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(make_config()))
+    ws = str(tmp_path / "ws")
+    out = cli("launch", str(cfg), "--k8s", "--processes", "1", "--image", "x", "--submit", "-w", ws,
+              env=no_kubectl(tmp_path))
+    assert out.returncode == 1 and "kubectl is not installed here" in out.stderr, out.stderr
+    (run,) = RunManager(ws).runs()
+    assert run.state == State.FAILED and "kubectl is not installed" in run.reason
+    assert os.path.isfile(os.path.join(run.run_dir, k8s.MANIFEST_NAME)) and not lockfile.read_lock(ws).present

@@ -5,7 +5,8 @@ hostname <job>-<k>) and a headless Service that gives those hostnames DNS names,
 finds process 0's coordinator at <job>-0.<service>:<port>. Each pod runs runs/job_task.py, which
 sets the trainer's jax.distributed settings from that. The workspace must be a volume every pod
 mounts at the same path (a ReadWriteMany claim). Nothing here talks to a cluster: the manifest
-is written to the run folder and applied with kubectl; a stop is `kubectl delete -f` it.
+is written to the run folder, and applied by the user or by `--submit` (runs/scheduled.py,
+through runs/kubectl.py), which also holds the workspace lock; a stop is `kubectl delete -f` it.
 """
 
 from __future__ import annotations
@@ -91,5 +92,32 @@ def write_manifest(manager, config: Any, opts: Options) -> str:
     contract.atomic_write_json(os.path.join(run_dir, contract.CONFIG_NAME), cfg.to_dict())
     path = os.path.join(run_dir, MANIFEST_NAME)
     contract.atomic_write_json(path, manifest(run_dir, manager.workspace, manager.trainer, opts, package_env()))
-    contract.append_status(run_dir, "IDLE", f"Kubernetes manifest written, not applied: kubectl apply -f {path}")
     return path
+
+
+def job_of_manifest(path: str) -> tuple[str, str]:
+    """(job name, namespace) of the Job in a manifest write_manifest wrote."""
+    job = _job(contract.read_json(path), path)
+    return job["metadata"]["name"], job["metadata"].get("namespace") or "default"
+
+
+def set_attempt(path: str, attempt: int) -> None:
+    """Point the manifest's pods at `attempt` (a resume): the "--attempt" of their command."""
+    doc = contract.read_json(path)
+    try:
+        command = _job(doc, path)["spec"]["template"]["spec"]["containers"][0]["command"]
+    except (KeyError, IndexError, TypeError):
+        command = []
+    if not isinstance(command, list) or command.count("--attempt") != 1:
+        raise RunError(f"{path} is not the manifest `gemma-ft launch --k8s` wrote (no single --attempt); "
+                       "launch the run again")
+    command[command.index("--attempt") + 1] = str(attempt)
+    contract.atomic_write_json(path, doc)
+
+
+def _job(doc: Any, path: str) -> dict[str, Any]:
+    items = doc.get("items") if isinstance(doc, dict) else None
+    jobs = [i for i in items or [] if isinstance(i, dict) and i.get("kind") == "Job"]
+    if len(jobs) != 1:
+        raise RunError(f"{path} is not the manifest `gemma-ft launch --k8s` wrote (no single Job in it)")
+    return jobs[0]

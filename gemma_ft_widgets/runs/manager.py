@@ -289,14 +289,14 @@ class RunManager:
                                   contract.checkpoint_path(run_dir, newer) + f".set-aside-{attempt}")
                 from . import scheduled
 
-                on_slurm = scheduled.submitted_through_slurm(run_dir)
+                on_slurm = scheduled.scheduler_of(run_dir) is not None  # Slurm or Kubernetes: a new job
                 lockfile.create_lock(self.workspace, scheduled.resume_lock(self, run_dir, attempt) if on_slurm
                                      else self._lock_data(run_dir, attempt))
             ckpt = wanted if wanted is not None else (st.checkpoints[-1] if st.checkpoints else None)
             contract.append_status(run_dir, "STARTING", f"resume: attempt {attempt} from "
                                    + (f"checkpoint step {ckpt}" if ckpt else "step 0 (no checkpoint)") + extended)
             if on_slurm:
-                scheduled.resubmit_slurm(self, run_dir, attempt)
+                scheduled.resubmit(self, run_dir, attempt)
             else:
                 self._launch(run_dir, attempt)
         return Run(self, run_dir)
@@ -706,6 +706,9 @@ class RunManager:
             raise RunError(f"a run is already active: {name} ({st.state.value}{progress}). Stop it with "
                            f"`gemma-ft stop --workspace {self.workspace}` or the panel's Abort button")
         why = "machine rebooted" if check.rebooted else "its processes are gone"
+        if (lock.data.get("scheduler") or {}).get("kind") == "k8s" and os.path.isdir(run_dir):
+            from .scheduled import record_end  # a Kubernetes Job has no supervisor to write its end
+            record_end(run_dir, lock.data, check.job or {})
         ended = self._status_of(run_dir, lock).state if os.path.isdir(run_dir) else State.ORPHANED
         lockfile.remove_lock(self.workspace)
         if os.path.isdir(run_dir):  # an ended run (its trainer's `final` says so) keeps its label

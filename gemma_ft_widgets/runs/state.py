@@ -28,6 +28,7 @@ class State(str, Enum):
 
 LOCK_MISSING = ("its workspace lock is missing (deleted while the run goes on); `gemma-ft restore-lock` "
                 "puts it back, and stop, start, resume and delete see the run anyway")
+SCHEDULER_NAMES = {"slurm": "Slurm", "k8s": "Kubernetes"}  # the lock's scheduler kinds, for messages
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 ENDED_STATES = frozenset({State.FINISHED, State.FAILED, State.ABORTED})
 
@@ -137,29 +138,38 @@ def _with_lock(f: Facts) -> tuple[State, str]:
 def _scheduled(f: Facts) -> tuple[State, str]:
     """A run whose trainers a scheduler runs: the job's state, not pids, says whether it lives."""
     job = f.job or {}
-    kind = str(job.get("kind") or "scheduler").capitalize()
+    k8s = job.get("kind") == "k8s"
+    kind = SCHEDULER_NAMES.get(job.get("kind"), str(job.get("kind") or "scheduler").capitalize())
     name = f"{kind} job {job.get('job_id')}"
     if job.get("job_id") is None:
         if f.launcher == Proc.ALIVE:
             return State.STARTING, f"submitting to {kind}"
         return State.ORPHANED, f"the submission to {kind} did not complete (no job id was recorded)"
     state = job.get("state")
-    if job.get("active") is False:  # the job ended without writing result.json
-        if _final_state(f) is not None:
+    if job.get("active") is False:  # the job ended without writing result.json (a Kubernetes Job never does)
+        if f.launcher == Proc.ALIVE:  # a Kubernetes Job is recorded before `kubectl apply` creates it
+            return State.STARTING, f"submitting to {kind}"
+        final = _final_state(f)
+        if final is not None and k8s:
+            return final, (f"the trainers reported {final.value} at step {(f.final or {}).get('step')}; "
+                           f"{name} " + (f"ended {state}" if state else "is gone"))
+        if final is not None:
             return _from_final(f)
-        if state is None:
+        if state is None and not f.stop_requested:
             return State.ORPHANED, f"{name} is no longer known to {kind} and left no result"
-        if state.startswith("CANCELLED") or f.stop_requested:
-            return State.ABORTED, f"{name} was cancelled ({state}) before it wrote a result"
-        return State.FAILED, f"{name} ended {state} without writing a result"
+        if f.stop_requested or state.startswith("CANCELLED"):
+            how = "deleted (kubectl delete)" if k8s else f"cancelled ({state})"
+            return State.ABORTED, f"{name} was {how} before it wrote a result"
+        return State.FAILED, f"{name} ended {state}" + (": a trainer failed (see its stderr log)" if k8s
+                                                        else " without writing a result")
     unknown = f"; cannot ask {kind}: {job.get('error')}" if job.get("active") is None else ""
     if f.stop_requested:
-        return State.STOPPING, f"stop requested; {name} is being cancelled{unknown}"
+        return State.STOPPING, f"stop requested; {name} is being {'deleted' if k8s else 'cancelled'}{unknown}"
     if state == "PENDING":
         return State.STARTING, f"{name} is queued (PENDING)"
     if f.stepped:
-        return State.RUNNING, f"{name} ({state}){unknown}"
-    return State.STARTING, f"{name} ({state}): the trainers are starting{unknown}"
+        return State.RUNNING, f"{name} ({state or 'state unknown'}){unknown}"
+    return State.STARTING, f"{name} ({state or 'state unknown'}): the trainers are starting{unknown}"
 
 
 def _launched_elsewhere(f: Facts) -> tuple[State, str]:
