@@ -1,11 +1,11 @@
 """Issue 16: `gemma-ft launch --k8s` writes an Indexed Job + headless Service; with --submit it
 holds the workspace lock and applies it, and status, stop and resume go through kubectl. There
 is no cluster here: the manifest is checked by the kubernetes client's own models (their
-required fields and types), its wiring (pod hostnames, service, coordinator) by structure, and
-the per-pod command is run as 2 real local tiny trainers, pod k's JOB_COMPLETION_INDEX set as
-Kubernetes sets it. The --submit path runs against tests/fake_kubectl.py, a kubectl stand-in
-whose pods are local processes (the simulated trainer). Not tested: a real cluster's API
-server, DNS, scheduling and volume.
+required fields and types), its wiring (pod hostnames, service, coordinator) by structure.
+Applying it goes to tests/fake_kubectl.py, a kubectl stand-in whose pods are local processes
+(pod k's JOB_COMPLETION_INDEX set as Kubernetes sets it, <job>-0.<job> resolving to
+127.0.0.1): 2 real tiny trainers there, and the simulated trainer for --submit, status, stop
+and resume. Not tested: a real cluster's API server, DNS, scheduling and volume.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def cli(*args, env=None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_processes(tmp_path, monkeypatch):
+def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_processes(tmp_path, monkeypatch,
+                                                                                       kubectl):
     kubernetes = pytest.importorskip("kubernetes")
     for key in list(os.environ):
         if key.startswith("GEMMA_FT_"):
@@ -46,7 +47,10 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
     ws = str(tmp_path / "ws")
     bad = cli("launch", str(cfg), "--k8s", "--processes", "2", "-w", ws, env=package_env())
     assert bad.returncode != 0 and "--image" in bad.stderr and not os.path.exists(ws)
-    out = cli("launch", str(cfg), "--k8s", "--processes", "2", "--image", "example/gemma-ft:1",
+    with socket.socket() as s:  # the coordinator's port, free here: its pods run on this host
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = cli("launch", str(cfg), "--k8s", "--processes", "2", "--image", "example/gemma-ft:1", "--port", port,
               "--volume-claim", "shared-ws", "-w", ws, env=package_env())
     assert out.returncode == 0, out.stderr
     path = out.stdout.strip()
@@ -76,16 +80,19 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
     assert cmd[cmd.index("--process-id-env") + 1] == "JOB_COMPLETION_INDEX"
     assert {e.name: e.value for e in container.env} == {contract.CPU_DEVICES_ENV: "2"}
 
-    # Each pod's command, here: the pod-0 DNS name is 127.0.0.1 and a free port (no cluster DNS).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        local = f"127.0.0.1:{s.getsockname()[1]}"
-    argv = [sys.executable if a == "python" else local if a == coordinator else a for a in cmd]
-    pods = [subprocess.Popen(argv, cwd=run_dir, env={**package_env(), **{e.name: e.value for e in container.env},
-                                                     "JOB_COMPLETION_INDEX": str(k)}) for k in range(2)]
-    codes = [p.wait(timeout=600) for p in pods]
-    assert codes == [0, 0], [open(os.path.join(run_dir, contract.process_log_name(contract.STDERR_NAME, k))).read()
-                             for k in range(2)]
+    # Applied by hand, as the user would without --submit, to the kubectl stand-in: its 2 pods are
+    # local processes, and the coordinator's DNS name <job>-0.<job> is 127.0.0.1.
+    done = subprocess.run(["kubectl", "apply", "-f", path], capture_output=True, text=True, env=package_env())
+    assert done.returncode == 0, done.stderr
+    name = job_model.metadata.name
+
+    def job_status():
+        out = subprocess.run(["kubectl", "get", "job", name, "-o", "json"], capture_output=True, text=True)
+        return json.loads(out.stdout)["status"]
+
+    status = wait_for(lambda: (lambda s: s if not s["active"] else None)(job_status()), 600, 1.0, "the Job's end")
+    assert status["succeeded"] == 2, [open(os.path.join(run_dir, contract.process_log_name(contract.STDERR_NAME, k)))
+                                      .read() for k in range(2)]
     devices = events(run_dir, "devices")[-1]
     assert devices["processes"] == 2 and devices["count"] == 4 and devices["local_count"] == 2
     assert len(events(run_dir, "step")) == 3
@@ -96,17 +103,23 @@ def test_k8s_manifest_is_a_valid_indexed_job_whose_pod_command_trains_as_two_pro
 # -- `launch --k8s --submit`, status, stop and resume, against the kubectl stand-in ---------------
 
 @pytest.fixture
-def kube(tmp_path, sim_env):
+def kubectl(tmp_path, monkeypatch):
     """The kubectl stand-in first on PATH; at the end, every Job a test left is deleted."""
     state = str(tmp_path / "cluster")
     fake_kubectl.install(str(tmp_path / "bin"), state)
-    sim_env.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
     (tmp_path / "empty").mkdir()
     yield state
     for root, dirs, _ in os.walk(state):
         for d in [d for d in dirs if d.startswith("Job-")]:
             job = json.load(open(os.path.join(root, d, "job.json")))
             fake_kubectl.delete(state, [job], os.path.basename(root), 1.0, True)
+
+
+@pytest.fixture
+def kube(kubectl, sim_env):
+    """The stand-in, and the simulated trainer."""
+    return kubectl
 
 
 def submit(tmp_path, make_config, *extra, **overrides) -> subprocess.CompletedProcess:
