@@ -216,3 +216,46 @@ def test_k8s_submit_without_kubectl_fails_clearly_and_keeps_the_folder(kube, tmp
     (run,) = RunManager(ws).runs()
     assert run.state == State.FAILED and "kubectl is not installed" in run.reason
     assert os.path.isfile(os.path.join(run.run_dir, k8s.MANIFEST_NAME)) and not lockfile.read_lock(ws).present
+
+
+def test_a_jobs_status_maps_to_one_state_word():
+    from gemma_ft_widgets.runs.kubectl import ACTIVE, job_status_state
+
+    cond = lambda kind, **kw: {"conditions": [{"type": kind, "status": "True", **kw}]}  # noqa: E731
+    assert job_status_state({}) == "PENDING"  # the controller made no pod yet
+    assert job_status_state({"active": 2, "ready": 0}) == "PENDING"  # pods scheduled, none running
+    assert job_status_state({"active": 2, "ready": 1}) == "RUNNING"
+    assert job_status_state({"active": 2}) == "RUNNING"  # before Kubernetes 1.24: no `ready`
+    assert job_status_state({"succeeded": 2, **cond("Complete")}) == "COMPLETE"
+    failed = job_status_state({"failed": 1, **cond("Failed", reason="BackoffLimitExceeded", message="limit")})
+    assert failed == "FAILED (BackoffLimitExceeded: limit)"
+    assert job_status_state({"active": 1, **cond("FailureTarget")}) == "ENDING"  # pods still terminating
+    assert job_status_state({"active": 1, "conditions": [{"type": "Failed", "status": "False"}]}) == "RUNNING"
+    assert {"PENDING", "RUNNING", "ENDING"} <= ACTIVE and not {"COMPLETE", "FAILED"} & ACTIVE
+
+
+def _k8s(job: dict, **facts) -> tuple[State, str]:
+    from gemma_ft_widgets.runs import Facts, derive_state
+
+    lock = {"run_dir": "/ws/r", "attempt": 1, "hostname": "elsewhere", "boot_id": "x",
+            "scheduler": {"kind": "k8s", "job_id": "j", "namespace": "default"}}
+    return derive_state(Facts(lock=lock, host="here", boot_id="y", job={"kind": "k8s", "job_id": "j", **job},
+                              **facts))
+
+
+def test_a_kubernetes_runs_state_comes_from_its_job_and_its_trainers_final():
+    from gemma_ft_widgets.runs import Proc
+
+    assert _k8s({"state": "PENDING", "active": True}) == (State.STARTING, "Kubernetes job j is queued (PENDING)")
+    assert _k8s({"state": "RUNNING", "active": True}, stepped=True)[0] == State.RUNNING
+    state, reason = _k8s({"state": "COMPLETE", "active": False}, stepped=True, final={"state": "FINISHED", "step": 9})
+    assert state == State.FINISHED and reason.endswith("at step 9; Kubernetes job j ended COMPLETE")
+    state, reason = _k8s({"state": "FAILED (BackoffLimitExceeded: x)", "active": False}, stepped=True)
+    assert state == State.FAILED and "ended FAILED (BackoffLimitExceeded" in reason
+    state, reason = _k8s({"state": None, "active": False}, stop_requested=True)  # deleted by the stop
+    assert state == State.ABORTED and "was deleted" in reason
+    assert _k8s({"state": None, "active": False})[0] == State.ORPHANED  # deleted by someone, no final
+    # Recorded before `kubectl apply` created it: starting while the launcher lives.
+    assert _k8s({"state": None, "active": False}, launcher=Proc.ALIVE)[0] == State.STARTING
+    state, reason = _k8s({"state": None, "active": None, "error": "kubectl is not installed here"}, stepped=True)
+    assert state == State.RUNNING and "cannot ask Kubernetes: kubectl is not installed here" in reason
