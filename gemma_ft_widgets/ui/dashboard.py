@@ -21,8 +21,8 @@ from .curve_view import CurveView
 from .processes_view import ProcessesView
 from .samples_view import SamplesView
 from .series import RunSeries
+from .state_table import look
 
-ACTIVE = ("STARTING", "RUNNING", "STOPPING")
 KPI_LABELS = {
     "loss": "loss",
     "eval_loss": "eval loss",
@@ -34,8 +34,6 @@ KPI_LABELS = {
     "host_mem": "host memory",
 }
 LOG_STREAMS = ("stdout", "stderr", "supervisor")  # stdout first: the trainer logs there
-BAR_STYLES = {"STARTING": "info", "RUNNING": "info", "STOPPING": "warning", "FINISHED": "success",
-              "ABORTED": "warning", "FAILED": "danger", "ORPHANED": "danger"}
 
 
 def _show(widget: w.Widget, visible: bool) -> None:
@@ -169,7 +167,7 @@ class Dashboard(w.VBox):
     def set_controls(self, state: str, stopping: bool, can_stop: bool = True) -> None:
         """Abort for an active run; 'stopping…' and Force kill while it stops."""
         self.state, self._stopping = state, stopping
-        active = state in ACTIVE and can_stop
+        active = look(state).active and can_stop
         stopping = active and (stopping or state == "STOPPING")
         confirming = active and not stopping and self.confirming
         _show(self.abort_button, active and not stopping and not confirming)
@@ -214,7 +212,7 @@ class Dashboard(w.VBox):
         else:
             _set(self.progress, "max", max(1, int(total or 1)))
             _set(self.progress, "value", min(int(step or 0), self.progress.max))
-            _set(self.progress, "bar_style", BAR_STYLES.get(state, ""))
+            _set(self.progress, "bar_style", look(state).bar)
             pct = f" ({100 * (step or 0) / total:.0f}%)" if total else ""
             _set(self.progress_label, "value", f"step <b>{fmt.count(step)}</b> / {fmt.count(total or None)}{pct}")
 
@@ -222,14 +220,14 @@ class Dashboard(w.VBox):
             value = getattr(status, key, None)
             return value if value is not None or series is None else series.latest(key)
 
-        eta = series.eta_s(total) if series is not None and state in ACTIVE else None
+        eta = series.eta_s(total) if series is not None and look(state).active else None
         values = {
             "loss": fmt.number(pick("loss")),
             "eval_loss": fmt.number(status.eval_loss),
             "lr": fmt.number(pick("lr"), 3),
             # What the throughput line ends at (outliers clipped, smoothed), not the last raw value.
             "tokens_per_s": fmt.rate(self.curves.throughput_now() if series is not None else pick("tokens_per_s")),
-            "eta": ("stalled" if getattr(status, "stalled_s", None) else fmt.duration(eta)) if state in ACTIVE
+            "eta": ("stalled" if getattr(status, "stalled_s", None) else fmt.duration(eta)) if look(state).active
                    else fmt.DASH,
             "elapsed": fmt.duration(getattr(status, "wall_s", None) or status.elapsed_s),  # all attempts
             "device_mem": fmt.nbytes(series.latest("device_mem_bytes")) if series else fmt.DASH,

@@ -8,33 +8,18 @@ import math
 import os
 from typing import Any
 
-DASH = "—"
+from .state_table import look, state_value  # state_value: fmt's name for it too
 
-# Colours of the state badge (background, text).
-STATE_COLOURS = {
-    "IDLE": ("#e0e0e0", "#333"),
-    "STARTING": ("#bbdefb", "#0d47a1"),
-    "RUNNING": ("#c8e6c9", "#1b5e20"),
-    "STOPPING": ("#ffe0b2", "#e65100"),
-    "FINISHED": ("#a5d6a7", "#1b5e20"),
-    "FAILED": ("#ffcdd2", "#b71c1c"),
-    "ABORTED": ("#fff9c4", "#795548"),
-    "ORPHANED": ("#ffccbc", "#bf360c"),
-}
+DASH = "—"
 
 
 def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text))
 
 
-def state_value(state: Any) -> str:
-    """'RUNNING' for State.RUNNING or 'RUNNING'."""
-    return str(getattr(state, "value", state) or "IDLE")
-
-
 def badge(state: Any) -> str:
     s = state_value(state)
-    bg, fg = STATE_COLOURS.get(s, ("#eee", "#333"))
+    bg, fg = look(state).badge
     return (f'<span class="gft-badge gft-badge-{s.lower()}" style="background:{bg};color:{fg};'
             f'padding:2px 10px;border-radius:10px;font-weight:600;font-size:0.9em">{esc(s)}</span>')
 

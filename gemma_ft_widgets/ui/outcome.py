@@ -16,8 +16,7 @@ import ipywidgets as w
 
 from . import fmt, layout
 from .export_row import ExportRow
-
-ENDED = ("FINISHED", "ABORTED", "FAILED", "ORPHANED")
+from .state_table import look
 
 
 def _show(widget: w.Widget, visible: bool) -> None:
@@ -106,17 +105,18 @@ class OutcomeView(w.VBox):
             self._shown = shown
             if self.message.value:
                 self.message.value = ""
-        html = banner_html(status) if state in ENDED else ""
+        lk = look(state)
+        html = banner_html(status) if lk.ended else ""
         if self.banner.value != html:
             self.banner.value = html
         tail = ""
-        if state == "FAILED":
+        if lk.stderr:
             tail = "<b>stderr (last lines)</b>" + fmt.pre(stderr_tail, "240px", "gft-pre gft-stderr-text")
         if self.stderr_tail.value != tail:
             self.stderr_tail.value = tail
-        _show(self.stderr_tail, state == "FAILED")
+        _show(self.stderr_tail, lk.stderr)
         has_ckpt = bool(status.last_checkpoint)
-        resumable = bool(status.can_resume) and state in ("ABORTED", "ORPHANED", "FAILED")
+        resumable = bool(status.can_resume) and lk.resume
         _show(self.resume_button, resumable)
         steps = list(getattr(status, "checkpoints", None) or [])
         options = [("newest that restores", "")] + [(f"from step_{s}", str(s)) for s in reversed(steps)]
@@ -125,14 +125,14 @@ class OutcomeView(w.VBox):
             self.checkpoint_picker.options = options
             self.checkpoint_picker.value = keep
         _show(self.checkpoint_picker, resumable and len(steps) > 1)
-        _show(self.new_run_button, state in ENDED)  # a stale lock never blocks a new start
-        _show(self.playground_button, state in ("FINISHED", "ABORTED") and has_ckpt)
-        _show(self.clean_button, state == "ORPHANED")
-        exportable = state in ("FINISHED", "ABORTED", "FAILED") and has_ckpt
+        _show(self.new_run_button, lk.ended)  # a stale lock never blocks a new start
+        _show(self.playground_button, lk.playground and has_ckpt)
+        _show(self.clean_button, lk.clean)
+        exportable = lk.export and has_ckpt
         if exportable:
             self.export_row.set_run(status.run_dir)
         _show(self.export_row, exportable)
         for b in (self.resume_button, self.clean_button):
             if b.disabled != busy:
                 b.disabled = busy
-        _show(self, state in ENDED)
+        _show(self, lk.ended)
