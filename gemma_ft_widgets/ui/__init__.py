@@ -18,6 +18,9 @@ ControlPanel
     (ScrollToView: a switch of view scrolls the new one into sight) [gft-scroll-to-view],
     run_view [gft-run-view], sections (Accordion:
     0 = runs, 1 = playground, 2 = queue) [gft-sections]. The panel itself [gft-panel].
+    controller (PanelController, ui/controller.py: navigation, one snapshot of the workspace
+    per poll, worker threads, caches; no widgets), actions (PanelActions, ui/panel_actions.py:
+    the buttons' handlers). How each State looks (view, badge, bar, buttons): ui/state_table.py.
 panel.form (ConfigForm) [gft-form]
     fields[name] (one widget per TrainingConfig field; whole numbers are WholeNumberText,
     which keeps a typed "1.5" and lets the form refuse it) [gft-field-<name>],

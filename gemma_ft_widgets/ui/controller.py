@@ -152,6 +152,16 @@ class PanelController:
         series.read(self.manager.resolve(run_dir))
         return series
 
+    def read_many(self, run_dirs: list[str]) -> dict[str, RunSeries]:
+        """The curves of each of these runs still in the workspace (the run table's overlay)."""
+        read = {}
+        for run_dir in run_dirs:
+            try:
+                read[run_dir] = self.read_series(run_dir)
+            except RunError:  # deleted meanwhile
+                continue
+        return read
+
     def logs(self, st, stream: str) -> tuple[str, str, str] | None:
         """(status.log's tail, the stream's tail, stderr's tail when FAILED) of the run shown, or
         None when unchanged: an ended run's logs are read once, not every poll."""

@@ -7,6 +7,9 @@ It is only a view of what `runs.RunManager` reports: building a panel while a ru
 (`poller.Poller`) refreshes it about once a second, reading only appended metrics; it sets
 widget traits and nothing else, and stops when the panel is closed. Buttons that take time
 (start, stop, resume, clean, sample) run in worker threads so the kernel stays responsive.
+
+This module is the layout and the drawing of one poll's snapshot; what to show and the
+workers are ui/controller.py's, the buttons' handlers ui/panel_actions.py's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import traitlets as t
 
 from .. import contract
 from ..config import sample_dataset_path
-from ..runs import RunError, RunManager
+from ..runs import RunManager
 from ..runs.warm_sampler import WarmSamplers
 from . import fmt, layout, plots
 from .controller import PanelController, Snapshot
@@ -107,13 +110,8 @@ class ControlPanel(w.VBox):
 
     def _build_chrome(self) -> None:
         """The header, the body that holds one view, the sections, the toast and message log."""
-        # A long workspace path is cut with an ellipsis (the whole path in its tooltip), so
-        # the header stays one line in a narrow notebook.
-        self.title = w.HTML(f'<div style="display:flex;align-items:baseline;gap:0.3em;white-space:nowrap;max-width:100%">'
-                            '<b style="font-size:1.1em">Gemma fine-tuning</b><span style="color:#666">· workspace</span>'
-                            f'<code title="{fmt.esc(self.workspace)}" style="min-width:0;max-width:46ch;overflow:hidden;'
-                            f'text-overflow:ellipsis;direction:rtl">&lrm;{fmt.esc(self.workspace)}&lrm;</code></div>',
-                            layout=w.Layout(flex="1 1 20em", min_width="0", overflow="hidden"))
+        self.title = w.HTML(title_html(self.workspace), layout=w.Layout(flex="1 1 20em", min_width="0",
+                                                                         overflow="hidden"))
         self.title.add_class("gft-title")
         self.active_label = w.HTML()
         self.active_label.add_class("gft-active-run")
@@ -338,12 +336,7 @@ class ControlPanel(w.VBox):
                 self.history.show_overlay([])
                 self._overlay_key = None
             return
-        read = {}
-        for run_dir in selected:
-            try:
-                read[run_dir] = self.controller.read_series(run_dir)
-            except RunError:
-                continue
+        read = self.controller.read_many(selected)
         key = tuple((d, s.version) for d, s in read.items())
         if key != self._overlay_key:
             self.history.show_overlay(overlay_series(selected, read.get), self.max_points)
@@ -355,16 +348,30 @@ class ControlPanel(w.VBox):
         self.controller.note(text, kind)
 
     def _show_messages(self) -> None:
-        messages = list(self.controller.messages)
-        colour = MESSAGE_COLOURS[messages[-1][2]]  # every line in the colour of the newest, as before
-        lines = [f'<div style="color:{colour}">{s} {fmt.esc(m)}' + (f" (×{n})" if n > 1 else "") + "</div>"
-                 for s, m, _, n in messages]
-        self.message_log.value = '<div style="font-size:0.85em">' + "".join(lines) + "</div>"
+        self.message_log.value = messages_html(list(self.controller.messages))
         self.message_log.layout.display = None
 
     @property
     def messages(self) -> list[str]:
         return [m for _, m, _, _ in self.controller.messages]
+
+
+def title_html(workspace: str) -> str:
+    """The header. A long workspace path is cut with an ellipsis (the whole path in its
+    tooltip), so the header stays one line in a narrow notebook."""
+    return ('<div style="display:flex;align-items:baseline;gap:0.3em;white-space:nowrap;max-width:100%">'
+            '<b style="font-size:1.1em">Gemma fine-tuning</b><span style="color:#666">· workspace</span>'
+            f'<code title="{fmt.esc(workspace)}" style="min-width:0;max-width:46ch;overflow:hidden;'
+            f'text-overflow:ellipsis;direction:rtl">&lrm;{fmt.esc(workspace)}&lrm;</code></div>')
+
+
+def messages_html(messages: list[tuple[str, str, str, int]]) -> str:
+    """The message log: (stamp, text, kind, times) per line, every line in the colour of the
+    newest one's kind (as it always was)."""
+    colour = MESSAGE_COLOURS[messages[-1][2]]
+    lines = [f'<div style="color:{colour}">{s} {fmt.esc(m)}' + (f" (×{n})" if n > 1 else "") + "</div>"
+             for s, m, _, n in messages]
+    return '<div style="font-size:0.85em">' + "".join(lines) + "</div>"
 
 
 def _widget_tree(roots: list[w.Widget]) -> list[w.Widget]:
