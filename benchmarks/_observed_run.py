@@ -22,7 +22,7 @@ from typing import Any
 
 import _common as C
 
-SIM = "gemma_ft_widgets.runs.simulated_trainer"
+SIM = "gemma_ft_widgets.train.simulated"
 
 
 def add_args(p, observed_help: str) -> None:

@@ -31,7 +31,7 @@ import _common as C  # noqa: E402
 
 TARGET_S = 1.0
 HEAVY = ("jax", "jaxlib", "flax", "optax", "tensorflow", "gemma", "orbax", "kauldron")
-SIM = "gemma_ft_widgets.runs.simulated_trainer"
+SIM = "gemma_ft_widgets.train.simulated"
 
 CHILD_A = r"""
 import json, sys, time

@@ -34,7 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
-SIM = "gemma_ft_widgets.runs.simulated_trainer"
+SIM = "gemma_ft_widgets.train.simulated"
 STARTING_TARGET = 1.0
 FORCED_TARGET = 1.0
 GRACE_S = 2.0

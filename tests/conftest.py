@@ -17,7 +17,7 @@ from gemma_ft_widgets import contract
 from gemma_ft_widgets.runs import RunManager, State, lockfile
 from gemma_ft_widgets.runs.status import check_lock
 
-SIM_TRAINER = "gemma_ft_widgets.runs.simulated_trainer"
+SIM_TRAINER = "gemma_ft_widgets.train.simulated"
 STEP_TIME = "0.02"
 
 

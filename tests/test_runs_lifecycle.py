@@ -17,7 +17,7 @@ import pytest
 from gemma_ft_widgets import contract
 from gemma_ft_widgets.config import ConfigError
 from gemma_ft_widgets.runs import RunError, RunManager, State, identity, lockfile
-from gemma_ft_widgets.runs.simulated_trainer import CHILD_PID_FILE
+from gemma_ft_widgets.train.simulated import CHILD_PID_FILE
 
 from .conftest import SIM_TRAINER, verified_processes, wait_for, wait_state, wait_step
 
@@ -614,7 +614,7 @@ def test_wait_returns_at_the_wanted_state_and_refuses_unreachable_ones(tmp_path,
     monkeypatch.setenv("GEMMA_FT_SIM_CRASH_AT", "5")
     dataset = tmp_path / "d.jsonl"
     dataset.write_text("".join('{"prompt": "p%d", "response": "r"}\n' % i for i in range(10)))
-    manager = RunManager(tmp_path / "ws", trainer="gemma_ft_widgets.runs.simulated_trainer")
+    manager = RunManager(tmp_path / "ws", trainer="gemma_ft_widgets.train.simulated")
     run = manager.start({"dataset": str(dataset), "max_steps": 50, "warmup_steps": 0, "batch_size": 2})
     with pytest.raises(RunError, match="FAILED"):
         run.wait(until=lambda st: (st.step or 0) > 40, timeout=60)

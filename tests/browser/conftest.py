@@ -9,7 +9,7 @@ from .lab import LabServer, have_chromium, launch_browser, reap
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARTIFACTS = os.path.join(HERE, "..", "..", "test-artifacts")
 NOTEBOOKS = os.path.join(HERE, "..", "..", "notebooks")
-SIM_TRAINER = "gemma_ft_widgets.runs.simulated_trainer"
+SIM_TRAINER = "gemma_ft_widgets.train.simulated"
 _OWNED: list[str] = []  # folders of the current test, beyond its tmp_path (see no_leftovers)
 
 
