@@ -29,55 +29,12 @@ import traceback
 import warnings
 
 from .. import contract
+from .errors import Diverged, FolderGone, NoAcceleratorError, SetupError, nonfinite_name
+from .plan import check_devices
+from .step_log import HostMemory, StepLog, device_memory
 
-T_PROCESS = time.time()
-
-
-class SetupError(Exception):
-    """A problem of the config, data or model found before training: exit 2."""
-
-
-class NoAcceleratorError(Exception):
-    """The machine has a GPU or TPU that jax does not see: exit 4, before any weights load."""
-
-
-def check_devices(devices, allow_cpu: bool) -> None:
-    """Refuse to train on the CPU by accident: jax falls back to it silently when its GPU/TPU
-    plugin is missing or does not match jaxlib (a pip install that replaced a runtime's jax)."""
-    from .. import accelerator
-
-    if allow_cpu or any(d.platform != "cpu" for d in devices):
-        return
-    accel = accelerator.detect()
-    if accel.present:
-        raise NoAcceleratorError(accelerator.no_accelerator_message(accel, accelerator.jax_stack()))
-
-
-class Diverged(Exception):
-    """The loss or gradient norm became NaN/Infinity: the run fails (exit 5), and nothing
-    from that step on is saved."""
-
-    def __init__(self, what: str, value: float, step: int):
-        self.what, self.value, self.step = what, value, step
-        super().__init__(f"{what} became {_name(value)} at step {step}")
-
-
-def _name(value: float) -> str:
-    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-
-
-def first_nonfinite(first_step: int, losses, grad_norms) -> Diverged | None:
-    """The first step of a window whose loss or gradient norm is not finite."""
-    for i, (loss, norm) in enumerate(zip(losses, grad_norms)):
-        if not math.isfinite(loss):
-            return Diverged("loss", loss, first_step + i)
-        if not math.isfinite(norm):
-            return Diverged("gradient norm", norm, first_step + i)
-    return None
-
-
-class FolderGone(Exception):
-    """The run folder was moved or deleted while training: exit 6, never re-create it."""
+__all__ = ["Diverged", "FolderGone", "NoAcceleratorError", "SetupError", "StopFlag", "TrainResult", "Trainer",
+           "check_devices", "data_line", "device_memory", "main", "run"]
 
 
 class StopFlag:
@@ -140,71 +97,6 @@ def _attempt(run_dir: str) -> int:
     return len(starts) + 1
 
 
-class _HostMemory:
-    """This process's RSS, read at most once per `every` seconds: a step event carries it, and
-    on a fast step (a few ms) a psutil read every step would be a measurable share of the loop."""
-
-    def __init__(self, every: float = 1.0):
-        self.every = every
-        self._at, self._value = -1e9, None
-        try:
-            import psutil
-
-            self._proc = psutil.Process()
-        except Exception:  # noqa: BLE001
-            self._proc = None
-
-    def rss(self) -> int | None:
-        if self._proc is None:
-            return None
-        now = time.monotonic()
-        if now - self._at >= self.every:
-            self._at = now
-            try:
-                self._value = int(self._proc.memory_info().rss)
-            except Exception:  # noqa: BLE001
-                self._value = None
-        return self._value
-
-
-def device_memory(devices) -> tuple[int | None, int | None]:
-    """(bytes in use, peak bytes) summed over local devices; (None, None) when the backend
-    has no memory stats (CPU)."""
-    used = peak = 0
-    any_stats = False
-    for d in devices:
-        try:
-            stats = d.memory_stats()
-        except Exception:  # noqa: BLE001
-            stats = None
-        if stats:
-            any_stats = True
-            used += int(stats.get("bytes_in_use", 0))
-            peak += int(stats.get("peak_bytes_in_use", 0))
-    return (used, peak) if any_stats else (None, None)
-
-
-class LrTable:
-    """`table[k]`: the learning rate of update k, computed `BLOCK` steps at a time."""
-
-    BLOCK = 4096
-
-    def __init__(self, schedule):
-        import jax
-
-        self._fn = jax.jit(jax.vmap(schedule))
-        self._start, self._values = -1, None
-
-    def __getitem__(self, k: int) -> float:
-        import numpy as np
-
-        start = k - k % self.BLOCK
-        if start != self._start:
-            self._values = np.asarray(self._fn(np.arange(start, start + self.BLOCK, dtype=np.int32)))
-            self._start = start
-        return float(self._values[k - start])
-
-
 @dataclasses.dataclass
 class TrainResult:
     state: str  # FINISHED | ABORTED
@@ -217,13 +109,16 @@ class TrainResult:
 class Trainer:
     """One training attempt in a run folder. `Trainer(run_dir).run()` -> TrainResult.
 
-    Tests build it directly; `fsdp_min_bytes` lowers the FSDP size threshold so the tiny
-    model's arrays get sharded too.
+    `setup()` builds the plan (train/plan.py: model, data, optimizer, placements, steps) and
+    resumes; `train()` is the loop. Tests build it directly; `fsdp_min_bytes` lowers the FSDP
+    size threshold so the tiny model's arrays get sharded too.
     """
 
     def __init__(self, run_dir: str, config=None, stop: StopFlag | None = None,
                  fsdp_min_bytes: int | None = None, log=None):
         from ..config import TrainingConfig
+        from . import distributed, phases
+        from .checkpoints import BackgroundSaver, SyncSaver
 
         self.run_dir = os.path.abspath(run_dir)
         self.config = config or TrainingConfig.from_json_file(os.path.join(self.run_dir, contract.CONFIG_NAME))
@@ -232,50 +127,65 @@ class Trainer:
         self.metrics_path = os.path.join(self.run_dir, contract.METRICS_NAME)
         self.folder_id = contract.folder_identity(self.run_dir)
         self._log = log or (lambda msg: print(msg, flush=True))
-        self._mem = _HostMemory()
-        self.report = None  # process_report.ProcessReport, in a run of several processes
-        self._saver = None
+        self.host_memory = HostMemory()
         self._metrics = None  # contract.JsonlAppender, opened by the first event
-        from . import phases
-
         self.phases = phases.Reporter(self.event)  # STARTING progress: `phase` events
-        from . import distributed
-
         # Several processes (jax.distributed, initialised by run()): process 0 writes the files.
         self.processes = distributed.process_count()
         self.chief = distributed.is_chief()
         if self.processes > 1 and not isinstance(self.stop, distributed.AgreedStop):
             self.stop = distributed.AgreedStop(self.stop)
+        self.saver = SyncSaver() if self.processes > 1 else BackgroundSaver()
+        # By setup():
+        self.plan = None  # plan.Plan
+        self.report = None  # process_report.ProcessReport, in a run of several processes
+        self.samples = None  # eval_samples.EvalSampler: greedy samples at each eval, if any
+        self.tb = None  # tb.ScalarWriter (a NullWriter off process 0), open until `final`
+        self.trainable = self.opt_state = None  # the loop's state (the step donates it)
+        self.step = 0
+        # By compile():
+        self.train_compiled = None  # jax's Compiled train step
+        self.step_fn = None  # what the loop calls (plan.Compiled.step_fn)
+        self.memory_analysis: dict = {}
 
-    @property
-    def saver(self):
-        if self._saver is None:
-            from .checkpoints import BackgroundSaver, SyncSaver
-
-            self._saver = SyncSaver() if self.processes > 1 else BackgroundSaver()
-        return self._saver
+    # The plan's pieces, under the names tests, benchmarks and eval_samples use.
+    devices = property(lambda self: self.plan.devices)
+    mesh = property(lambda self: self.plan.mesh)
+    b_sh = property(lambda self: self.plan.placement.batch)
+    frozen = property(lambda self: self.plan.frozen)
+    batches = property(lambda self: self.plan.batches)
+    data = property(lambda self: self.plan.data)
+    loaded = property(lambda self: self.plan.loaded)
+    is_lora = property(lambda self: self.plan.is_lora)
+    trainable_count = property(lambda self: self.plan.trainable_count)
 
     def close(self) -> None:
         """Wait for a checkpoint save in flight and close TensorBoard; idempotent. After an
         error too, before the process exits (a save's own failure is raised by train())."""
         # Not waiting for a sampler warm-up still compiling: a stop must not wait for it, and the
         # trainer process leaves with os._exit (train/__main__.py), which ends the thread cleanly.
-        if self._saver is not None:
-            try:
-                self._saver.wait()
-            except Exception as e:  # noqa: BLE001 - the run has failed already
-                print(f"checkpoint save failed as well: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        if getattr(self, "tb", None) is not None:
+        self._wait_for_saves(raise_failure=False)
+        if self.tb is not None:
             self.tb.close()
             self.tb = None
-        if self._saver is not None:
-            self._saver.close()
+        self.saver.close()
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
 
+    def _wait_for_saves(self, raise_failure: bool) -> None:
+        """Every checkpoint save complete. A failed save is raised, or, when the run is failing
+        already (its own error stays the reason), printed."""
+        try:
+            self.saver.wait()
+        except Exception as e:  # noqa: BLE001 - whatever the save raised
+            if raise_failure:
+                raise
+            print(f"checkpoint save failed as well: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
     # -- events ---------------------------------------------------------------------------
     def event(self, name: str, **fields) -> dict:
+        """Append an event to metrics.jsonl (process 0 only); returns it."""
         ev = {"event": name, "time": time.time(), **fields}
         if not self.chief:
             return ev
@@ -286,123 +196,38 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------
     def setup(self) -> None:
+        """Devices, the plan (model, data, optimizer, placements, steps), then resume."""
         import jax
 
-        from .. import datasets
-        from . import (
-            checkpoints,
-            data,
-            distributed,
-            eval_samples,
-            lora,
-            models,
-            optim,
-            phases,
-            quantize,
-            remat,
-            sharding,
-            step,
-        )
+        from . import eval_samples, plan
 
-        cfg = self.config
-        self.devices = jax.devices()
-        check_devices(self.devices, cfg.allow_cpu)
-        n_dev = len(self.devices)
-        self.event("devices", platform=self.devices[0].platform, device_kind=self.devices[0].device_kind,
-                   count=n_dev, processes=jax.process_count(), local_count=jax.local_device_count())
+        devices = jax.devices()
+        check_devices(devices, self.config.allow_cpu)
+        self._announce_devices(devices)
+        self.plan, self.trainable, self.opt_state = plan.build(self.config, devices, self.phases, self._log,
+                                                               self.fsdp_min_bytes)
+        self.samples = eval_samples.EvalSampler.create(self)
+        self.tb = self._scalar_writer()
+        self._resume()
+
+    def _announce_devices(self, devices) -> None:
+        import jax
+
+        self.event("devices", platform=devices[0].platform, device_kind=devices[0].device_kind,
+                   count=len(devices), processes=jax.process_count(), local_count=jax.local_device_count())
         if self.processes > 1:  # each process's own devices and memory (process 0 cannot see them)
             from .process_report import ProcessReport
 
             self.report = ProcessReport(self.run_dir, jax.process_index(), jax.local_devices())
-            self.report.write(self._mem.rss(), device_memory(jax.local_devices())[0], None, force=True)
-        if cfg.batch_size % n_dev:
-            raise SetupError(f"batch_size {cfg.batch_size} must be a multiple of the {n_dev} devices "
-                             f"jax sees ({self.devices[0].platform}); use {n_dev * max(1, cfg.batch_size // n_dev)}")
-        self.mesh = sharding.make_mesh(self.devices)
-        rep = sharding.replicated(self.mesh)
-        min_bytes = self.fsdp_min_bytes if self.fsdp_min_bytes is not None else sharding.FSDP_MIN_BYTES
+            self.report.write(self.host_memory.rss(), device_memory(jax.local_devices())[0], None, force=True)
 
-        def shard_fn(tree):
-            return sharding.param_shardings(tree, self.mesh, cfg.fsdp, min_bytes)
+    def _resume(self) -> None:
+        """Resume from the newest checkpoint that restores; a damaged one is kept, marked and skipped."""
+        from . import checkpoints, distributed
 
-        t = time.time()
-        try:
-            loaded = phases.load_model_reporting(self, lambda: models.load_model(
-                cfg.model, seed=cfg.seed, dtype_name=cfg.dtype, param_sharding=shard_fn))
-        except models.ModelLoadError as e:
-            raise SetupError(str(e)) from e
-        self.loaded = loaded
-        self._log(f"model {loaded.spec.name}: {models.param_count(loaded.params):,} params from "
-                  f"{loaded.source} in {time.time() - t:.1f}s, dtype {jax.numpy.dtype(loaded.dtype).name}, "
-                  f"{n_dev} {self.devices[0].platform} device(s){', FSDP' if cfg.fsdp else ''}")
-
-        self.phases.begin("data")
-        try:
-            self.data = data.prepare(cfg.dataset, cfg.dataset_format, loaded.tokenizer, cfg.max_seq_len,
-                                     cfg.eval_fraction, cfg.seed, progress=lambda done, total: self.phases.progress(
-                                         "data", done, total, "tokenized"))
-        except datasets.DatasetError as e:
-            raise SetupError(str(e)) from e
-        self.is_lora = cfg.method == "lora"
-        dropout = cfg.lora_dropout if self.is_lora else 0.0
-        # A step's batch holds grad_accum_steps micro-batches (step.make_steps adds their gradients).
-        self.batches = data.Batches(self.data.train, cfg.batch_size * cfg.grad_accum_steps, cfg.seed,
-                                    step_column=dropout > 0)
-        self.samples = eval_samples.EvalSampler.create(self)  # greedy samples at each eval
-
-        base = remat.apply(loaded.model, cfg.remat)
-        if self.is_lora:
-            self.model = quantize.wrap_lora(base, cfg.lora_rank, cfg.quantization, dtype=loaded.dtype,
-                                            dropout=dropout)
-            trainable = lora.init_lora_params(self.model, cfg.seed)
-            if models.param_count(trainable) == 0:
-                raise SetupError(f"gm.nn.LoRA finds no layer to adapt in {loaded.spec.name} with the "
-                                 "installed gemma library; use method 'full' for this model")
-            frozen = quantize.frozen_params(self.model, loaded.params, cfg.quantization)
-            loaded.params = frozen  # the unquantized weights are not kept
-        else:
-            self.model = base
-            trainable, frozen = loaded.params, {}
-        self.tx, self.schedule = optim.for_config(cfg)
-        if cfg.schedule_steps and cfg.schedule_steps < cfg.max_steps and cfg.lr_schedule != "constant":
-            self._log(f"schedule: {cfg.lr_schedule} decay ends at step {cfg.schedule_steps}; the learning rate then stays at "
-                      f"{cfg.learning_rate * optim.END_LR_FRACTION:g} to step {cfg.max_steps}")
-
-        # Placement: batch split over the mesh; params replicated, or FSDP (frozen base in
-        # LoRA; params + optimizer state in full fine-tuning).
-        lora_fsdp = cfg.fsdp and not self.is_lora
-        p_sh = sharding.param_shardings(trainable, self.mesh, lora_fsdp, min_bytes)
-        f_sh = shard_fn(frozen)
-        abstract_opt = jax.eval_shape(self.tx.init, trainable)
-        o_sh = sharding.param_shardings(abstract_opt, self.mesh, lora_fsdp, min_bytes)
-        self.b_sh = sharding.batch_sharding(self.mesh)
-        self.trainable = distributed.put(trainable, p_sh)
-        self.frozen = distributed.put(frozen, f_sh)
-        self.opt_state = jax.jit(self.tx.init, out_shardings=o_sh)(self.trainable)
-        self.trainable_count = models.param_count(self.trainable)
-
-        softcap = getattr(getattr(base, "config", None), "final_logit_softcap", None)
-        self.chunked = step.supports_chunked_loss(base)
-        # Chunks of the f32 logits: 1 (computed whole, no recomputation) unless they exceed
-        # step.CHUNK_BYTES.
-        self.loss_chunks = (step.loss_chunks(cfg.batch_size, cfg.max_seq_len,
-                                             loaded.params["embedder"]["input_embedding"].shape[0])
-                            if self.chunked else None)
-        # The lr of update k is schedule(k): vectorised over a block of steps at a time, never
-        # an array of max_steps values (10^9 steps would be gigabytes).
-        self.lrs = LrTable(self.schedule)
-        self.tb = self._scalar_writer()
-        self.train_step, self.eval_step = step.make_steps(
-            self.model, self.tx, self.is_lora, self.chunked, softcap,
-            shardings=(p_sh, o_sh, f_sh, self.b_sh, rep), compute_dtype=loaded.dtype,
-            accum_steps=cfg.grad_accum_steps, dropout_seed=cfg.seed if dropout > 0 else None,
-            lora_scale=lora.scale(cfg.lora_alpha, cfg.lora_rank) if self.is_lora else 1.0)
-
-        # Resume from the newest checkpoint that restores; a damaged one is kept, marked and skipped.
         if self.chief:
             checkpoints.clean_partials(self.run_dir)
         distributed.barrier("resume-listing")  # every process then finds the same newest one
-        self.step = 0
         damaged = []
         for ckpt_step in reversed(contract.checkpoint_steps(self.run_dir)):
             path = contract.checkpoint_path(self.run_dir, ckpt_step)
@@ -425,7 +250,7 @@ class Trainer:
                 print(f"warning: checkpoint {contract.checkpoint_name(ckpt_step)} cannot be restored: {e}; "
                       f"kept as {marked}; trying the previous one", file=sys.stderr, flush=True)
                 continue
-            if meta.get("config_hash") and meta["config_hash"] != checkpoints.config_hash(cfg.to_dict()):
+            if meta.get("config_hash") and meta["config_hash"] != checkpoints.config_hash(self.config.to_dict()):
                 print(f"warning: {path} was written with a different config; resuming anyway",
                       file=sys.stderr)
             self.trainable, self.opt_state, self.step = trainable, opt_state, restored_step
@@ -433,47 +258,22 @@ class Trainer:
                 print(f"warning: checkpoint data position {position} != step*batch "
                       f"{self.batches.position(self.step)} (batch size changed?)", file=sys.stderr)
             self._log(f"resumed from {path}" + (f" (skipped damaged: {'; '.join(damaged)})" if damaged else ""))
-            break
-        else:
-            if damaged:  # never train from scratch over a run's history without being asked
-                raise SetupError("no checkpoint of this run can be restored: " + "; ".join(damaged)
-                                 + ". They are kept; start a new run, or restore a copy of a checkpoint")
+            return
+        if damaged:  # never train from scratch over a run's history without being asked
+            raise SetupError("no checkpoint of this run can be restored: " + "; ".join(damaged)
+                             + ". They are kept; start a new run, or restore a copy of a checkpoint")
 
     # -- pieces of the loop ------------------------------------------------------------------
     def compile(self) -> float:
-        import jax
-
-        t = time.time()
-        from . import distributed
-
-        batch = distributed.put(self.batches.batch(self.step), self.b_sh)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*donated buffers.*")
-            self.train_compiled = self.train_step.lower(self.trainable, self.opt_state, self.frozen, batch).compile()
-        seconds = time.time() - t
-        self.step_fn = self.train_compiled
-        if any(x.dtype == jax.numpy.int4 for x in jax.tree.leaves(self.frozen)):
-            # The compiled step wants int4 arguments packed two to a byte, and arrays placed with
-            # a NamedSharding are not (jax 0.10, CPU), so the AOT call refuses them; the jitted
-            # function accepts them (at the price of a second compile, at the first step).
-            self.step_fn = self.train_step
-        self.memory_analysis = _memory_analysis(self.train_compiled)
-        return seconds
+        """Compile the train step ahead of time; returns the seconds it took."""
+        compiled = self.plan.compile(self.trainable, self.opt_state, self.step)
+        self.train_compiled, self.step_fn = compiled.compiled, compiled.step_fn
+        self.memory_analysis = compiled.memory_analysis
+        return compiled.seconds
 
     def evaluate(self) -> float | None:
-
-        from . import data, distributed
-
-        if len(self.data.eval) == 0:
-            return None
-        total = count = 0.0
-        for batch in data.eval_batches(self.data.eval, self.config.batch_size):
-            if self.stop.hard:
-                return None
-            s, c = self.eval_step(self.trainable, self.frozen, distributed.put(batch, self.b_sh))
-            total += float(s)
-            count += float(c)
-        return total / max(count, 1.0)
+        """The eval loss of the current weights (None: no eval split, or a SIGTERM cut it short)."""
+        return self.plan.evaluate(self.trainable, lambda: self.stop.hard)
 
     def save(self, last_loss: float | None) -> str:
         """Start saving a checkpoint of the current step; returns its path relative to the run
@@ -490,7 +290,7 @@ class Trainer:
         meta = {"epoch": self.batches.epoch(step_n), "method": cfg.method, "model": cfg.model,
                 "config_hash": checkpoints.config_hash(cfg.to_dict()), "saved_at": contract.utc_now(),
                 "loss": last_loss, "trainable_params": self.trainable_count, "num_processes": self.processes}
-        rel = os.path.relpath(contract.checkpoint_path(self.run_dir, step_n), self.run_dir)
+        rel = self._checkpoint_rel()
 
         def done(path, seconds):  # in the save's thread, once step_N is complete
             self.event("checkpoint", step=step_n, path=rel, seconds=round(seconds, 3))
@@ -499,6 +299,10 @@ class Trainer:
         self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,
                           self.batches.position(step_n), meta, cfg.keep_checkpoints, on_done=done)
         return rel
+
+    def _checkpoint_rel(self) -> str:
+        """The current step's checkpoint, relative to the run folder."""
+        return os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
 
     def check_folder(self) -> None:
         """Before each save: is the run folder still the one this attempt started in?"""
@@ -531,166 +335,86 @@ class Trainer:
             return self._train()
         except BaseException:
             # Exit waits for a save in flight; the error being raised stays the run's reason.
-            saver, self._saver = self._saver, None
-            if saver is not None:
-                try:
-                    saver.wait()
-                except Exception as e:  # noqa: BLE001
-                    print(f"checkpoint save failed as well: {type(e).__name__}: {e}", file=sys.stderr,
-                          flush=True)
+            self._wait_for_saves(raise_failure=False)
             raise
 
     def _train(self) -> TrainResult:
-        import jax
-
-        from . import data, distributed, phases
-
         cfg = self.config
-        if getattr(self, "tb", None) is None:
+        if self.tb is None:
             self.tb = self._scalar_writer()
-        tb = self.tb
-        losses: dict[int, float] = {}
-        evals: dict[int, float] = {}
-        last_ckpt = None
-        if self.step > 0:
-            last_ckpt = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
-
+        last_ckpt = self._checkpoint_rel() if self.step > 0 else None
         self.stop.refresh()
-        if self.stop.requested:  # stopped while loading: nothing new to save
-            return self._final(tb, "ABORTED", last_ckpt, losses, evals)
-        if self.step >= cfg.max_steps:
-            return self._final(tb, "FINISHED", last_ckpt, losses, evals)
-
-        if getattr(self, "train_compiled", None) is None:
-            if getattr(self, "samples", None) is not None:
-                self.samples.warm_up()  # the sampler compiles while the train step does
-            seconds = phases.compile_with_guide(self)
-            self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
-                       trainable_params=self.trainable_count,
-                       chunked_loss=(self.loss_chunks or 1) > 1, loss_chunks=self.loss_chunks)
-            self._log(f"compiled the train step in {seconds:.1f}s")
-
-        lrs = self.lrs
-        window_norms: list = []  # gradient norms (device scalars) of the same steps
-        log_every, eval_every, ckpt_every = cfg.log_every, cfg.eval_every, cfg.checkpoint_every
-        window_losses: list = []  # device scalars since the last step event
-        window_tokens = 0
-        pending = None  # (step, [loss arrays], tokens): logged once the next step is queued
-        t_last = time.time()
-        last_loss = None
-        devices = jax.local_devices()  # memory_stats() answers for this process's devices only
-        report = self.report
-        announced: list[int] = []
-        saver = self.saver
-        device_mem = [-1e9, None]  # (when read, bytes in use): read at most once a second
-
-        def emit(entry):
-            nonlocal t_last, last_loss
-            step_n, loss_arrays, norm_arrays, tokens = entry
-            vals, norms = jax.device_get((loss_arrays, norm_arrays))
-            vals, norms = [float(x) for x in vals], [float(x) for x in norms]
-            diverged = first_nonfinite(step_n - len(vals) + 1, vals, norms)
-            now = time.time()
-            dt = max(now - t_last, 1e-9)
-            t_last = now
-            loss = sum(vals) / len(vals)
-            last_loss = loss
-            losses[step_n] = loss
-            lr = float(lrs[step_n - 1])
-            if time.monotonic() - device_mem[0] >= 1.0:
-                device_mem[:] = [time.monotonic(), device_memory(devices)[0]]
-            used = device_mem[1]
-            self.event("step", step=step_n, loss=loss, lr=lr, grad_norm=sum(norms) / len(norms),
-                       tokens_per_s=round(tokens / dt, 1),
-                       step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
-                       device_mem_bytes=used, host_rss_bytes=self._mem.rss())
-            if report is not None:
-                report.write(self._mem.rss(), used, step_n)
-            tb.scalars(step_n, {"loss": loss, "lr": lr, "grad_norm": sum(norms) / len(norms),
-                                "tokens_per_s": tokens / dt})
-            if not announced:  # status.log gets one RUNNING line per attempt, at its first step
-                announced.append(step_n)
-                if self.chief:
-                    contract.append_status(self.run_dir, "RUNNING", f"first step {step_n} logged")
-            if diverged is not None:
-                raise diverged
-
-        def check_window():
-            """Before a save: the steps not logged yet must be finite too."""
-            if window_losses:
-                vals, norms = jax.device_get((window_losses, window_norms))
-                diverged = first_nonfinite(self.step - len(vals) + 1, [float(x) for x in vals],
-                                           [float(x) for x in norms])
-                if diverged is not None:
-                    raise diverged
-
-        def flush():
-            nonlocal pending
-            if pending is not None:
-                emit(pending)
-                pending = None
-
+        if self.stop.requested or self.step >= cfg.max_steps:  # stopped while loading: nothing new to save
+            return self._final("ABORTED" if self.stop.requested else "FINISHED", last_ckpt, {}, {})
+        if self.train_compiled is None:
+            self._compile_announced()
+        log = StepLog(self, self.tb, self.step)
+        evals: dict[int, float] = {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*donated buffers.*")
             while self.step < cfg.max_steps and not self.stop.requested:
-                saver.check()  # a background save that failed fails the run here
-                host_batch = self.batches.batch(self.step)
-                batch = distributed.put(host_batch, self.b_sh)
-                self.trainable, self.opt_state, metrics = self.step_fn(
-                    self.trainable, self.opt_state, self.frozen, batch)
-                self.step += 1
-                self.stop.refresh()  # several processes: all see the same flag until the next step
-                window_losses.append(metrics["loss"])
-                window_norms.append(metrics["grad_norm"])
-                window_tokens += data.real_tokens(host_batch)
-                if pending is not None:  # step n-1's metrics, read while step n runs
-                    emit(pending)
-                    pending = None
+                self._step(log)
                 at_end = self.step == cfg.max_steps
-                first = not announced and pending is None and not losses  # RUNNING shows at once
-                if self.step % log_every == 0 or at_end or self.stop.requested or first:
-                    pending = (self.step, window_losses, window_norms, window_tokens)
-                    window_losses, window_norms, window_tokens = [], [], 0
-                if self.step % eval_every == 0 or at_end:
-                    flush()
-                    ev = self.evaluate()
-                    if ev is not None and not math.isfinite(ev):
-                        raise Diverged("eval loss", ev, self.step)
-                    if ev is not None:
-                        evals[self.step] = ev
-                        self.event("eval", step=self.step, eval_loss=ev)
-                        tb.scalars(self.step, {"eval_loss": ev}, force=True)
-                    if getattr(self, "samples", None) is not None and not self.stop.hard:
-                        self.samples.run(self.step)  # greedy completions: `sample` events
-                    t_last = time.time()  # eval time is not step time
-                if (self.step % ckpt_every == 0 or at_end) and not self.stop.requested:
-                    flush()
-                    check_window()
-                    last_ckpt = self.save(last_loss)
-                    tb.flush()
-                    t_last = time.time()
-            if window_losses:
-                pending = pending or (self.step, window_losses, window_norms, window_tokens)
-            flush()
+                if (self.step % cfg.log_every == 0 or at_end or self.stop.requested
+                        or log.nothing_logged):  # the first step is logged at once: RUNNING shows
+                    log.close_window()
+                if self.step % cfg.eval_every == 0 or at_end:
+                    log.emit_pending()
+                    self._eval(evals)
+                    log.restart_clock()
+                if (self.step % cfg.checkpoint_every == 0 or at_end) and not self.stop.requested:
+                    log.emit_pending()
+                    log.check_window(self.step)
+                    last_ckpt = self.save(log.last_loss)
+                    self.tb.flush()
+                    log.restart_clock()
+            log.finish()
+        state = "ABORTED" if self.stop.requested and self.step < cfg.max_steps else "FINISHED"
+        if last_ckpt != self._checkpoint_rel():
+            last_ckpt = self.save(log.last_loss)
+        return self._final(state, last_ckpt, log.losses, evals)
 
-        if self.stop.requested and self.step < cfg.max_steps:
-            here = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
-            if last_ckpt != here:
-                last_ckpt = self.save(last_loss)
-            return self._final(tb, "ABORTED", last_ckpt, losses, evals)
-        here = os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
-        if last_ckpt != here:
-            last_ckpt = self.save(last_loss)
-        return self._final(tb, "FINISHED", last_ckpt, losses, evals)
+    def _compile_announced(self) -> None:
+        from . import phases
+
+        if self.samples is not None:
+            self.samples.warm_up()  # the sampler compiles while the train step does
+        seconds = phases.compile_with_guide(self)
+        self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
+                   trainable_params=self.trainable_count,
+                   chunked_loss=(self.plan.loss_chunks or 1) > 1, loss_chunks=self.plan.loss_chunks)
+        self._log(f"compiled the train step in {seconds:.1f}s")
+
+    def _step(self, log: StepLog) -> None:
+        """One step queued (not waited for); its metrics go to `log`."""
+        self.saver.check()  # a background save that failed fails the run here
+        host_batch = self.batches.batch(self.step)
+        self.trainable, self.opt_state, metrics = self.step_fn(
+            self.trainable, self.opt_state, self.frozen, self.plan.put_batch(host_batch))
+        self.step += 1
+        self.stop.refresh()  # several processes: all see the same flag until the next step
+        log.add(self.step, metrics, host_batch)
+
+    def _eval(self, evals: dict[int, float]) -> None:
+        """The eval loss (`eval` event), then greedy samples (`sample` events) unless a SIGTERM."""
+        ev = self.evaluate()
+        if ev is not None and not math.isfinite(ev):
+            raise Diverged("eval loss", ev, self.step)
+        if ev is not None:
+            evals[self.step] = ev
+            self.event("eval", step=self.step, eval_loss=ev)
+            self.tb.scalars(self.step, {"eval_loss": ev}, force=True)
+        if self.samples is not None and not self.stop.hard:
+            self.samples.run(self.step)  # greedy completions: `sample` events
 
     def _scalar_writer(self):
         from .tb import NullWriter, ScalarWriter
 
         return ScalarWriter(self.run_dir) if self.chief else NullWriter()
 
-    def _final(self, tb, state, ckpt, losses, evals) -> TrainResult:
-        self.saver.wait()  # every checkpoint complete (and its event written) before `final`
-        tb.close()
+    def _final(self, state, ckpt, losses, evals) -> TrainResult:
+        self._wait_for_saves(raise_failure=True)  # every checkpoint complete (its event written) before `final`
+        self.tb.close()
         self.tb = None
         self.event("final", state=state, step=self.step, checkpoint=ckpt)
         self._log(f"{state} at step {self.step}" + (f", checkpoint {ckpt}" if ckpt else ""))
@@ -709,27 +433,10 @@ def _diverged(trainer: Trainer, e: Diverged) -> int:
     kept = (f"the last finite checkpoint is {contract.checkpoint_rel(last)}"
             if last is not None else "no checkpoint was saved before it")
     lr = trainer.config.learning_rate
-    trainer.event("diverged", step=e.step, what=e.what, value=_name(e.value), checkpoint=last)
+    trainer.event("diverged", step=e.step, what=e.what, value=nonfinite_name(e.value), checkpoint=last)
     print(f"error: {e}; training stopped, nothing from that step on is saved; {kept}. "
           f"Try a lower learning_rate (now {lr:g}).", file=sys.stderr, flush=True)
     return contract.EXIT_DIVERGED
-
-
-def _memory_analysis(compiled) -> dict:
-    """XLA's static memory plan of the compiled step (bytes), where the backend gives one."""
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        return {}
-    if m is None:
-        return {}
-    keys = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-            "temp_size_in_bytes", "generated_code_size_in_bytes")
-    out = {k: int(getattr(m, k)) for k in keys if hasattr(m, k)}
-    if {"argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"} <= set(out):
-        out["peak_estimate_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
-                                      - out["alias_size_in_bytes"] + out["temp_size_in_bytes"])
-    return {"memory": out} if out else {}
 
 
 def run(run_dir: str) -> int:

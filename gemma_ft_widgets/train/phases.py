@@ -131,10 +131,9 @@ def compile_with_guide(trainer) -> float:
     return seconds
 
 
-def load_model_reporting(trainer, load):
+def load_model_reporting(reporter: Reporter, load):
     """`load()` (models.load_model) announced as the model phase, with kagglehub's download
     progress reported while it runs."""
-    reporter = trainer.phases
     reporter.begin("model")
 
     def on_download(done: int, total: int) -> None:
