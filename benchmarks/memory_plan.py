@@ -35,7 +35,7 @@ def plan(spec, batch: int, seq: int, rank: int, dtype, remat_mode: str) -> dict:
 
     from gemma_ft_widgets.train import lora, optim, remat, step
     from gemma_ft_widgets.train import models as tmodels
-    from gemma_ft_widgets.train.loop import _memory_analysis
+    from gemma_ft_widgets.train.plan import memory_analysis
 
     warnings.filterwarnings("ignore", message=".*donated buffers.*")
     base = remat.apply(tmodels.build_network(spec, dtype), remat_mode)
@@ -53,7 +53,7 @@ def plan(spec, batch: int, seq: int, rank: int, dtype, remat_mode: str) -> dict:
                   "mask": jax.ShapeDtypeStruct((batch, seq), jnp.float32)}
     t = time.perf_counter()
     compiled = train_step.lower(trainable, opt_state, frozen, batch_like).compile()
-    mem = _memory_analysis(compiled).get("memory", {})
+    mem = memory_analysis(compiled).get("memory", {})
     return {"compile_s": time.perf_counter() - t, **mem}
 
 

@@ -103,7 +103,7 @@ def build_bare(run_dir: str, arch: str):
     tr = loop.Trainer(run_dir, log=lambda msg: None)
     tr.setup()  # the trainer's model, LoRA init, optimizer, data and shardings
     tr.compile()
-    model, tx = tr.model, tr.tx
+    model, tx = tr.plan.model, tr.plan.tx
 
     def loss_fn(lora_params, frozen, batch):
         logits = model.apply({"params": peft.merge_params(frozen, lora_params)}, batch["input"]).logits
@@ -139,7 +139,7 @@ def worker_bare(run_dir: str, arch: str, chunk: int, out: str) -> None:
     rep = tsharding.replicated(tr.mesh)
     shard = lambda tree: jax.tree.map(lambda x: x.sharding, tree)  # noqa: E731
     softcap = getattr(getattr(tr.loaded.model, "config", None), "final_logit_softcap", None)
-    full_ce, _ = tstep.make_steps(tr.model, tr.tx, tr.is_lora, False, softcap,
+    full_ce, _ = tstep.make_steps(tr.plan.model, tr.plan.tx, tr.is_lora, False, softcap,
                                   shardings=(shard(tr.trainable), shard(tr.opt_state), shard(tr.frozen),
                                              tr.b_sh, rep))
     variants = {  # name: (step, batch sharding, lagged loss read)
@@ -184,11 +184,11 @@ def worker_bare(run_dir: str, arch: str, chunk: int, out: str) -> None:
 PROFILE_PARTS = (  # (label, file suffix, function, cumulative): a per-step breakdown
     ("jitted step call (dispatch)", "jax/_src/stages.py", "__call__"),
     ("waiting for the device (loss read)", "jax/_src/api.py", "device_get"),
-    ("emit(): step event, TensorBoard, psutil (incl. the wait)", "train/loop.py", "emit"),
+    ("emit(): step event, TensorBoard, psutil (incl. the wait)", "train/step_log.py", "_emit"),
     ("  metrics.jsonl append (Trainer.event)", "train/loop.py", "event"),
     ("  TensorBoard scalars", "train/tb.py", "scalars"),
-    ("  host RSS (psutil)", "train/loop.py", "rss"),
-    ("  device_memory()", "train/loop.py", "device_memory"),
+    ("  host RSS (psutil)", "train/step_log.py", "rss"),
+    ("  device_memory()", "train/step_log.py", "device_memory"),
     ("batch: Batches.batch", "train/data.py", "batch"),
     ("batch: jax.device_put", "jax/_src/api.py", "device_put"),
     ("real_tokens()", "train/data.py", "real_tokens"),
@@ -246,7 +246,7 @@ def micro(tr, n: int = 300, repeats: int = 5) -> None:
     pieces = {
         "Trainer.event('step', ...) (json + open/write/close)": lambda: tr.event("step", **fields),
         "TensorBoard scalars (3 values)": lambda: tb.scalars(1, {"loss": 2.5, "lr": 1e-3, "tokens_per_s": 1e4}),
-        "host RSS (psutil memory_info)": tr._mem.rss,
+        "host RSS (psutil memory_info)": tr.host_memory.rss,
         "device_memory(devices)": lambda: loop.device_memory(tr.devices),
         "Batches.batch(step)": lambda: tr.batches.batch(7),
         "jax.device_put(batch, sharding)": lambda: jax.block_until_ready(jax.device_put(host, tr.b_sh)),

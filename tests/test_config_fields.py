@@ -12,8 +12,8 @@ import pytest
 
 from gemma_ft_widgets import cli, contract
 from gemma_ft_widgets.config import ConfigError, TrainingConfig, field_help, sample_dataset_path
-from gemma_ft_widgets.train import simulated as simulated_trainer
 from gemma_ft_widgets.runs.state import State
+from gemma_ft_widgets.train import simulated as simulated_trainer
 from gemma_ft_widgets.ui.form import ConfigForm
 
 from .conftest import wait_state

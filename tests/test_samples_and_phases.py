@@ -11,8 +11,8 @@ import re
 from gemma_ft_widgets import cli, contract
 from gemma_ft_widgets.config import ConfigError, TrainingConfig, sample_dataset_path
 from gemma_ft_widgets.runs import RunManager, State, phases
-from gemma_ft_widgets.train.simulated import SAMPLE_PROMPTS
 from gemma_ft_widgets.train import eval_samples
+from gemma_ft_widgets.train.simulated import SAMPLE_PROMPTS
 
 from .conftest import wait_for, wait_state
 from .test_ui_panel import start, until

@@ -5,9 +5,11 @@
     python -m gemma_ft_widgets.train.export RUN_DIR --out D  # LoRA merged into the base
 
 Modules: data (tokenise, batches), models (tiny / kagglehub / local weights), lora, optim,
-step (loss, jitted steps), sharding (mesh, FSDP), checkpoints (orbax), loop (the run), tb
+step (loss, jitted steps), sharding (mesh, FSDP), plan (all of these built from a config),
+checkpoints (orbax), loop (the run: a loop over the plan), step_log (step events), tb
 (TensorBoard), sample (`sample.sample(run_dir, prompt, ...)`), export
-(`export.export(run_dir, out_dir)`). Importing this package imports none of them.
+(`export.export(run_dir, out_dir)`), simulated (a trainer without jax, for tests and demos).
+Importing this package imports none of them.
 """
 
 from __future__ import annotations

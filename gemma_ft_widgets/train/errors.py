@@ -1,8 +1,11 @@
-"""The trainer's own failures, each with its exit code (train/loop.py `run()` maps them)."""
+"""The trainer's own failures, each with its exit code (train/loop.py `run()` maps them), and the
+check that raises FolderGone."""
 
 from __future__ import annotations
 
 import math
+
+from .. import contract
 
 
 class SetupError(Exception):
@@ -15,6 +18,16 @@ class NoAcceleratorError(Exception):
 
 class FolderGone(Exception):
     """The run folder was moved or deleted while training: exit 6, never re-create it."""
+
+
+def check_folder(run_dir: str, folder_id) -> None:
+    """Before each save: is the run folder still the one this attempt started in (`folder_id`)?"""
+    if contract.folder_identity(run_dir) == folder_id:
+        return
+    moved = contract.where_now(1)  # our stdout is the run folder's trainer_stdout.log
+    if moved and moved != run_dir and contract.folder_identity(moved) == folder_id:
+        raise FolderGone(f"the run folder {run_dir} was moved to {moved} while training")
+    raise FolderGone(f"the run folder {run_dir} was deleted or replaced while training")
 
 
 class Diverged(Exception):

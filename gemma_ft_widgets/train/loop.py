@@ -4,13 +4,18 @@ Reads RUN_DIR/model_config.json, resumes from the newest complete checkpoint, tr
 speaks to the rest of the system only through files (docs/ARCHITECTURE.md, "Trainer protocol"):
 events in metrics.jsonl, TensorBoard scalars, orbax checkpoints, the exit code.
 
+The pieces: plan.py builds what the config asks for (model, LoRA, optimizer, batches,
+placements, compiled step); `Trainer` here is the loop over it (setup, resume, steps, evals,
+saves, `final`); step_log.py writes the `step` events; errors.py holds the failures and their
+exit codes, which `run()` maps.
+
 Signals: SIGINT or SIGTERM only set a flag. The loop finishes the step in flight, saves a
 checkpoint, writes `final` ABORTED and exits 3. SIGINT lets an eval in progress finish;
 SIGTERM cuts it short.
 
 Speed: the jitted step is dispatched asynchronously and the loop never waits for it except
-to log: the metrics of step n are read after step n+1 has been queued, so the device is never
-idle while Python writes events. Batches are prepared on the host while the device computes.
+to log: the metrics of step n are read after step n+1 has been queued (step_log.StepLog), so the
+device is never idle while Python writes events. Batches are prepared on the host while the device computes.
 Checkpoints are written by a background thread (checkpoints.BackgroundSaver): the loop waits
 only for a host copy of the state; the `checkpoint` event is written once step_N is complete
 (renamed); at most one save is in flight, and the final save, `final` and exit wait for it.
@@ -29,7 +34,7 @@ import traceback
 import warnings
 
 from .. import contract
-from .errors import Diverged, FolderGone, NoAcceleratorError, SetupError, nonfinite_name
+from .errors import Diverged, FolderGone, NoAcceleratorError, SetupError, check_folder, nonfinite_name
 from .plan import check_devices
 from .step_log import HostMemory, StepLog, device_memory
 
@@ -95,6 +100,13 @@ def _attempt(run_dir: str) -> int:
     starts = [e for e in contract.read_jsonl(os.path.join(run_dir, contract.METRICS_NAME))
               if e.get("event") == "start"]
     return len(starts) + 1
+
+
+def _scalar_writer(run_dir: str, chief: bool):
+    """TensorBoard scalars from process 0; the others write none."""
+    from .tb import NullWriter, ScalarWriter
+
+    return ScalarWriter(run_dir) if chief else NullWriter()
 
 
 @dataclasses.dataclass
@@ -207,7 +219,7 @@ class Trainer:
         self.plan, self.trainable, self.opt_state = plan.build(self.config, devices, self.phases, self._log,
                                                                self.fsdp_min_bytes)
         self.samples = eval_samples.EvalSampler.create(self)
-        self.tb = self._scalar_writer()
+        self.tb = _scalar_writer(self.run_dir, self.chief)
         self._resume()
 
     def _announce_devices(self, devices) -> None:
@@ -283,7 +295,7 @@ class Trainer:
 
         cfg = self.config
         step_n = self.step
-        self.check_folder()
+        check_folder(self.run_dir, self.folder_id)
         bad = checkpoints.nonfinite_count((self.trainable, self.opt_state))
         if bad:  # a finite loss can still leave overflowed weights behind: never save those
             raise Diverged("the weights", float("nan"), step_n)
@@ -303,15 +315,6 @@ class Trainer:
     def _checkpoint_rel(self) -> str:
         """The current step's checkpoint, relative to the run folder."""
         return os.path.relpath(contract.checkpoint_path(self.run_dir, self.step), self.run_dir)
-
-    def check_folder(self) -> None:
-        """Before each save: is the run folder still the one this attempt started in?"""
-        if contract.folder_identity(self.run_dir) == self.folder_id:
-            return
-        moved = contract.where_now(1)  # our stdout is the run folder's trainer_stdout.log
-        if moved and moved != self.run_dir and contract.folder_identity(moved) == self.folder_id:
-            raise FolderGone(f"the run folder {self.run_dir} was moved to {moved} while training")
-        raise FolderGone(f"the run folder {self.run_dir} was deleted or replaced while training")
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -341,7 +344,7 @@ class Trainer:
     def _train(self) -> TrainResult:
         cfg = self.config
         if self.tb is None:
-            self.tb = self._scalar_writer()
+            self.tb = _scalar_writer(self.run_dir, self.chief)
         last_ckpt = self._checkpoint_rel() if self.step > 0 else None
         self.stop.refresh()
         if self.stop.requested or self.step >= cfg.max_steps:  # stopped while loading: nothing new to save
@@ -406,11 +409,6 @@ class Trainer:
             self.tb.scalars(self.step, {"eval_loss": ev}, force=True)
         if self.samples is not None and not self.stop.hard:
             self.samples.run(self.step)  # greedy completions: `sample` events
-
-    def _scalar_writer(self):
-        from .tb import NullWriter, ScalarWriter
-
-        return ScalarWriter(self.run_dir) if self.chief else NullWriter()
 
     def _final(self, state, ckpt, losses, evals) -> TrainResult:
         self._wait_for_saves(raise_failure=True)  # every checkpoint complete (its event written) before `final`
