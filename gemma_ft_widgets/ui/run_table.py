@@ -138,6 +138,27 @@ class RunTable(w.VBox):
         self.on_select = on_select
         self.model = RunTableModel(on_delete=on_delete, **({"page_size": page_size} if page_size else {}))
         m = self.model
+        self._build_controls(m)
+        self._build_table(m)
+        self._build_actions(m)
+        self.overlay_figure = plots.overlay_figure()
+        self.overlay_lines: list = []
+        self.diff_html = w.HTML()
+        self.diff_html.add_class("gft-config-diff")
+        self._quiet = 0
+        self._shown_selection: tuple = ()
+        # The overlay joins the children only while it has lines to show: a hidden bqplot figure
+        # still renders, at size 0, and the browser logs negative-size errors for it.
+        self._base = (self.hint, self.controls, self.table, self.message, self.actions)
+        super().__init__(self._base, **kwargs)
+        self.add_class("gft-history-view")
+        m.observe(lambda _c: self.render(), ["version", "page", "confirming_delete"])
+        m.observe(self._selection_changed, "selected")
+        self.render()
+
+    # -- building ---------------------------------------------------------------------------
+    def _build_controls(self, m: RunTableModel) -> None:
+        """The filter, the state pick, the page buttons, "Show current run", "All columns"."""
         self.hint = w.HTML('<span style="color:#666">Tick a run to view it; tick two or more to compare '
                            'their curves and configs. Click a column title to sort.</span>')
         self.filter_text = w.Text(placeholder="filter: name, model, tag, note…", layout=w.Layout(width="220px"))
@@ -158,6 +179,17 @@ class RunTable(w.VBox):
         self.next_button.on_click(lambda _b: setattr(m, "page", m.page + 1))
         self.show_current_button.on_click(lambda _b: setattr(m, "selected", ()))
 
+        self.all_columns = w.ToggleButton(description="All columns", icon="columns", value=False,
+                                          tooltip="show every column; a narrow table then scrolls sideways",
+                                          layout=w.Layout(width="130px"))
+        self.all_columns.add_class("gft-all-columns")
+        self.all_columns.observe(self._all_columns_changed, "value")
+        self.controls = w.HBox([self.filter_text, self.state_pick, self.count_label, self.prev_button, self.next_button,
+                                self.show_current_button, self.all_columns],
+                               layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center"))
+
+    def _build_table(self, m: RunTableModel) -> None:
+        """The header's sort buttons over a fixed pool of row widgets, in a box that fits them."""
         self.sort_buttons: dict[str, w.Button] = {}
         head = [w.HTML(layout=w.Layout(width=f"{CHECK_PX}px", margin="0"))]
         for key, title, px, _ in COLUMNS:
@@ -179,12 +211,9 @@ class RunTable(w.VBox):
                                                             flex_flow="column"))
         self.table.add_class("gft-run-table")
         self.table.add_class(FIT_CLASS)
-        self.all_columns = w.ToggleButton(description="All columns", icon="columns", value=False,
-                                          tooltip="show every column; a narrow table then scrolls sideways",
-                                          layout=w.Layout(width="130px"))
-        self.all_columns.add_class("gft-all-columns")
-        self.all_columns.observe(self._all_columns_changed, "value")
 
+    def _build_actions(self, m: RunTableModel) -> None:
+        """What one ticked run offers: its note, its metrics as CSV, and delete with a confirmation."""
         self.selected_label = w.HTML()
         self.note_text = w.Text(placeholder="a note on this run", layout=w.Layout(flex="1 1 200px", min_width="120px"))
         self.note_text.add_class("gft-run-note")
@@ -219,24 +248,6 @@ class RunTable(w.VBox):
                    layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center")),
             self.confirm_box, self.csv_html], layout=w.Layout(display="none"))
         self.actions.add_class("gft-run-actions")
-
-        self.overlay_figure = plots.overlay_figure()
-        self.overlay_lines: list = []
-        self.diff_html = w.HTML()
-        self.diff_html.add_class("gft-config-diff")
-        self._quiet = 0
-        self._shown_selection: tuple = ()
-        controls = w.HBox([self.filter_text, self.state_pick, self.count_label, self.prev_button, self.next_button,
-                           self.show_current_button, self.all_columns],
-                          layout=w.Layout(flex_flow="row wrap", grid_gap="4px", align_items="center"))
-        # The overlay joins the children only while it has lines to show: a hidden bqplot figure
-        # still renders, at size 0, and the browser logs negative-size errors for it.
-        self._base = (self.hint, controls, self.table, self.message, self.actions)
-        super().__init__(self._base, **kwargs)
-        self.add_class("gft-history-view")
-        m.observe(lambda _c: self.render(), ["version", "page", "confirming_delete"])
-        m.observe(self._selection_changed, "selected")
-        self.render()
 
     @property
     def selected(self) -> tuple[str, ...]:
