@@ -404,26 +404,45 @@ def _progress(st: RunStatus, width: int = 30) -> str:
 
 
 # -- parser --------------------------------------------------------------------------------
+class _Commands:
+    """Adds subcommands that share the common options (--workspace)."""
+
+    def __init__(self, sub: argparse._SubParsersAction, common: argparse.ArgumentParser):
+        self.sub, self.common = sub, common
+
+    def add(self, name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = self.sub.add_parser(name, help=help, description=help, parents=[self.common])
+        sp.set_defaults(func=func)
+        return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser: a global --workspace and one subcommand per operation."""
     ws_help = f"workspace folder (default ${contract.WORKSPACE_ENV}, else ./{contract.DEFAULT_WORKSPACE})"
     p = argparse.ArgumentParser(prog=PROG, description="Manage gemma_ft_widgets training runs.")
     p.add_argument("--workspace", "-w", default=None, help=ws_help)
     # SUPPRESS: a subcommand's absent --workspace must not overwrite one given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help=ws_help)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = _Commands(p.add_subparsers(dest="command", required=True, metavar="COMMAND"), common)
+    for add_arguments in (_start_args, _launch_args, _inspect_args, _lifecycle_args, _tool_args,
+                          _queue_args, _sweep_args, _sample_args):
+        add_arguments(commands)
+    return p
 
-    def add(name: str, func, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, parents=[common])
-        sp.set_defaults(func=func)
-        return sp
 
-    sp = add("start", cmd_start, "start a run from a config JSON file; prints the run folder")
+def _start_args(commands: _Commands) -> None:
+    """start: a run from a config file."""
+    sp = commands.add("start", cmd_start, "start a run from a config JSON file; prints the run folder")
     sp.add_argument("config")
     sp.add_argument("--anyway", action="store_true",
                     help="start although the memory estimate does not fit this machine (noted in status.log)")
-    sp = add("launch", cmd_launch, "run a config past this host: a Slurm batch job (--slurm) or a Kubernetes "
-             "manifest (--k8s); docs/multihost.md")
+
+
+def _launch_args(commands: _Commands) -> None:
+    """launch: a Slurm batch job or a Kubernetes manifest."""
+    sp = commands.add("launch", cmd_launch, "run a config past this host: a Slurm batch job (--slurm) or a "
+                      "Kubernetes manifest (--k8s); docs/multihost.md")
     sp.add_argument("config")
     where = sp.add_mutually_exclusive_group(required=True)
     where.add_argument("--slurm", action="store_true", help="write the run's sbatch script (one task per process)")
@@ -442,75 +461,99 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--namespace", default="default")
     sp.add_argument("--volume-claim", default=None, help="--k8s: a ReadWriteMany claim holding the workspace")
     sp.add_argument("--mount-path", default=None, help="--k8s: where the claim is mounted (default: the workspace)")
-    sp = add("status", cmd_status, "state of the active (or newest) run")
+
+
+def _inspect_args(commands: _Commands) -> None:
+    """status, list and logs: reading runs."""
+    sp = commands.add("status", cmd_status, "state of the active (or newest) run")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--json", action="store_true")
-    sp = add("list", cmd_list, "every run and its state")
+    sp = commands.add("list", cmd_list, "every run and its state")
     sp.add_argument("--json", action="store_true")
-    sp = add("logs", cmd_logs, "show a run's logs (default: the trainer's stdout)")
+    sp = commands.add("logs", cmd_logs, "show a run's logs (default: the trainer's stdout)")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     sp.add_argument("--stderr", action="store_true", help="the trainer's stderr")
     sp.add_argument("--stream", choices=sorted([*LOG_STREAMS, samples.STREAM]), default="stdout")
     sp.add_argument("--lines", "-n", type=int, default=200)
-    sp = add("stop", cmd_stop, "stop the active run (SIGINT, then SIGTERM, then SIGKILL to its group)")
+
+
+def _lifecycle_args(commands: _Commands) -> None:
+    """stop, resume, clean, restore-lock and delete: changing a run."""
+    sp = commands.add("stop", cmd_stop, "stop the active run (SIGINT, then SIGTERM, then SIGKILL to its group)")
     sp.add_argument("--force", action="store_true", help="kill the process group at once")
     sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before escalating")
-    sp = add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint that restores")
+    sp = commands.add("resume", cmd_resume, "resume an orphaned or aborted run from its newest checkpoint that restores")
     sp.add_argument("run", nargs="?")
     sp.add_argument("--checkpoint", default=None, help="step_N or N: resume from this one (newer ones are set aside)")
     sp.add_argument("--max-steps", type=int, default=None,
                     help="train on to this step (also a FINISHED run), with its optimizer state; the learning "
                          "rate holds at its final value for the extra steps")
-    sp = add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
+    sp = commands.add("clean", cmd_clean, "clear the lock of an orphaned run (keeps every file)")
     sp.add_argument("--force", action="store_true", help="also clear a lock held by another host")
-    sp = add("restore-lock", cmd_restore_lock, "write the workspace lock again for a live run whose lock was deleted")
+    sp = commands.add("restore-lock", cmd_restore_lock, "write the workspace lock again for a live run whose lock was deleted")
     sp.add_argument("run", nargs="?")
-    sp = add("delete", cmd_delete, "delete a run folder with its checkpoints and logs")
+    sp = commands.add("delete", cmd_delete, "delete a run folder with its checkpoints and logs")
     sp.add_argument("run")
     sp.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    sp = add("demo", cmd_demo, "LoRA on the tiny model (the panel form's defaults) on the sample dataset, followed to the end")
+
+
+def _tool_args(commands: _Commands) -> None:
+    """demo, export and doctor."""
+    sp = commands.add("demo", cmd_demo, "LoRA on the tiny model (the panel form's defaults) on the sample dataset, followed to the end")
     sp.add_argument("--steps", type=int, default=None)
-    sp = add("export", cmd_export, "export a run's trained weights (gemma, hf, peft or gguf; docs/export.md)")
+    sp = commands.add("export", cmd_export, "export a run's trained weights (gemma, hf, peft or gguf; docs/export.md)")
     sp.add_argument("run")
     sp.add_argument("--out", required=True, help="folder to create (never overwritten)")
     sp.add_argument("--format", default="gemma", help="gemma (default), hf, peft or gguf")
     sp.add_argument("--checkpoint", default=None, help="step N, step_N or a path (default: the newest)")
     sp.add_argument("--dtype", default=None, help="hf: bfloat16|float32|float16; peft: float32|bfloat16|float16; "
                     "gguf: f16|bf16|f32|q8_0")
-    sp = add("doctor", cmd_doctor, "check the Python, jax and accelerator, and the workspace's disk")
+    sp = commands.add("doctor", cmd_doctor, "check the Python, jax and accelerator, and the workspace's disk")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--no-probe", action="store_true", help="do not start jax to ask which devices it sees")
-    sp = add("queue", cmd_queue, "the workspace's run queue: the next run starts when the active one ends")
+
+
+def _queue_args(commands: _Commands) -> None:
+    """queue and its actions (add, list, remove, clear, pause, resume, policy)."""
+    sp = commands.add("queue", cmd_queue, "the workspace's run queue: the next run starts when the active one ends")
+    common = [commands.common]
     qsub = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
-    qp = qsub.add_parser("add", help="validate a config and queue it", parents=[common])
+    qp = qsub.add_parser("add", help="validate a config and queue it", parents=common)
     qp.add_argument("config")
     qp.add_argument("--name", default=None, help="the run's name (its folder's prefix)")
-    qp = qsub.add_parser("list", help="the queued runs and what the queue waits for", parents=[common])
+    qp = qsub.add_parser("list", help="the queued runs and what the queue waits for", parents=common)
     qp.add_argument("--json", action="store_true")
-    qp = qsub.add_parser("remove", help="remove a queued run (an id or a unique prefix)", parents=[common])
+    qp = qsub.add_parser("remove", help="remove a queued run (an id or a unique prefix)", parents=common)
     qp.add_argument("id")
-    qp = qsub.add_parser("clear", help="remove every queued run", parents=[common])
+    qp = qsub.add_parser("clear", help="remove every queued run", parents=common)
     qp.add_argument("--yes", "-y", action="store_true")
-    qsub.add_parser("pause", help="start no new run until resumed", parents=[common])
-    qsub.add_parser("resume", help="go on, starting the next run if none is active", parents=[common])
+    qsub.add_parser("pause", help="start no new run until resumed", parents=common)
+    qsub.add_parser("resume", help="go on, starting the next run if none is active", parents=common)
     qp = qsub.add_parser("policy", help="after a FAILED or ABORTED run: pause (default) or continue",
-                         parents=[common])
+                         parents=common)
     qp.add_argument("on_failure", choices=["pause", "continue"])
-    sp = add("sweep", cmd_sweep, "queue one run per point of a grid over config fields, as a group")
+
+
+def _sweep_args(commands: _Commands) -> None:
+    """sweep: a grid of runs queued as a group."""
+    sp = commands.add("sweep", cmd_sweep, "queue one run per point of a grid over config fields, as a group")
     sp.add_argument("config")
     sp.add_argument("--grid", nargs="+", required=True, metavar="FIELD=V1,V2",
                     help="e.g. learning_rate=1e-4,3e-4 lora_rank=4,8")
     sp.add_argument("--name", default=None, help="the group's name (default sweep-DATE)")
     sp.add_argument("--yes", "-y", action="store_true", help="allow more than 64 points")
-    sp = add("sample", cmd_sample, "greedy answer to a prompt from a run's checkpoint (newest by default)")
+
+
+def _sample_args(commands: _Commands) -> None:
+    """sample: a greedy answer from a checkpoint."""
+    sp = commands.add("sample", cmd_sample, "greedy answer to a prompt from a run's checkpoint (newest by default)")
     sp.add_argument("run", nargs="?", help="run name (default: the active or newest run)")
     sp.add_argument("prompt", help="the prompt; - reads it from stdin")
     sp.add_argument("--checkpoint", default=None, help="step N, step_N or a path (default: the newest)")
     sp.add_argument("--max-new-tokens", type=int, default=64)
     sp.add_argument("--timeout", type=float, default=600.0, help="seconds before the sampler is stopped")
     sp.add_argument("--json", action="store_true", help='print {"text", "checkpoint", "seconds"}')
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

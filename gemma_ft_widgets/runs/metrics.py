@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import contract
 
@@ -239,107 +239,146 @@ def summary_from_end(path: str | os.PathLike, block_size: int = 1 << 20) -> dict
     (the end of the last complete line), events and corrupt_lines (of the lines parsed).
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        # The end of the last complete line: the summary covers the file up to there.
-        end, pos = -1, size
-        while pos > 0 and end < 0:
-            lo = max(0, pos - block_size)
-            f.seek(lo)
-            block = f.read(pos - lo)
-            i = block.rfind(b"\n")
-            if i >= 0:
-                end = lo + i + 1
-            pos = lo
+        # The summary covers the file up to the end of its last complete line.
+        end = _last_line_end(f, os.fstat(f.fileno()).st_size, block_size)
         if end < 0:
             return None
+        lines = _CountedLines()
+        found, block_size = _find_last_events(f, end, block_size, lines)
+        first_time = _first_time(f, end, block_size, lines)
+    return _summary(found, first_time, end, lines)
 
-        found: dict[str, tuple[int, dict] | None] = {k: None for k in _KINDS}
-        parsed: set[int] = set()  # line starts parsed (so no line is counted twice)
-        counts = {"events": 0, "corrupt_lines": 0}
 
-        def parse_at(start: int, line: bytes) -> dict | None:
-            e = _parse_line(line) if line.strip() else None
-            if start not in parsed:
-                parsed.add(start)
-                if e is not None:
-                    counts["events"] += 1
-                elif line.strip():
-                    counts["corrupt_lines"] += 1
-            return e
+def _last_line_end(f: BinaryIO, size: int, block_size: int) -> int:
+    """The offset just past the file's last newline, or -1 when it has none."""
+    pos = size
+    while pos > 0:
+        lo = max(0, pos - block_size)
+        f.seek(lo)
+        i = f.read(pos - lo).rfind(b"\n")
+        if i >= 0:
+            return lo + i + 1
+        pos = lo
+    return -1
 
-        # Backwards, block by block (each block starts at a line start, or at 0).
-        hi = end
-        while hi > 0:
-            want = [k for k in _KINDS if found[k] is None]
-            if found["start"] is not None:  # a final or devices before the last start does not count
-                want = [k for k in want if k not in _OF_LAST_ATTEMPT]
-            if not want:
-                break
-            lo = max(0, hi - block_size)
-            f.seek(lo)
-            block = f.read(hi - lo)
-            if lo > 0:
-                cut = block.find(b"\n")
-                if cut + 1 >= len(block):  # no whole line in the block: widen it
-                    block_size *= 2
-                    continue
-                block, lo = block[cut + 1:], lo + cut + 1
-            stop = len(block)  # look at lines that start before `stop`
-            while stop > 0 and want:
-                at = max(block.rfind(_TOKENS[k], 0, stop) for k in want)
-                if at < 0:
-                    break
-                a = block.rfind(b"\n", 0, at) + 1
-                b = block.find(b"\n", at)
-                line = block[a: b if b >= 0 else len(block)]
-                e = parse_at(lo + a, line)
-                if e is not None:
-                    kind = e.get("event")
-                    if kind in want and (kind != "step" or is_step(e)):
-                        found[kind] = (lo + a, e)
-                        want.remove(kind)
-                        if kind == "start":
-                            want = [k for k in want if k not in _OF_LAST_ATTEMPT]
-                stop = a
-            hi = lo
 
-        # The first event with a time, from the beginning.
-        first_time = None
-        pos = 0
-        while pos < end and first_time is None:
-            f.seek(pos)
-            block = f.read(min(block_size, end - pos))
-            cut = block.rfind(b"\n")
-            if cut < 0:
+class _CountedLines:
+    """Parses lines by their start offset, counting each line once (events, corrupt lines)."""
+
+    def __init__(self) -> None:
+        self.parsed: set[int] = set()  # line starts parsed (so no line is counted twice)
+        self.events = 0
+        self.corrupt_lines = 0
+
+    def parse_at(self, start: int, line: bytes) -> dict | None:
+        e = _parse_line(line) if line.strip() else None
+        if start not in self.parsed:
+            self.parsed.add(start)
+            if e is not None:
+                self.events += 1
+            elif line.strip():
+                self.corrupt_lines += 1
+        return e
+
+
+_Found = dict[str, tuple[int, dict] | None]  # kind -> (line start, event) of its last occurrence
+
+
+def _still_wanted(found: _Found) -> list[str]:
+    """The kinds not found yet; a final, devices or phase before the last start does not count."""
+    want = [k for k in _KINDS if found[k] is None]
+    if found["start"] is not None:
+        want = [k for k in want if k not in _OF_LAST_ATTEMPT]
+    return want
+
+
+def _find_last_events(f: BinaryIO, end: int, block_size: int,
+                      lines: _CountedLines) -> tuple[_Found, int]:
+    """The last event of each kind before `end`, read backwards block by block (each block
+    starts at a line start, or at 0); also the block size, widened for very long lines."""
+    found: _Found = {k: None for k in _KINDS}
+    hi = end
+    while hi > 0:
+        want = _still_wanted(found)
+        if not want:
+            break
+        lo = max(0, hi - block_size)
+        f.seek(lo)
+        block = f.read(hi - lo)
+        if lo > 0:
+            cut = block.find(b"\n")
+            if cut + 1 >= len(block):  # no whole line in the block: widen it
                 block_size *= 2
                 continue
-            block = block[: cut + 1]
-            a = 0
-            while a < len(block):
-                b = block.find(b"\n", a)
-                e = parse_at(pos + a, block[a:b])
-                if e is not None and isinstance(e.get("time"), (int, float)):
-                    first_time = float(e["time"])
-                    break
-                a = b + 1
-            pos += len(block)
+            block, lo = block[cut + 1:], lo + cut + 1
+        _find_in_block(block, lo, want, found, lines)
+        hi = lo
+    return found, block_size
+
+
+def _find_in_block(block: bytes, lo: int, want: list[str], found: _Found,
+                   lines: _CountedLines) -> None:
+    """Fills `found` with the last line of each wanted kind in `block` (at offset `lo`)."""
+    stop = len(block)  # look at lines that start before `stop`
+    while stop > 0 and want:
+        at = max(block.rfind(_TOKENS[k], 0, stop) for k in want)
+        if at < 0:
+            break
+        a = block.rfind(b"\n", 0, at) + 1
+        b = block.find(b"\n", at)
+        e = lines.parse_at(lo + a, block[a: b if b >= 0 else len(block)])
+        if e is not None:
+            kind = e.get("event")
+            if kind in want and (kind != "step" or is_step(e)):
+                found[kind] = (lo + a, e)
+                want.remove(kind)
+                if kind == "start":
+                    want[:] = [k for k in want if k not in _OF_LAST_ATTEMPT]
+        stop = a
+
+
+def _first_time(f: BinaryIO, end: int, block_size: int, lines: _CountedLines) -> float | None:
+    """The time of the first event that has one, read forwards from the beginning."""
+    pos = 0
+    while pos < end:
+        f.seek(pos)
+        block = f.read(min(block_size, end - pos))
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            block_size *= 2
+            continue
+        block = block[: cut + 1]
+        a = 0
+        while a < len(block):
+            b = block.find(b"\n", a)
+            e = lines.parse_at(pos + a, block[a:b])
+            if e is not None and isinstance(e.get("time"), (int, float)):
+                return float(e["time"])
+            a = b + 1
+        pos += len(block)
+    return None
+
+
+def _summary(found: _Found, first_time: float | None, end: int,
+             lines: _CountedLines) -> dict[str, Any]:
+    """The dict `summary_from_end` returns; events of the last attempt only where they must be."""
+    start, step = found["start"], found["step"]
+
+    def of_last_attempt(kind: str) -> dict | None:
+        hit = found[kind]
+        if hit is None or (start is not None and hit[0] < start[0]):
+            return None
+        return hit[1]
 
     def event(kind: str) -> dict | None:
         return None if found[kind] is None else found[kind][1]
 
-    start, step = found["start"], found["step"]
-    final, devices, phase = found["final"], found["devices"], found[contract.EVENT_PHASE]
-    if final is not None and start is not None and final[0] < start[0]:
-        final = None
-    if devices is not None and start is not None and devices[0] < start[0]:
-        devices = None
-    if phase is not None and start is not None and phase[0] < start[0]:
-        phase = None
     return {
         "start": event("start"), "step": event("step"), "eval": event("eval"),
-        "checkpoint": event("checkpoint"), "final": None if final is None else final[1],
-        "devices": None if devices is None else devices[1],
-        contract.EVENT_PHASE: None if phase is None else phase[1],
+        "checkpoint": event("checkpoint"), "final": of_last_attempt("final"),
+        "devices": of_last_attempt("devices"),
+        contract.EVENT_PHASE: of_last_attempt(contract.EVENT_PHASE),
         "stepped": step is not None and (start is None or step[0] > start[0]),
-        "first_time": first_time, "offset": end, **counts,
+        "first_time": first_time, "offset": end,
+        "events": lines.events, "corrupt_lines": lines.corrupt_lines,
     }

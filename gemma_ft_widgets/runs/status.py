@@ -182,6 +182,42 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
         lock_check = check_lock(data)
     # Without a lock naming it, a run may still be alive: its folder says so (runs/liveness.py).
     lock_missing = data is None and result is None and liveness.held(run_dir)
+    facts = _facts(run_dir, summary, data, lock_check, lock_error, result, result_error, lock_missing)
+    state, reason = derive_state(facts)
+
+    checkpoints = contract.checkpoint_steps(run_dir)
+    st = RunStatus(state=state, reason=reason, run_dir=run_dir, run_name=os.path.basename(run_dir))
+    _fill_from_metrics(st, summary, config)
+    _fill_checkpoints(st, run_dir, checkpoints)
+    st.stop_requested = facts.stop_requested
+    if data is not None:
+        _fill_from_lock(st, data, lock_check)
+    if lock_missing:
+        st.active = st.lock_missing = True
+    if result is not None and (data is None or state not in ACTIVE_STATES):
+        _fill_from_result(st, result)
+    _fill_times(st, summary, run_dir)
+    if data is not None and not os.path.isdir(run_dir):
+        st.reason = (f"its run folder no longer exists at {run_dir} (moved or deleted while the run went on); the "
+                     "trainer stops at its next checkpoint") + (f"; {st.reason}" if st.reason else "")
+    step_time = (summary.last_step or {}).get("time")
+    st.last_step_at = _iso(step_time) if isinstance(step_time, (int, float)) else None
+    if state == State.RUNNING and st.foreign_host is None:
+        _fill_stall(st, summary, config)
+    st.processes = _with_reports(_processes(data, lock_check, result), run_dir)
+    if lock_check is not None and lock_check.job is not None:
+        st.job = dict(lock_check.job)
+    if state == State.STARTING:
+        st.phase = summary.last_phase
+    st.can_resume = (not st.active and st.foreign_host is None and
+                     (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
+    return st
+
+
+def _facts(run_dir: str, summary: MetricsSummary, data: dict[str, Any] | None, lock_check: LockCheck | None,
+           lock_error: str | None, result: dict | None, result_error: str | None, lock_missing: bool) -> Facts:
+    """What `derive_state` decides from: the lock (`data`, None unless it names this run) and
+    its processes, the result, the metrics and the folder."""
     facts = Facts(
         lock=data,
         lock_error=lock_error,
@@ -206,10 +242,11 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
             live_peers={e["process"]: e.get("pid") for e in data.get("trainers") or []
                         if isinstance(e, dict) and f"trainer.{e.get('process')}" in lock_check.procs},
         )
-    state, reason = derive_state(facts)
+    return facts
 
-    checkpoints = contract.checkpoint_steps(run_dir)
-    st = RunStatus(state=state, reason=reason, run_dir=run_dir, run_name=os.path.basename(run_dir))
+
+def _fill_from_metrics(st: RunStatus, summary: MetricsSummary, config: dict[str, Any] | None) -> None:
+    """The latest step, eval and devices (metrics.jsonl), and what the config says."""
     st.step = summary.value("step", "step")
     st.loss = summary.value("step", "loss")
     st.lr = summary.value("step", "lr")
@@ -221,31 +258,41 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
     st.model = (config or {}).get("model")
     tags = (config or {}).get("tags")
     st.tags = split_tags(tags) if isinstance(tags, str) else []
+    st.metrics_offset = summary.reader.offset
+    st.corrupt_metric_lines = summary.reader.corrupt_lines
+
+
+def _fill_checkpoints(st: RunStatus, run_dir: str, checkpoints: list[int]) -> None:
     st.checkpoints = checkpoints
     st.damaged_checkpoints = _damaged(run_dir) if st.checkpoints is not None else []
     st.last_checkpoint = contract.checkpoint_rel(checkpoints[-1]) if checkpoints else None
-    st.metrics_offset = summary.reader.offset
-    st.corrupt_metric_lines = summary.reader.corrupt_lines
-    st.stop_requested = facts.stop_requested
-    if data is not None:
-        st.attempt = data.get("attempt")
-        st.started_at = data.get("started_at")
-        st.supervisor_pid, st.trainer_pid = data.get("supervisor_pid"), data.get("trainer_pid")
-        if lock_check is not None and lock_check.foreign:
-            st.foreign_host = str(data.get("hostname"))
-        st.active = lock_check is not None and not lock_check.stale
-    if lock_missing:
-        st.active = st.lock_missing = True
-    if result is not None and (data is None or state not in ACTIVE_STATES):
-        st.attempt = result.get("attempt", st.attempt)
-        st.started_at = result.get("started_at") or st.started_at
-        st.ended_at = result.get("ended_at")
-        st.exit_code = result.get("exit_code")
-        st.signal_name = result.get("signal_name")
-        offset = result.get("stderr_offset")
-        st.stderr_offset = offset if isinstance(offset, int) and offset >= 0 else 0
-        if result.get("final_step") is not None:
-            st.step = result.get("final_step")
+
+
+def _fill_from_lock(st: RunStatus, data: dict[str, Any], lock_check: LockCheck | None) -> None:
+    """The attempt, start and pids of the run the lock names; active unless provably dead."""
+    st.attempt = data.get("attempt")
+    st.started_at = data.get("started_at")
+    st.supervisor_pid, st.trainer_pid = data.get("supervisor_pid"), data.get("trainer_pid")
+    if lock_check is not None and lock_check.foreign:
+        st.foreign_host = str(data.get("hostname"))
+    st.active = lock_check is not None and not lock_check.stale
+
+
+def _fill_from_result(st: RunStatus, result: dict[str, Any]) -> None:
+    """How the ended attempt ended (result.json): it wins over the lock's start."""
+    st.attempt = result.get("attempt", st.attempt)
+    st.started_at = result.get("started_at") or st.started_at
+    st.ended_at = result.get("ended_at")
+    st.exit_code = result.get("exit_code")
+    st.signal_name = result.get("signal_name")
+    offset = result.get("stderr_offset")
+    st.stderr_offset = offset if isinstance(offset, int) and offset >= 0 else 0
+    if result.get("final_step") is not None:
+        st.step = result.get("final_step")
+
+
+def _fill_times(st: RunStatus, summary: MetricsSummary, run_dir: str) -> None:
+    """Attempt and start from the metrics where lock and result had none; elapsed and wall time."""
     if st.attempt is None and summary.last_start is not None:
         st.attempt = summary.last_start.get("attempt")
     if st.started_at is None and summary.first_time is not None:
@@ -257,26 +304,16 @@ def run_status(run_dir: str, lock: LockRead, summary: MetricsSummary, config: di
 
         wall = attempts(run_dir)[1]
         st.wall_s = round(wall, 3) if wall is not None and wall >= (st.elapsed_s or 0) else st.elapsed_s
-    if data is not None and not os.path.isdir(run_dir):
-        st.reason = (f"its run folder no longer exists at {run_dir} (moved or deleted while the run went on); the "
-                     "trainer stops at its next checkpoint") + (f"; {st.reason}" if st.reason else "")
-    step_time = (summary.last_step or {}).get("time")
-    st.last_step_at = _iso(step_time) if isinstance(step_time, (int, float)) else None
-    if state == State.RUNNING and st.foreign_host is None:
-        if summary.stepped:
-            st.stall_basis_s = round(stall.basis(summary, config), 3)
-        quiet = stall.stalled_for(summary, config, time.time())
-        if quiet is not None:
-            st.stalled_s = round(quiet[0], 1)
-            st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
-    st.processes = _with_reports(_processes(data, lock_check, result), run_dir)
-    if lock_check is not None and lock_check.job is not None:
-        st.job = dict(lock_check.job)
-    if state == State.STARTING:
-        st.phase = summary.last_phase
-    st.can_resume = (not st.active and st.foreign_host is None and
-                     (state in (State.ORPHANED, State.ABORTED) or (state == State.FAILED and bool(checkpoints))))
-    return st
+
+
+def _fill_stall(st: RunStatus, summary: MetricsSummary, config: dict[str, Any] | None) -> None:
+    """A RUNNING run's longest pause, and how long it has been quiet past stall.py's limit."""
+    if summary.stepped:
+        st.stall_basis_s = round(stall.basis(summary, config), 3)
+    quiet = stall.stalled_for(summary, config, time.time())
+    if quiet is not None:
+        st.stalled_s = round(quiet[0], 1)
+        st.reason = stall.describe(*quiet) + (f"; {st.reason}" if st.reason else "")
 
 
 REPORT_FIELDS = ("host", "devices", "platform", "device_kind", "host_rss_bytes", "device_mem_bytes")
