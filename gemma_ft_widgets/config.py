@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from . import datasets, models, webhook_url
@@ -36,6 +37,8 @@ MAX_EVAL_PROMPTS = 16
 
 @dataclasses.dataclass(frozen=True)
 class FieldError:
+    """One problem of a config, tied to the field a form shows it beside."""
+
     field: str
     message: str
 
@@ -51,6 +54,7 @@ class ConfigError(ValueError):
         super().__init__("invalid training config:\n" + "\n".join(f"  - {e}" for e in errors))
 
     def by_field(self) -> dict[str, list[str]]:
+        """The messages grouped by field."""
         out: dict[str, list[str]] = {}
         for e in self.errors:
             out.setdefault(e.field, []).append(e.message)
@@ -64,6 +68,8 @@ def _field(default, help: str):
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """Every setting of a training run, validated by `problems()`; saved as config.json."""
+
     model: str = _field("tiny", "A model name from the table (gemma3-270m, gemma3-1b, ...) or a local "
                                 "checkpoint directory.")
     dataset: str = _field("", "A .jsonl or .csv file of training examples (relative paths in a config file "
@@ -146,6 +152,7 @@ class TrainingConfig:
 
     @classmethod
     def from_json_file(cls, path: str, check_files: bool = True) -> TrainingConfig:
+        """A validated config from a JSON file; relative dataset and model paths are relative to the file."""
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -163,6 +170,7 @@ class TrainingConfig:
         return cls.from_dict(data, check_files=check_files)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> TrainingConfig:
@@ -172,72 +180,21 @@ class TrainingConfig:
     # -- validation -------------------------------------------------------------------------
     def problems(self, check_files: bool = True, skip: set[str] = frozenset()) -> list[FieldError]:
         """Every problem of this config (empty when it is valid)."""
-        errs: list[FieldError] = []
-
-        def bad(field, msg):
-            if field not in skip:
-                errs.append(FieldError(field, msg))
-
-        for field in ("learning_rate",):
-            if not self.learning_rate > 0:
-                bad(field, f"must be > 0, got {self.learning_rate}")
-        for field in ("batch_size", "max_steps", "max_seq_len", "lora_rank", "eval_every",
-                      "checkpoint_every", "keep_checkpoints", "log_every"):
-            value = getattr(self, field)
-            if value <= 0:
-                bad(field, f"must be a positive integer, got {value}")
-        if not 1 <= self.num_processes <= MAX_PROCESSES:
-            bad("num_processes", f"must be between 1 and {MAX_PROCESSES}, got {self.num_processes}")
-        elif self.batch_size > 0 and self.batch_size % self.num_processes:
-            bad("batch_size", f"must be a multiple of num_processes ({self.num_processes}): each process "
-                              f"feeds an equal share of the global batch; got {self.batch_size}")
-        if self.max_steps > MAX_STEPS:
-            bad("max_steps", f"must be at most {MAX_STEPS:,} (the optimizer counts steps in int32), got {self.max_steps:,}")
-        if self.schedule_steps and not max(self.warmup_steps, 1) <= self.schedule_steps <= self.max_steps:
-            bad("schedule_steps", f"must be 0 or between warmup_steps and max_steps ({self.max_steps}), "
-                                  f"got {self.schedule_steps}")
-        if not 0 <= self.sample_tokens <= MAX_SAMPLE_TOKENS:
-            bad("sample_tokens", f"must be between 0 (no samples) and {MAX_SAMPLE_TOKENS}, got {self.sample_tokens}")
-        if len(self.eval_prompts) > MAX_EVAL_PROMPTS:
-            bad("eval_prompts", f"at most {MAX_EVAL_PROMPTS} prompts (each is sampled at every eval), "
-                                f"got {len(self.eval_prompts)}")
-        elif any(not p.strip() for p in self.eval_prompts):
-            bad("eval_prompts", "an empty prompt; remove it")
-        if self.warmup_steps < 0:
-            bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        elif self.warmup_steps > self.max_steps > 0:
-            bad("warmup_steps", f"must not exceed max_steps ({self.max_steps}): the learning rate would still be "
-                                f"rising when training ends; use at most {self.max_steps}, or leave it out "
-                                "(a tenth of max_steps, at most 10)")
-        errs += [e for e in _training_field_problems(self) if e.field not in skip]
-        if not 0 <= self.eval_fraction < 1:
-            bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
-        if self.method not in METHODS:
-            bad("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.notify and webhook_url.problem(self.notify):
-            bad("notify", webhook_url.problem(self.notify))
-        if self.dtype not in DTYPES:
-            bad("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.remat not in REMATS:
-            bad("remat", f"must be one of {', '.join(REMATS)}, got {self.remat!r}")
-        if self.quantization not in QUANTIZATIONS:
-            bad("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
-        elif self.quantization != "none" and self.method != "lora":
-            bad("quantization", "quantizes the frozen base of LoRA; use method 'lora' or quantization 'none'")
-        if self.dataset_format not in ("auto",) + datasets.FORMATS:
-            bad("dataset_format", f"must be auto or one of {', '.join(datasets.FORMATS)}, "
-                                  f"got {self.dataset_format!r}")
+        errs = [e for e in (*_number_problems(self), *_training_field_problems(self), *_choice_problems(self))
+                if e.field not in skip]
         if "model" not in skip:
             errs += _model_problems(self.model)
             spec = models.MODELS.get(self.model)
-            if spec is not None and spec.family == "gemma4" and self.quantization != "none":
-                bad("quantization", "is not available for Gemma 4 models yet (the gemma library's int "
-                                    "layers do not replace Gemma 4's); use 'none'")
+            if spec is not None and spec.family == "gemma4" and self.quantization != "none" \
+                    and "quantization" not in skip:
+                errs.append(FieldError("quantization", "is not available for Gemma 4 models yet (the gemma "
+                                       "library's int layers do not replace Gemma 4's); use 'none'"))
         if "dataset" not in skip and "dataset_format" not in skip:
             errs += _dataset_problems(self, check_files)
         return errs
 
     def check(self, check_files: bool = True) -> TrainingConfig:
+        """This config when it is valid, else ConfigError listing every problem."""
         errors = self.problems(check_files=check_files)
         if errors:
             raise ConfigError(errors)
@@ -275,11 +232,68 @@ def field_help(name: str) -> str:
 
 
 def split_tags(tags: str) -> list[str]:
+    """The comma-separated tags, stripped, without empties or repeats, in order."""
     out: list[str] = []
     for tag in (t.strip() for t in tags.split(",")):
         if tag and tag not in out:
             out.append(tag)
     return out
+
+
+def _number_problems(config: TrainingConfig) -> Iterator[FieldError]:
+    """Counts, steps and rates out of range, and the batch that does not split over the processes."""
+    for field in ("learning_rate",):
+        if not config.learning_rate > 0:
+            yield FieldError(field, f"must be > 0, got {config.learning_rate}")
+    for field in ("batch_size", "max_steps", "max_seq_len", "lora_rank", "eval_every",
+                  "checkpoint_every", "keep_checkpoints", "log_every"):
+        value = getattr(config, field)
+        if value <= 0:
+            yield FieldError(field, f"must be a positive integer, got {value}")
+    if not 1 <= config.num_processes <= MAX_PROCESSES:
+        yield FieldError("num_processes", f"must be between 1 and {MAX_PROCESSES}, got {config.num_processes}")
+    elif config.batch_size > 0 and config.batch_size % config.num_processes:
+        yield FieldError("batch_size", f"must be a multiple of num_processes ({config.num_processes}): each process "
+                         f"feeds an equal share of the global batch; got {config.batch_size}")
+    if config.max_steps > MAX_STEPS:
+        yield FieldError("max_steps", f"must be at most {MAX_STEPS:,} (the optimizer counts steps in int32), got {config.max_steps:,}")
+    if config.schedule_steps and not max(config.warmup_steps, 1) <= config.schedule_steps <= config.max_steps:
+        yield FieldError("schedule_steps", f"must be 0 or between warmup_steps and max_steps ({config.max_steps}), "
+                         f"got {config.schedule_steps}")
+    if not 0 <= config.sample_tokens <= MAX_SAMPLE_TOKENS:
+        yield FieldError("sample_tokens", f"must be between 0 (no samples) and {MAX_SAMPLE_TOKENS}, got {config.sample_tokens}")
+    if len(config.eval_prompts) > MAX_EVAL_PROMPTS:
+        yield FieldError("eval_prompts", f"at most {MAX_EVAL_PROMPTS} prompts (each is sampled at every eval), "
+                         f"got {len(config.eval_prompts)}")
+    elif any(not p.strip() for p in config.eval_prompts):
+        yield FieldError("eval_prompts", "an empty prompt; remove it")
+    if config.warmup_steps < 0:
+        yield FieldError("warmup_steps", f"must be >= 0, got {config.warmup_steps}")
+    elif config.warmup_steps > config.max_steps > 0:
+        yield FieldError("warmup_steps", f"must not exceed max_steps ({config.max_steps}): the learning rate would still be "
+                         f"rising when training ends; use at most {config.max_steps}, or leave it out "
+                         "(a tenth of max_steps, at most 10)")
+
+
+def _choice_problems(config: TrainingConfig) -> Iterator[FieldError]:
+    """Fields that take one of a few values (method, dtype, ...), the eval split and the webhook."""
+    if not 0 <= config.eval_fraction < 1:
+        yield FieldError("eval_fraction", f"must be in [0, 1), got {config.eval_fraction}")
+    if config.method not in METHODS:
+        yield FieldError("method", f"must be one of {', '.join(METHODS)}, got {config.method!r}")
+    if config.notify and webhook_url.problem(config.notify):
+        yield FieldError("notify", webhook_url.problem(config.notify))
+    if config.dtype not in DTYPES:
+        yield FieldError("dtype", f"must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+    if config.remat not in REMATS:
+        yield FieldError("remat", f"must be one of {', '.join(REMATS)}, got {config.remat!r}")
+    if config.quantization not in QUANTIZATIONS:
+        yield FieldError("quantization", f"must be one of {', '.join(QUANTIZATIONS)}, got {config.quantization!r}")
+    elif config.quantization != "none" and config.method != "lora":
+        yield FieldError("quantization", "quantizes the frozen base of LoRA; use method 'lora' or quantization 'none'")
+    if config.dataset_format not in ("auto",) + datasets.FORMATS:
+        yield FieldError("dataset_format", f"must be auto or one of {', '.join(datasets.FORMATS)}, "
+                         f"got {config.dataset_format!r}")
 
 
 def _training_field_problems(config: TrainingConfig) -> list[FieldError]:

@@ -53,6 +53,8 @@ QUANT_BITS = {"int8": 8, "int4": 4}  # config.QUANTIZATIONS other than "none"
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
+    """The memory per device and time per step of a config, part by part."""
+
     model: str
     method: str
     params: int
@@ -70,6 +72,7 @@ class Estimate:
     tokens_per_step: int
 
     def summary(self) -> str:
+        """One line: the memory and its parts, and the time per step on the device."""
         dev = DEVICE_NAMES.get(self.device, self.device)
         parts = [f"weights {format_bytes(self.weights_bytes)}"]
         if self.method == "lora":
@@ -85,6 +88,7 @@ class Estimate:
 
 
 def format_bytes(n: float) -> str:
+    """A size in B, kB, MB or GB (decimal units)."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             value = n / size
@@ -93,6 +97,7 @@ def format_bytes(n: float) -> str:
 
 
 def format_seconds(s: float) -> str:
+    """A duration in µs, ms, s or min."""
     if s >= 60:
         return f"{s / 60:.1f} min"
     if s >= 0.1:
@@ -103,12 +108,14 @@ def format_seconds(s: float) -> str:
 
 
 def lora_params(spec: models.ModelSpec, rank: int) -> int:
+    """The LoRA adapters' parameter count at `rank` (every attention and MLP einsum)."""
     d, f = spec.embed_dim, spec.hidden_dim
     nh, kh = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
     return spec.num_layers * rank * (5 * d + 2 * nh + 2 * kh + 3 * f)
 
 
 def activation_bytes(spec: models.ModelSpec, batch: int, seq: int, bytes_per: int) -> int:
+    """Activations kept for the backward pass of `batch` sequences of `seq` tokens."""
     d, f, n, k, h = spec.embed_dim, spec.hidden_dim, spec.num_heads, spec.num_kv_heads, spec.head_dim
     per_token = (10 * d  # residual stream, pre/post norms, attention and MLP outputs
                  + 2 * n * h + 2 * k * h  # q (and rotated q), k, v
@@ -199,13 +206,7 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     n = max(1, int(num_devices))
     split = n if _get(config, "fsdp", False) else 1
     quant = _get(config, "quantization", "none") if method == "lora" else "none"
-    remat = _get(config, "remat", "none")
-    embedding = spec.vocab_size * spec.embed_dim
-    einsum_params = max(0, spec.params - embedding)
-    if quant in QUANT_BITS:
-        weights = (embedding * bpp + einsum_params * QUANT_BITS[quant] // 8) // split
-    else:
-        weights = spec.params * bpp // split
+    weights = _weights_bytes(spec, bpp, quant, split)
     n_lora = lora_params(spec, rank) if method == "lora" else 0
     trainable = n_lora if method == "lora" else spec.params
     lora_b = n_lora * 4  # LoRA adapters are kept in f32 (train/lora.py MASTER_DTYPE)
@@ -214,33 +215,56 @@ def estimate(config: Any, device: str | None = None, num_devices: int = 1) -> Es
     # Accumulation keeps a running gradient sum beside the micro-batch's gradient.
     grads = trainable * state_bytes // opt_split * (2 if accum > 1 else 1)
     adam = 2 * trainable * state_bytes // opt_split
-    acts = activation_bytes(spec, max(1, batch // n), seq, bpp)
-    dequantized = einsum_params * bpp if quant in QUANT_BITS else 0  # kept for the backward pass
-    if remat == "block":
-        layers = spec.num_layers
-        per_layer = activation_bytes(dataclasses.replace(spec, num_layers=1), max(1, batch // n), seq, bpp) \
-            - activation_bytes(dataclasses.replace(spec, num_layers=0), max(1, batch // n), seq, bpp)
-        acts = acts - layers * per_layer + per_layer + layers * max(1, batch // n) * seq * spec.embed_dim * bpp
-        dequantized //= max(1, layers)
-    acts += dequantized
+    acts = _activations_bytes(spec, max(1, batch // n), seq, bpp, quant, _get(config, "remat", "none"))
     total = weights + lora_b + grads + adam + acts
 
     tokens = batch * seq * accum
     dense = (4 if method == "lora" else 6) * spec.params * tokens
     attention = 12 * spec.num_layers * seq * spec.num_heads * spec.head_dim * tokens
     flops = float(dense + attention)
-    if device == "cpu":  # this CPU's measured matmul rate (calibrate.py), cached per machine
-        from .calibrate import cpu_flops
-
-        rate = cpu_flops()
-    else:
-        rate = DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"])
-    step_time = flops / (n * rate)
+    step_time = flops / (n * _flops_rate(device))
     return Estimate(model=spec.name, method=method, params=spec.params, trainable_params=trainable,
                     bytes_per_param=bpp, weights_bytes=weights, lora_bytes=lora_b,
                     gradients_bytes=grads, optimizer_bytes=grads + adam, activations_bytes=acts,
                     total_bytes=total, flops_per_step=flops, step_time_s=step_time, device=device,
                     tokens_per_step=tokens)
+
+
+def _einsum_params(spec) -> int:
+    """The parameters outside the embedding (the ones quantization shrinks)."""
+    return max(0, spec.params - spec.vocab_size * spec.embed_dim)
+
+
+def _weights_bytes(spec, bpp: int, quant: str, split: int) -> int:
+    """The model's weights on one device: quantized einsums, split over `split` devices (fsdp)."""
+    if quant in QUANT_BITS:
+        embedding = spec.vocab_size * spec.embed_dim
+        return (embedding * bpp + _einsum_params(spec) * QUANT_BITS[quant] // 8) // split
+    return spec.params * bpp // split
+
+
+def _activations_bytes(spec, batch: int, seq: int, bpp: int, quant: str, remat: str) -> int:
+    """Activations kept for the backward pass of one device's `batch`, with remat and the
+    dequantized weights of a quantized base."""
+    acts = activation_bytes(spec, batch, seq, bpp)
+    dequantized = _einsum_params(spec) * bpp if quant in QUANT_BITS else 0  # kept for the backward pass
+    if remat == "block":
+        layers = spec.num_layers
+        per_layer = activation_bytes(dataclasses.replace(spec, num_layers=1), batch, seq, bpp) \
+            - activation_bytes(dataclasses.replace(spec, num_layers=0), batch, seq, bpp)
+        acts = acts - layers * per_layer + per_layer + layers * batch * seq * spec.embed_dim * bpp
+        dequantized //= max(1, layers)
+    return acts + dequantized
+
+
+def _flops_rate(device: str) -> float:
+    """FLOP/s of one device: this CPU's measured matmul rate (calibrate.py, cached per
+    machine), else the table's figure for the kind."""
+    if device == "cpu":
+        from .calibrate import cpu_flops
+
+        return cpu_flops()
+    return DEVICE_FLOPS.get(device, DEVICE_FLOPS["gpu"])
 
 
 # -- does it fit this machine? ------------------------------------------------------------------

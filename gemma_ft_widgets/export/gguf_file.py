@@ -24,6 +24,7 @@ _27B_LAYERS = {"gemma3": 62, "gemma2": 46}
 
 
 def file_name(dtype: str) -> str:
+    """The GGUF file's name for `dtype`."""
     return f"model-{dtype}.gguf"
 
 
@@ -76,9 +77,26 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     arch = check_representable(config, family)
-    kw = hf_names.config_kwargs(config, family)
     path = os.path.join(out_dir, file_name(dtype))
     w = gguf.GGUFWriter(path, arch)
+    _add_hyperparameters(w, gguf, config, family, dtype)
+    say("writing the vocabulary and chat template")
+    _add_vocabulary(w, tokenizer_path, config.num_embed)
+    say(f"converting the weights to {dtype}")
+    _add_tensors(w, gguf, arch, config, params, dtype)
+    say("writing the GGUF file")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open(os.path.join(out_dir, "Modelfile"), "w", encoding="utf-8") as f:
+        f.write(templates.modelfile(os.path.basename(path)))
+    return path
+
+
+def _add_hyperparameters(w, gguf, config, family: str, dtype: str) -> None:
+    """The architecture's keys: sizes, attention pattern, rope, soft caps and the file type."""
+    kw = hf_names.config_kwargs(config, family)
     w.add_name("gemma-ft export")
     w.add_context_length(kw["max_position_embeddings"])
     w.add_embedding_length(config.embed_dim)
@@ -105,8 +123,10 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
     w.add_file_type(file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    say("writing the vocabulary and chat template")
-    tokens, scores, types = sentencepiece_vocab(tokenizer_path, config.num_embed)
+
+def _add_vocabulary(w, tokenizer_path: str, num_embed: int) -> None:
+    """The SentencePiece vocabulary, Gemma's special token ids and its chat template."""
+    tokens, scores, types = sentencepiece_vocab(tokenizer_path, num_embed)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -122,7 +142,9 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
     w.add_add_space_prefix(False)
     w.add_chat_template(templates.JINJA)
 
-    say(f"converting the weights to {dtype}")
+
+def _add_tensors(w, gguf, arch: str, config, params, dtype: str) -> None:
+    """Every weight under its llama.cpp name; norms as 1 + scale, in f32."""
     names = gguf.TensorNameMap(getattr(gguf.MODEL_ARCH, arch.upper()), config.num_layers)
     for hf_name, arr in hf_names.hf_tensors(params, config):
         name = names.get_name("model." + hf_name, try_suffixes=(".weight",))
@@ -133,14 +155,6 @@ def write(out_dir: str, config, params, tokenizer_path: str, family: str, dtype:
             w.add_tensor(name, data + 1.0)  # 1-D: always f32
             continue
         _add_matrix(w, gguf, name, data, dtype)
-    say("writing the GGUF file")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    with open(os.path.join(out_dir, "Modelfile"), "w", encoding="utf-8") as f:
-        f.write(templates.modelfile(os.path.basename(path)))
-    return path
 
 
 def _add_matrix(w, gguf, name: str, data: np.ndarray, dtype: str) -> None:

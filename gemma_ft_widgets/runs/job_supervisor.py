@@ -80,14 +80,12 @@ def task_end(srun_log: str) -> tuple[int, int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one attempt inside the Slurm job: take the lock, srun the trainers, write result.json."""
     args = launch.supervisor_arguments("gemma_ft_widgets.runs.job_supervisor").parse_args(argv)
     run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
     job_id = os.environ.get(JOB_ID_ENV, "")
     log_path = os.path.join(run_dir, contract.SUPERVISOR_LOG_NAME)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    _output_to(log_path)
     if not job_id.isdigit():
         _log(f"{JOB_ID_ENV} is {job_id!r}: this runs inside a Slurm job (sbatch the run's {slurm.SCRIPT_NAME})")
         return contract.EXIT_CONFIG_ERROR
@@ -108,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      override={"state": "FAILED", "reason": f"Slurm job {job_id} did not start the trainers: {why_not}"})
         return 1
     n = int(os.environ.get("SLURM_NTASKS", "1") or 1)
-    wanted = (read_config(run_dir) or {}).get("num_processes", 1)
-    nodes = os.environ.get("SLURM_JOB_NODELIST", "?")
-    contract.append_status(run_dir, "STARTING", f"attempt {attempt}: Slurm job {job_id} starts {n} trainer "
-                           f"process(es) on {nodes}" + (f" (the config says num_processes {wanted})"
-                                                        if wanted != n else ""))
+    _note_start(run_dir, attempt, job_id, n)
     stderr_offset = _size(os.path.join(run_dir, contract.STDERR_NAME))
     offset = _size(log_path)
     cmd = slurm.srun_command(run_dir, args.trainer, attempt)
@@ -132,17 +126,42 @@ def main(argv: list[str] | None = None) -> int:
         f.seek(offset)
         reported = task_end(f.read())
     k, status = reported if reported else (0, code if code <= 128 else -(code - 128))
-    stopped = cancelled["yes"] or stop_requested(run_dir, attempt)
+    _write_job_result(run_dir, attempt, job_id, started_at, cancelled["yes"], (k, n), status,
+                      stderr_offset if k == 0 else 0)
+    _clear(ws, run_dir, attempt)
+    _log("done")
+    return 0
+
+
+def _output_to(log_path: str) -> None:
+    """Our stdout and stderr (and srun's, inherited) append to the run's supervisor.log."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _note_start(run_dir: str, attempt: int, job_id: str, n: int) -> None:
+    """status.log: how many trainers start where (and the config's count when it differs)."""
+    wanted = (read_config(run_dir) or {}).get("num_processes", 1)
+    nodes = os.environ.get("SLURM_JOB_NODELIST", "?")
+    contract.append_status(run_dir, "STARTING", f"attempt {attempt}: Slurm job {job_id} starts {n} trainer "
+                           f"process(es) on {nodes}" + (f" (the config says num_processes {wanted})"
+                                                        if wanted != n else ""))
+
+
+def _write_job_result(run_dir: str, attempt: int, job_id: str, started_at: str, cancelled: bool,
+                      process: tuple[int, int], status: int, stderr_offset: int) -> None:
+    """result.json from the deciding process (k of n) and its status; a cancel is ABORTED."""
+    k, n = process
+    stopped = cancelled or stop_requested(run_dir, attempt)
     override = None
-    if cancelled["yes"] and not stop_requested(run_dir, attempt) and status not in (0,):
+    if cancelled and not stop_requested(run_dir, attempt) and status not in (0,):
         override = {"state": "ABORTED", "reason": f"Slurm job {job_id} was cancelled (scancel); "
                     + ("the trainers saved a checkpoint and exited" if status == contract.EXIT_ABORTED
                        else f"process {k} of {n} ended with status {status}")}
     write_result(run_dir, attempt, status, started_at, stopped=stopped, override=override,
-                 stderr_offset=stderr_offset if k == 0 else 0, process=(k, n) if n > 1 else None)
-    _clear(ws, run_dir, attempt)
-    _log("done")
-    return 0
+                 stderr_offset=stderr_offset, process=(k, n) if n > 1 else None)
 
 
 def _clear(ws: str, run_dir: str, attempt: int) -> None:

@@ -35,17 +35,21 @@ class MetricsReader:
 
     @property
     def path(self) -> str:
+        """The metrics.jsonl file read."""
         return self._tail.path
 
     @property
     def offset(self) -> int:
+        """The end of the last complete line read so far."""
         return self._tail.offset
 
     @property
     def corrupt_lines(self) -> int:
+        """Lines read so far that were not a JSON object."""
         return self._tail.corrupt_lines
 
     def read_new(self) -> list[dict[str, Any]]:
+        """The complete events appended since the last call (corrupt lines are counted, not returned)."""
         return self._tail.read_new()
 
     def skip_to(self, offset: int, corrupt_lines: int = 0) -> None:
@@ -74,6 +78,8 @@ class MetricsBlocks:
         self.restarted = False
 
     def read(self, block_size: int | None = None) -> Iterator[bytes]:
+        """The whole lines appended since `offset`, in blocks (see the class); none when the
+        file does not exist."""
         block_size = max(1, int(block_size or self.BLOCK_SIZE))
         self.restarted = False
         try:
@@ -135,6 +141,7 @@ class MetricsSummary:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every folded value (the file is read again from its start)."""
         self.last_step: dict[str, Any] | None = None
         self.last_eval: dict[str, Any] | None = None
         self.last_start: dict[str, Any] | None = None
@@ -150,6 +157,7 @@ class MetricsSummary:
         self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
 
     def refresh(self) -> MetricsSummary:
+        """Fold what was appended since the last refresh (or the whole file, from its end when long)."""
         try:
             size = os.path.getsize(self.reader.path)
         except OSError:
@@ -217,6 +225,7 @@ class MetricsSummary:
             self.last_final = e
 
     def value(self, event: str, key: str) -> Any:
+        """`key` of the latest `event` ("step", "eval" or "start"), or None."""
         e = {"step": self.last_step, "eval": self.last_eval, "start": self.last_start}[event]
         return None if e is None else e.get(key)
 

@@ -23,6 +23,8 @@ from .state import ACTIVE_STATES, Facts, Proc, State, derive_state, valid_result
 
 @dataclasses.dataclass
 class RunStatus:
+    """Everything shown about one run: its state and why, progress, times, processes."""
+
     state: State
     reason: str = ""
     run_dir: str | None = None
@@ -69,6 +71,7 @@ class RunStatus:
     phase: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The status as JSON-ready values (the state as its name)."""
         d = dataclasses.asdict(self)
         d["state"] = self.state.value
         return d
@@ -98,6 +101,7 @@ class LockCheck:
 
     @property
     def alive(self) -> bool:
+        """Some process of the run lives (or its scheduler job, or the launcher before the supervisor)."""
         if self.job is not None:  # unknown (the scheduler cannot be asked) is not proof of death
             return self.job.get("active") is not False or self.launcher == Proc.ALIVE
         return bool(self.procs) or (self.supervisor == Proc.NONE and self.launcher == Proc.ALIVE)
@@ -109,6 +113,7 @@ class LockCheck:
 
 
 def check_lock(data: dict[str, Any]) -> LockCheck:
+    """The lock's processes checked against this machine: verified by pid, create time and cmdline."""
     if data.get("scheduler"):  # its processes are the scheduler's, wherever they run
         from .jobs import job_of
 
@@ -147,6 +152,7 @@ def read_result(run_dir: str) -> tuple[dict | None, str | None]:
 
 
 def stop_requested(run_dir: str, attempt: Any) -> bool:
+    """Whether stop_request.json asks this attempt to stop."""
     try:
         req = contract.read_json(os.path.join(run_dir, contract.STOP_REQUEST_NAME))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -164,6 +170,7 @@ def read_run_info(run_dir: str) -> dict[str, Any]:
 
 
 def read_config(run_dir: str) -> dict[str, Any] | None:
+    """The run's config.json as a dict, or None when it is missing or unreadable."""
     try:
         cfg = contract.read_json(os.path.join(run_dir, contract.CONFIG_NAME))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -431,6 +438,7 @@ def _iso(t: float) -> str:
 
 
 def parse_iso(s: Any) -> float | None:
+    """Seconds since the epoch of an ISO 8601 UTC time, or None for anything else."""
     if not isinstance(s, str):
         return None
     try:

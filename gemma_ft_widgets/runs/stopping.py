@@ -24,6 +24,8 @@ POLL_S = 0.05
 
 @dataclasses.dataclass
 class StopReport:
+    """What a stop did: the signals sent, how long it took, and the state afterwards."""
+
     run_dir: str | None
     nothing_to_stop: bool = False
     sent: list[str] = dataclasses.field(default_factory=list)  # e.g. "SIGINT to trainer (pid 12)"
@@ -34,6 +36,7 @@ class StopReport:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (the state as its name)."""
         d = dataclasses.asdict(self)
         d["state"] = self.state.value if self.state else None
         return d
@@ -79,61 +82,83 @@ def stop_processes(workspace: str, check: LockCheck, force: bool, timeout: float
         "requested_at": contract.utc_now(), "force": force, "by_pid": os.getpid(), "attempt": attempt})
     contract.append_status(run_dir, "STOPPING", "forced stop requested" if force else "stop requested")
 
-    procs = list(check.procs.values())
-    pgid = data.get("pgid")
-    seen: dict[int, psutil.Process] = {}  # group members seen while a verified process lived
-
-    def remember() -> None:  # a pgid is ours only while a verified member is alive
-        if isinstance(pgid, int) and any(_running(p) for p in procs):
-            for m in identity.group_members(pgid):
-                seen.setdefault(m.pid, m)
-
-    def all_gone() -> bool:
-        return not any(_running(p) for p in procs)
-
-    def send(role: str, sig: int) -> None:
-        p = check.procs.get(role)
-        if p is not None and _running(p) and identity.signal_verified(p, sig):
-            report.sent.append(f"{identity.signal_name(sig)} to {role} (pid {p.pid})")
-
-    remember()
-    done = False
-    trainers = check.trainer_roles  # every process of a multi-process run gets the stop
-    if not force:
-        if trainers:
-            for role in trainers:
-                send(role, signal.SIGINT)
-        else:  # the trainer is not started yet: the supervisor will not start it
-            send("supervisor", signal.SIGTERM)
-        done = _wait(all_gone, timeout, remember)
-        if not done and any(_running(check.procs[r]) for r in trainers):
-            for role in trainers:
-                send(role, signal.SIGTERM)
-            done = _wait(all_gone, term_timeout, remember)
+    stopper = _Stopper(check, report)
+    stopper.remember()
+    done = False if force else stopper.graceful(timeout, term_timeout)
     if not done:
-        remember()
-        if isinstance(pgid, int) and identity.kill_group(pgid, procs):
-            report.sent.append(f"SIGKILL to process group {pgid}")
-        else:  # no verified member left to vouch for the group: kill what we saw, one by one
-            for p in procs:
-                send_kill = identity.signal_verified(p, signal.SIGKILL)
-                if send_kill:
-                    report.sent.append(f"SIGKILL to pid {p.pid}")
-        # The group's other members were killed too, but a loaded machine takes a moment to
-        # deliver it: wait for them as well, so only real leftovers are killed (and reported).
-        _wait(lambda: all_gone() and not any(_running(m) and _in_group(m, pgid) for m in seen.values()),
-              kill_timeout)
-    # Leftovers (e.g. a data loader the trainer forked) die with the run, never outlive it.
-    leftovers = [m for m in seen.values() if _running(m)]
-    if leftovers:
-        n = identity.kill_known(leftovers)
-        if n:
-            report.sent.append(f"SIGKILL to {n} leftover process(es) of group {pgid}")
-    report.group_gone = _wait(lambda: not any(_running(m) for m in [*procs, *seen.values()]), kill_timeout)
+        stopper.kill_all(kill_timeout)
+    stopper.kill_leftovers()
+    report.group_gone = stopper.wait_all_gone(kill_timeout)
 
     _finish_if_supervisor_died(workspace, data, report)
     report.seconds = round(time.monotonic() - t0, 3)
     return report
+
+
+class _Stopper:
+    """The signals of one stop, sent only to verified processes and recorded in `report`."""
+
+    def __init__(self, check: LockCheck, report: StopReport):
+        self.check, self.report = check, report
+        self.procs = list(check.procs.values())
+        self.pgid = check.data.get("pgid")
+        self.seen: dict[int, psutil.Process] = {}  # group members seen while a verified process lived
+
+    def remember(self) -> None:
+        """Note the group's members: a pgid is ours only while a verified member is alive."""
+        if isinstance(self.pgid, int) and any(_running(p) for p in self.procs):
+            for m in identity.group_members(self.pgid):
+                self.seen.setdefault(m.pid, m)
+
+    def all_gone(self) -> bool:
+        return not any(_running(p) for p in self.procs)
+
+    def send(self, role: str, sig: int) -> None:
+        p = self.check.procs.get(role)
+        if p is not None and _running(p) and identity.signal_verified(p, sig):
+            self.report.sent.append(f"{identity.signal_name(sig)} to {role} (pid {p.pid})")
+
+    def graceful(self, timeout: float, term_timeout: float) -> bool:
+        """SIGINT to every trainer (they checkpoint), then SIGTERM; True when all are gone."""
+        trainers = self.check.trainer_roles  # every process of a multi-process run gets the stop
+        if trainers:
+            for role in trainers:
+                self.send(role, signal.SIGINT)
+        else:  # the trainer is not started yet: the supervisor will not start it
+            self.send("supervisor", signal.SIGTERM)
+        done = _wait(self.all_gone, timeout, self.remember)
+        if not done and any(_running(self.check.procs[r]) for r in trainers):
+            for role in trainers:
+                self.send(role, signal.SIGTERM)
+            done = _wait(self.all_gone, term_timeout, self.remember)
+        return done
+
+    def kill_all(self, kill_timeout: float) -> None:
+        """SIGKILL to the process group, or to each verified process when none vouches for it."""
+        self.remember()
+        pgid = self.pgid
+        if isinstance(pgid, int) and identity.kill_group(pgid, self.procs):
+            self.report.sent.append(f"SIGKILL to process group {pgid}")
+        else:  # no verified member left to vouch for the group: kill what we saw, one by one
+            for p in self.procs:
+                send_kill = identity.signal_verified(p, signal.SIGKILL)
+                if send_kill:
+                    self.report.sent.append(f"SIGKILL to pid {p.pid}")
+        # The group's other members were killed too, but a loaded machine takes a moment to
+        # deliver it: wait for them as well, so only real leftovers are killed (and reported).
+        _wait(lambda: self.all_gone() and not any(_running(m) and _in_group(m, pgid) for m in self.seen.values()),
+              kill_timeout)
+
+    def kill_leftovers(self) -> None:
+        """Leftovers (e.g. a data loader the trainer forked) die with the run, never outlive it."""
+        leftovers = [m for m in self.seen.values() if _running(m)]
+        if leftovers:
+            n = identity.kill_known(leftovers)
+            if n:
+                self.report.sent.append(f"SIGKILL to {n} leftover process(es) of group {self.pgid}")
+
+    def wait_all_gone(self, kill_timeout: float) -> bool:
+        return _wait(lambda: not any(_running(m) for m in [*self.procs, *self.seen.values()]), kill_timeout)
 
 
 def _finish_if_supervisor_died(workspace: str, data: dict, report: StopReport) -> None:

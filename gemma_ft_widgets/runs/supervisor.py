@@ -10,6 +10,7 @@ trainer, which saves a checkpoint; the supervisor must live to report it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -34,29 +35,17 @@ def _log(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one attempt: claim the lock, start the trainer(s), wait, write result.json."""
     args = launch.supervisor_arguments("gemma_ft_widgets.runs.supervisor").parse_args(argv)
     run_dir, ws, attempt = os.path.abspath(args.run_dir), os.path.abspath(args.workspace), args.attempt
 
-    trainers: list[subprocess.Popen] = []  # process k of a multi-process run is trainers[k]
-    term = {"requested": False}
-
-    def on_term(signum, frame):  # forward; the trainers checkpoint and exit ABORTED
-        term["requested"] = True
-        for trainer in trainers:
-            if trainer.returncode is None:
-                trainer.send_signal(signal.SIGTERM)  # our unreaped child: its pid cannot be reused
-
+    term = _TermForwarder()
     # A Python handler, not SIG_IGN: handlers reset to default on exec, so the trainer still
     # gets SIGINT's default behaviour (SIG_IGN would be inherited).
     signal.signal(signal.SIGINT, lambda s, f: _log("SIGINT ignored (the trainer handles stops)"))
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, term)
 
-    me = identity.describe(os.getpid())
-    mine = lambda d: lockfile.names(d, run_dir, attempt) and d.get("supervisor_pid") in (None, os.getpid())
-    if not lockfile.update_lock(ws, mine, {
-        "supervisor_pid": os.getpid(), "pgid": os.getpgid(0),
-        "create_times": {str(os.getpid()): me["create_time"]}, "cmdline": me["cmdline"],
-    }):
+    if not _claim_lock(ws, run_dir, attempt):
         _log("the lock no longer names this run and attempt; not starting the trainer")
         contract.append_status(run_dir, "ORPHANED", "supervisor found no lock for this attempt; trainer not started")
         return 1
@@ -66,55 +55,120 @@ def main(argv: list[str] | None = None) -> int:
     folder_id = contract.folder_identity(run_dir)
     lock = lockfile.read_lock(ws).data or {}
     started_at = lock.get("started_at") or contract.utc_now()
-    n = _num_processes(run_dir)
-
-    decider, returncode = 0, None  # the process whose exit decides the result, and its status
-    described: list[dict] = []  # each trainer's process number, pid, create time, cmdline
-    stderr_offsets = [0] * n
-    if term["requested"]:
+    outcome = _Outcome(stderr_offsets=[0] * _num_processes(run_dir))
+    if term.requested:
         _log("stop requested before the trainer started")
     else:
-        cmd = [sys.executable, "-m", args.trainer, run_dir]
         try:
-            coordinator = _coordinator(n)
-            envs = [trainer_env(attempt, n, k, coordinator) for k in range(n)]
-        except ValueError as e:
+            _run_trainers(args.trainer, run_dir, ws, attempt, run_flock, term, outcome)
+        except _CannotStart as e:
             return _cannot_start(run_dir, ws, attempt, started_at, run_flock, str(e))
-        try:
-            for k in range(n):
-                out_path, err_path = (os.path.join(run_dir, contract.process_log_name(name, k))
-                                      for name in (contract.STDOUT_NAME, contract.STDERR_NAME))
-                try:  # this attempt's stderr starts here (the log is appended across attempts)
-                    stderr_offsets[k] = os.path.getsize(err_path)
-                except OSError:
-                    stderr_offsets[k] = 0
-                with open(out_path, "ab") as out, open(err_path, "ab") as err:
-                    trainers.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                                     env=envs[k], pass_fds=(run_flock,)))
-        except OSError as e:
-            _end_all(trainers)
-            return _cannot_start(run_dir, ws, attempt, started_at, run_flock, f"cannot start the trainer: {e}")
-        if term["requested"]:
-            on_term(signal.SIGTERM, None)
-        # The children are unreaped until waited for, so their create times are readable even
-        # if they exited. The lock names every process of the run.
-        described[:] = [{"process": k, "pid": t.pid, "create_time": psutil.Process(t.pid).create_time(),
-                      "cmdline": cmd} for k, t in enumerate(trainers)]
-        lockfile.update_lock(ws, mine, {
-            "trainer_pid": trainers[0].pid, "trainer_cmdline": cmd, "trainers": described,
-            "create_times": {str(d["pid"]): d["create_time"] for d in described},
-        })
-        pids = ", ".join(str(t.pid) for t in trainers)
-        _log(f"trainer pid(s) {pids} started: {' '.join(cmd)}")
-        contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {pids} started"
-                               if n == 1 else f"attempt {attempt}: {n} trainer processes started (pids {pids})")
-        decider, returncode = _wait_for_trainers(trainers)
-        _log(f"trainer exited with status {returncode}" if n == 1 else
-             f"trainers exited; process {decider}'s status {returncode} decides the result")
     os.close(run_flock)  # released once the trainer (and any child it passed it to) is gone too
+    return _report(run_dir, ws, attempt, args.trainer, folder_id, started_at, term, outcome)
 
-    lock_dir = run_dir  # the lock names the folder where the run started
-    mine_to_clear = lambda d: lockfile.names(d, lock_dir, attempt) and d.get("supervisor_pid") == os.getpid()  # noqa: E731
+
+class _TermForwarder:
+    """The SIGTERM handler: forwards it to the trainers; they checkpoint and exit ABORTED."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.trainers: list[subprocess.Popen] = []  # process k of a multi-process run is trainers[k]
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+        for trainer in self.trainers:
+            if trainer.returncode is None:
+                trainer.send_signal(signal.SIGTERM)  # our unreaped child: its pid cannot be reused
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the attempt's trainers did: the process whose exit decides the result, its status,
+    each trainer's identity and where its stderr of this attempt starts."""
+
+    stderr_offsets: list[int]
+    decider: int = 0
+    returncode: int | None = None
+    described: list[dict] = dataclasses.field(default_factory=list)  # process, pid, create time, cmdline
+
+
+class _CannotStart(Exception):
+    """The trainers could not be started; the message is the result's reason."""
+
+
+def _mine(run_dir: str, attempt: int):
+    """The lock names this run and attempt, and no other supervisor."""
+    return lambda d: lockfile.names(d, run_dir, attempt) and d.get("supervisor_pid") in (None, os.getpid())
+
+
+def _mine_to_clear(run_dir: str, attempt: int):
+    """The lock names this run and attempt, and this supervisor."""
+    return lambda d: lockfile.names(d, run_dir, attempt) and d.get("supervisor_pid") == os.getpid()
+
+
+def _claim_lock(ws: str, run_dir: str, attempt: int) -> bool:
+    """Record this supervisor in the lock; False when the lock no longer names this attempt."""
+    me = identity.describe(os.getpid())
+    return lockfile.update_lock(ws, _mine(run_dir, attempt), {
+        "supervisor_pid": os.getpid(), "pgid": os.getpgid(0),
+        "create_times": {str(os.getpid()): me["create_time"]}, "cmdline": me["cmdline"],
+    })
+
+
+def _run_trainers(module: str, run_dir: str, ws: str, attempt: int, run_flock: int,
+                  term: _TermForwarder, outcome: _Outcome) -> None:
+    """Start the trainer processes, name them in the lock and wait for them all."""
+    n = len(outcome.stderr_offsets)
+    cmd = [sys.executable, "-m", module, run_dir]
+    try:
+        coordinator = _coordinator(n)
+        envs = [trainer_env(attempt, n, k, coordinator) for k in range(n)]
+    except ValueError as e:
+        raise _CannotStart(str(e)) from e
+    try:
+        for k in range(n):
+            term.trainers.append(_start_trainer(cmd, run_dir, k, envs[k], run_flock, outcome))
+    except OSError as e:
+        _end_all(term.trainers)
+        raise _CannotStart(f"cannot start the trainer: {e}") from e
+    if term.requested:
+        term(signal.SIGTERM, None)
+    trainers = term.trainers
+    # The children are unreaped until waited for, so their create times are readable even
+    # if they exited. The lock names every process of the run.
+    outcome.described = [{"process": k, "pid": t.pid, "create_time": psutil.Process(t.pid).create_time(),
+                          "cmdline": cmd} for k, t in enumerate(trainers)]
+    lockfile.update_lock(ws, _mine(run_dir, attempt), {
+        "trainer_pid": trainers[0].pid, "trainer_cmdline": cmd, "trainers": outcome.described,
+        "create_times": {str(d["pid"]): d["create_time"] for d in outcome.described},
+    })
+    pids = ", ".join(str(t.pid) for t in trainers)
+    _log(f"trainer pid(s) {pids} started: {' '.join(cmd)}")
+    contract.append_status(run_dir, "STARTING", f"attempt {attempt}: trainer pid {pids} started"
+                           if n == 1 else f"attempt {attempt}: {n} trainer processes started (pids {pids})")
+    outcome.decider, outcome.returncode = _wait_for_trainers(trainers)
+    _log(f"trainer exited with status {outcome.returncode}" if n == 1 else
+         f"trainers exited; process {outcome.decider}'s status {outcome.returncode} decides the result")
+
+
+def _start_trainer(cmd: list[str], run_dir: str, k: int, env: dict[str, str], run_flock: int,
+                   outcome: _Outcome) -> subprocess.Popen:
+    """Process k, its output appended to its logs; notes where this attempt's stderr starts."""
+    out_path, err_path = (os.path.join(run_dir, contract.process_log_name(name, k))
+                          for name in (contract.STDOUT_NAME, contract.STDERR_NAME))
+    try:  # this attempt's stderr starts here (the log is appended across attempts)
+        outcome.stderr_offsets[k] = os.path.getsize(err_path)
+    except OSError:
+        outcome.stderr_offsets[k] = 0
+    with open(out_path, "ab") as out, open(err_path, "ab") as err:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env=env, pass_fds=(run_flock,))
+
+
+def _report(run_dir: str, ws: str, attempt: int, module: str, folder_id, started_at: str,
+            term: _TermForwarder, outcome: _Outcome) -> int:
+    """Write result.json (where the folder is now), clear the lock, then what follows a run."""
+    mine_to_clear = _mine_to_clear(run_dir, attempt)  # the lock names the folder where the run started
     if contract.folder_identity(run_dir) != folder_id:  # moved or deleted while the run went on
         moved = contract.where_now(1)  # our stdout is the run folder's supervisor.log
         if not moved or contract.folder_identity(moved) != folder_id:
@@ -123,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _log(f"the run folder was moved to {moved}; its result goes there")
         run_dir = moved
-    result = write_result(run_dir, attempt, returncode, started_at,
-                          stopped=term["requested"] or stop_requested(run_dir, attempt),
-                          trainer_pid=trainers[0].pid if trainers else None, stderr_offset=stderr_offsets[decider],
-                          process=(decider, n) if n > 1 else None,
-                          processes=[_exit_of(d, t) for d, t in zip(described, trainers)] if n > 1 else None)
+    trainers, n = term.trainers, len(outcome.stderr_offsets)
+    result = write_result(run_dir, attempt, outcome.returncode, started_at,
+                          stopped=term.requested or stop_requested(run_dir, attempt),
+                          trainer_pid=trainers[0].pid if trainers else None,
+                          stderr_offset=outcome.stderr_offsets[outcome.decider],
+                          process=(outcome.decider, n) if n > 1 else None,
+                          processes=[_exit_of(d, t) for d, t in zip(outcome.described, trainers)] if n > 1 else None)
     lockfile.clear_lock_if(ws, mine_to_clear)
-    _after_the_run(run_dir, ws, attempt, args.trainer, result["state"])
+    _after_the_run(run_dir, ws, attempt, module, result["state"])
     _log("done")
     return 0
 
@@ -225,8 +281,7 @@ def _cannot_start(run_dir: str, ws: str, attempt: int, started_at: str, run_floc
     os.close(run_flock)
     _log(reason)
     write_result(run_dir, attempt, None, started_at, stopped=False, override={"state": "FAILED", "reason": reason})
-    lockfile.clear_lock_if(ws, lambda d: lockfile.names(d, run_dir, attempt)
-                           and d.get("supervisor_pid") == os.getpid())
+    lockfile.clear_lock_if(ws, _mine_to_clear(run_dir, attempt))
     return 1
 
 

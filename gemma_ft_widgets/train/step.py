@@ -70,6 +70,7 @@ def chunked_loss_sums(hidden, embedding, targets, mask, softcap=None, chunk=None
 
 
 def full_loss_sums(logits, targets, mask):
+    """(masked cross-entropy sum, token count) from the whole logits."""
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     return jnp.sum(ce * mask), jnp.sum(mask)
 
@@ -109,9 +110,29 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
     `dropout_seed`: train with the model's dropout, keyed by (seed, batch["step"][0]) (a
     column data.Batches adds); eval never uses dropout.
     """
-    from . import lora
-
     loss_sums = make_loss_sums(model, chunked, softcap)
+    params_of = _params_of(is_lora, lora_scale, compute_dtype)
+
+    def sums_fn(trainable, frozen, batch, rngs):
+        return loss_sums(params_of(trainable, frozen), batch, rngs)
+
+    grads_of = _grads_of(sums_fn, _rngs_of(dropout_seed), accum_steps)
+
+    def train_step(trainable, opt_state, frozen, batch):
+        loss, count, grads = grads_of(trainable, frozen, batch)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.tree.norm(grads)}
+
+    def eval_step(trainable, frozen, batch):
+        return loss_sums(params_of(trainable, frozen), batch)
+
+    return _jitted(train_step, eval_step, shardings)
+
+
+def _params_of(is_lora: bool, lora_scale: float, compute_dtype):
+    """(trainable, frozen) -> the model's parameters: LoRA adapters scaled, cast and merged."""
+    from . import lora
 
     def params_of(trainable, frozen):
         if not is_lora:
@@ -122,8 +143,11 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
             trainable = lora.to_compute(trainable, compute_dtype)
         return lora.merge(frozen, trainable)
 
-    def sums_fn(trainable, frozen, batch, rngs):
-        return loss_sums(params_of(trainable, frozen), batch, rngs)
+    return params_of
+
+
+def _rngs_of(dropout_seed: int | None):
+    """(batch, micro-batch i) -> the dropout keys, or None without dropout."""
 
     def rngs_of(batch, i=0):
         if dropout_seed is None:
@@ -131,8 +155,14 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
         key = jax.random.fold_in(jax.random.key(dropout_seed), batch["step"][0])
         return {"dropout": jax.random.fold_in(key, i)}
 
+    return rngs_of
+
+
+def _grads_of(sums_fn, rngs_of, accum_steps: int):
+    """(trainable, frozen, batch) -> (mean loss, token count, gradient of the mean loss), the
+    gradients of `accum_steps` micro-batches summed in a scan."""
+
     def grads_of(trainable, frozen, batch):
-        """(mean loss, token count, gradient of the mean loss)."""
         grad = jax.value_and_grad(sums_fn, has_aux=True)
         if accum_steps == 1:
             (total, count), g = grad(trainable, frozen, batch, rngs_of(batch))
@@ -150,15 +180,11 @@ def make_steps(model, tx, is_lora: bool, chunked: bool, softcap=None, shardings=
         n = jnp.maximum(count, 1.0)
         return total / n, count, jax.tree.map(lambda x: (x / n).astype(x.dtype), g)
 
-    def train_step(trainable, opt_state, frozen, batch):
-        loss, count, grads = grads_of(trainable, frozen, batch)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        trainable = optax.apply_updates(trainable, updates)
-        return trainable, opt_state, {"loss": loss, "tokens": count, "grad_norm": optax.tree.norm(grads)}
+    return grads_of
 
-    def eval_step(trainable, frozen, batch):
-        return loss_sums(params_of(trainable, frozen), batch)
 
+def _jitted(train_step, eval_step, shardings):
+    """Both steps jitted (the trainable state and optimizer state donated), with the shardings."""
     if shardings is None:
         return (jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step))
     p_sh, o_sh, f_sh, b_sh, rep = shardings

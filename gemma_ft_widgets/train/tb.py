@@ -28,7 +28,7 @@ class ScalarWriter:
 
             self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
             self._writer = EventFileWriter(logdir, flush_secs=flush_secs)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - tensorboard is optional: any import or setup failure only disables it
             print(f"TensorBoard scalars disabled: {type(e).__name__}: {e}", file=sys.stderr)
 
     def scalars(self, step: int, values: dict[str, float | None], force: bool = False) -> None:
@@ -54,7 +54,7 @@ class ScalarWriter:
             summary = self._summary_pb2.Summary(value=[
                 self._summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in means.items()])
             self._writer.add_event(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a TensorBoard write must never end training
             print(f"TensorBoard scalars disabled: {type(e).__name__}: {e}", file=sys.stderr)
             self._writer = None
 
@@ -64,7 +64,7 @@ class ScalarWriter:
         if self._writer is not None:
             try:
                 self._writer.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a TensorBoard flush must never end training
                 self._writer = None
 
     def close(self) -> None:
@@ -73,7 +73,7 @@ class ScalarWriter:
         if self._writer is not None:
             try:
                 self._writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - closing is best effort, at the end of training
                 pass
             self._writer = None
 

@@ -51,12 +51,12 @@ class Poller:
                 if self._on_error is not None:
                     try:
                         self._on_error(e)
-                    except BaseException:  # noqa: BLE001
+                    except BaseException:  # noqa: BLE001 - the error handler's own failure must not end polling
                         pass
             self.ticks += 1
             try:
                 interval = max(0.05, float(self._interval()))
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the caller's interval function may raise anything: poll each second
                 interval = 1.0
             self._wake.wait(interval)
             self._wake.clear()
