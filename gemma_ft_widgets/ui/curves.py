@@ -8,6 +8,8 @@ appended points (the panel redraws every poll; a first attach to a long run is o
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .series import Growable
@@ -17,6 +19,17 @@ MAX_SMOOTHING = 0.999
 CLIP_WINDOW = 50  # throughput: each point is compared with the median of the last 50
 CLIP_FACTOR = 1.5  # and kept within [median / 1.5, median × 1.5]: a real change shows within 25 points
 X_AXES = ("step", "tokens", "wall time")
+
+
+def preload() -> threading.Thread:
+    """Import scipy's filter in a thread, now: imported at the first draw it took 3-9 s on a
+    loaded machine, and the first loss line waited for it (the panel's poll draws it)."""
+    def work() -> None:
+        import scipy.signal  # noqa: F401
+
+    thread = threading.Thread(target=work, name="gft-preload-scipy", daemon=True)
+    thread.start()
+    return thread
 
 
 def ema(y, weight: float, state: tuple[float, int] = (0.0, 0)) -> tuple[np.ndarray, tuple[float, int]]:
