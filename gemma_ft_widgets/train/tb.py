@@ -32,6 +32,7 @@ class ScalarWriter:
             print(f"TensorBoard scalars disabled: {type(e).__name__}: {e}", file=sys.stderr)
 
     def scalars(self, step: int, values: dict[str, float | None], force: bool = False) -> None:
+        """Fold `values` (None skipped) into the next point, written when `min_interval` has passed or `force`."""
         if self._writer is None:
             return
         for k, v in values.items():
@@ -59,6 +60,7 @@ class ScalarWriter:
             self._writer = None
 
     def flush(self) -> None:
+        """Write the pending point and flush the event file to disk."""
         if self._writer is not None:
             self._write()
         if self._writer is not None:
@@ -68,6 +70,7 @@ class ScalarWriter:
                 self._writer = None
 
     def close(self) -> None:
+        """Write the pending point and close the event file."""
         if self._writer is not None:
             self._write()
         if self._writer is not None:
@@ -83,10 +86,10 @@ class NullWriter:
     (process 0 writes the run's one set of event files)."""
 
     def scalars(self, step: int, values: dict[str, float | None], force: bool = False) -> None:
-        pass
+        """Nothing: another process writes the run's scalars."""
 
     def flush(self) -> None:
-        pass
+        """Nothing to flush."""
 
     def close(self) -> None:
-        pass
+        """Nothing to close."""

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 
 class Poller:
+    """Calls `tick()` from one daemon thread about every `interval()` seconds until stopped."""
+
     def __init__(self, tick: Callable[[], None], interval: Callable[[], float],
                  on_error: Callable[[BaseException], None] | None = None, name: str = "gft-poller"):
         self._tick = tick
@@ -24,11 +26,13 @@ class Poller:
         self.ticks = 0
 
     def start(self) -> Poller:
+        """Start the thread; returns the poller."""
         self._thread.start()
         return self
 
     @property
     def alive(self) -> bool:
+        """Whether the polling thread runs."""
         return self._thread.is_alive()
 
     def kick(self) -> None:
