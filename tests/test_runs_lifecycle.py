@@ -484,7 +484,7 @@ def test_status_refresh_reads_only_appended_bytes(manager, make_config):
     manager.stop(timeout=20)
     for _ in range(5):
         manager.status()
-    summary = manager._summaries[run.run_dir]
+    summary = manager.statuses._summaries[run.run_dir]
     path = os.path.join(run.run_dir, contract.METRICS_NAME)
     # Each event was parsed exactly once over all the refreshes: no refresh re-read the file.
     assert summary.events == len(contract.read_jsonl(path))
