@@ -3,8 +3,10 @@
 Nothing here keeps state that matters: every answer is derived again from the workspace and
 the process table, so any kernel or terminal can manage a run another one started. Reading is
 delegated: the folders to runs/workspace.py, their states (and the caches that spare a poll
-re-reading them) to runs/statuses.py; launching a supervisor is runs/launch.py's, and the
-checks before a lock is taken runs/guards.py's.
+re-reading them) to runs/statuses.py. The steps are in their own modules: launching a
+supervisor (runs/launch.py), the checks before a lock is taken (runs/guards.py), what a resume
+checks and renames (runs/resuming.py), and finding and stopping the active run
+(runs/stop_active.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from .lockfile import LockRead
 from .state import State
 from .status import RunStatus, check_lock
 from .statuses import RunStatuses
-from .stopping import StopReport, stop_processes
+from .stop_active import stop_active
+from .stopping import StopReport
 from .workspace import LOG_STREAMS, Workspace, default_workspace, safe_prefix
 
 __all__ = ["LOG_STREAMS", "Run", "RunManager", "default_workspace"]
@@ -242,59 +245,10 @@ class RunManager:
         self.folders.need(writable=True)
         acquired = self._stop_mutex.acquire(blocking=not force)
         try:
-            return self._stop(force, timeout, term_timeout, kill_timeout)
+            return stop_active(self, force, timeout, term_timeout, kill_timeout)
         finally:
             if acquired:
                 self._stop_mutex.release()
-
-    def _stop(self, force: bool, timeout: float, term_timeout: float, kill_timeout: float) -> StopReport:
-        lock = self._lock_restored_if_lost()
-        if lock.data is None:
-            msg = "nothing to stop: no active run" if not lock.present else \
-                f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
-            st = self.status()
-            return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
-        if lock.data.get("scheduler"):  # its trainers are the scheduler's: stopped through it
-            return self._stop_scheduled(lock, force, timeout)
-        check, run_dir = guards.check_once_launched(self.workspace, lock)
-        name = os.path.basename(run_dir)
-        if check.foreign:
-            raise RunError(f"run {name} is active on host {check.data.get('hostname')}; "
-                           "it cannot be verified or stopped from here")
-        if not check.procs:
-            st = self.status(run_dir)
-            return StopReport(run_dir, nothing_to_stop=True, state=st.state, reason=st.reason,
-                              message=f"nothing to stop: the processes of {name} are already gone "
-                                      f"({st.state.value}: {st.reason})")
-        report = stop_processes(self.workspace, check, force, timeout, term_timeout, kill_timeout)
-        st = self.status(run_dir)
-        report.state, report.reason = st.state, st.reason
-        report.message = (f"stopped {name} in {report.seconds:.1f} s ({', '.join(report.sent) or 'no signal needed'}); "
-                          f"now {st.state.value}" + (f": {st.reason}" if st.reason else "")
-                          + ("" if report.group_gone else "; WARNING: some processes of the group remain"))
-        return report
-
-    def _lock_restored_if_lost(self) -> LockRead:
-        """The workspace lock; a live run whose lock was deleted gets it back first (so it is stopped)."""
-        lock = lockfile.read_lock(self.workspace)
-        if not lock.present:
-            for run_dir in guards.unlocked_live_runs(self.folders, lock):
-                try:
-                    self.restore_lock(run_dir)
-                except RunError:
-                    continue
-                return lockfile.read_lock(self.workspace)
-        return lock
-
-    def _stop_scheduled(self, lock: LockRead, force: bool, timeout: float) -> StopReport:
-        from .scheduled import stop_job
-
-        report = stop_job(self.workspace, lock.data, force, timeout)
-        st = self.status(report.run_dir)
-        report.state, report.reason = st.state, st.reason
-        report.message = report.message or (f"stopped {st.run_name} in {report.seconds:.1f} s ("
-                                            f"{', '.join(report.sent)}); now {st.state.value}: {st.reason}")
-        return report
 
     def restore_lock(self, run: Any = None) -> str:
         """Write the workspace lock again for a live run whose lock was deleted, from the
