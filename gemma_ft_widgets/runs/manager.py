@@ -83,13 +83,14 @@ class RunManager:
         return f"RunManager({self.workspace!r}, trainer={self.trainer!r})"
 
     # -- reading (delegated) ---------------------------------------------------------------
-    def status(self, run: Any = None) -> RunStatus:
-        """The locked run's status, else the newest run's; IDLE when there are none."""
-        return self.statuses.status(run)
+    def status(self, run: Any = None, missing_ok: bool = False) -> RunStatus:
+        """The locked run's status, else the newest run's; IDLE when there are none (and, with
+        `missing_ok`, when the workspace does not exist yet; else RunError)."""
+        return self.statuses.status(run, missing_ok)
 
-    def runs(self) -> list[RunStatus]:
+    def runs(self, missing_ok: bool = False) -> list[RunStatus]:
         """Every run in the workspace with its state, most recently active first."""
-        return self.statuses.runs()
+        return self.statuses.runs(missing_ok)
 
     def wait(self, run: Any = None, until: Any = None, timeout: float | None = None,
              interval: float = 0.25) -> RunStatus:

@@ -35,8 +35,11 @@ class RunStatuses:
         self._infos: dict[str, dict] = {}
         self._mutex = threading.RLock()  # the caches, shared by UI and poller threads
 
-    def status(self, run: Any = None) -> RunStatus:
-        """The locked run's status, else the newest run's; IDLE when there are none."""
+    def status(self, run: Any = None, missing_ok: bool = False) -> RunStatus:
+        """The locked run's status, else the newest run's; IDLE when there are none, and,
+        `missing_ok`, when the workspace folder does not exist yet (else RunError)."""
+        if missing_ok and run is None and not os.path.isdir(self.folders.path):
+            return RunStatus(State.IDLE, reason="no runs in this workspace")
         self.folders.need()
         lock = read_lock(self.folders.path)
         if run is None:
@@ -49,8 +52,11 @@ class RunStatuses:
             run_dir = self.folders.resolve(run)
         return self.of(run_dir, lock)
 
-    def runs(self) -> list[RunStatus]:
-        """Every run in the workspace with its state, most recently active first."""
+    def runs(self, missing_ok: bool = False) -> list[RunStatus]:
+        """Every run in the workspace with its state, most recently active first (`missing_ok`:
+        none when the workspace folder does not exist yet, else RunError)."""
+        if missing_ok and not os.path.isdir(self.folders.path):
+            return []
         self.folders.need()
         ws = self.folders.path
         lock = read_lock(ws)
