@@ -61,9 +61,17 @@ class ConfigError(ValueError):
         return out
 
 
-def _field(default, help: str):
-    """A TrainingConfig field and its help text (the form shows it as the field's tooltip)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default, help: str, label: str, choices: tuple[tuple[str, str], ...] = (), widget: str = ""):
+    """A TrainingConfig field with what the form is built from: its help text (the tooltip), its
+    label, its choices as (value, shown as) pairs, and a widget for the few a type cannot tell
+    ("path", "secret", "model")."""
+    return dataclasses.field(default=default, metadata={"help": help, "label": label, "choices": choices,
+                                                        "widget": widget})
+
+
+def _shown(values: tuple[str, ...], *shown: str) -> tuple[tuple[str, str], ...]:
+    """Choices as (value, how the form shows it); a value shown as itself when not named."""
+    return tuple((v, shown[i] if i < len(shown) else v) for i, v in enumerate(values))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,56 +79,56 @@ class TrainingConfig:
     """Every setting of a training run, validated by `problems()`; saved as config.json."""
 
     model: str = _field("tiny", "A model name from the table (gemma3-270m, gemma3-1b, ...) or a local "
-                                "checkpoint directory.")
+                                "checkpoint directory.", "Model", widget="model")
     dataset: str = _field("", "A .jsonl or .csv file of training examples (relative paths in a config file "
-                              "are relative to the file).")
-    dataset_format: str = _field("auto", "How to read the examples: auto detects it from the first records.")
-    method: str = _field("lora", "lora trains small adapters on a frozen base; full trains every weight.")
-    lora_rank: int = _field(8, "The rank of each LoRA adapter: more capacity, more memory.")
+                              "are relative to the file).", "Dataset file", widget="path")
+    dataset_format: str = _field("auto", "How to read the examples: auto detects it from the first records.", "Format", choices=_shown(("auto",) + datasets.FORMATS))
+    method: str = _field("lora", "lora trains small adapters on a frozen base; full trains every weight.", "Method", choices=_shown(METHODS, "LoRA", "full fine-tuning"))
+    lora_rank: int = _field(8, "The rank of each LoRA adapter: more capacity, more memory.", "LoRA rank")
     # Left out of a config, lora_alpha equals lora_rank (scale 1: how runs trained before the field).
     lora_alpha: float = _field(8.0, "LoRA's update is scaled by alpha / rank (as in PEFT); "
-                                    "left out of a config file, it equals the rank.")
+                                    "left out of a config file, it equals the rank.", "LoRA alpha")
     lora_dropout: float = _field(0.0, "Dropout on each LoRA adapter's input during training (not at eval), "
-                                      "0 to 0.9.")
+                                      "0 to 0.9.", "LoRA dropout")
     learning_rate: float = _field(3e-3, "The peak learning rate (AdamW), reached after the warmup. "
                                            "Left out: the model's and method's default (LoRA 2e-4, full 1e-5 "
-                                           "on Gemma; 3e-3 on tiny).")
+                                           "on Gemma; 3e-3 on tiny).", "Learning rate")
     lr_schedule: str = _field("cosine", "After the warmup: cosine or linear decay to a tenth of the peak at "
-                                        "the last step, or constant.")
+                                        "the last step, or constant.", "LR schedule", choices=_shown(LR_SCHEDULES))
     warmup_steps: int = _field(10, "Steps of linear warmup from 0 to the learning rate "
-                                   "(left out: a tenth of max_steps, at most 10).")
-    weight_decay: float = _field(0.01, "AdamW's decoupled weight decay on matrices (not norms or biases); 0 is off.")
-    max_grad_norm: float = _field(1.0, "Clip the gradient to this global norm before each update; 0 is off.")
-    batch_size: int = _field(8, "Examples per forward/backward pass (the micro-batch).")
+                                   "(left out: a tenth of max_steps, at most 10).", "Warmup steps")
+    weight_decay: float = _field(0.01, "AdamW's decoupled weight decay on matrices (not norms or biases); 0 is off.", "Weight decay")
+    max_grad_norm: float = _field(1.0, "Clip the gradient to this global norm before each update; 0 is off.", "Clip gradient norm (0: off)")
+    batch_size: int = _field(8, "Examples per forward/backward pass (the micro-batch).", "Batch size")
     grad_accum_steps: int = _field(1, "Micro-batches whose gradients are summed into one update: "
-                                      "an effective batch of batch_size × this, at batch_size's memory.")
-    max_seq_len: int = _field(128, "Tokens per example; longer ones are cut.")
-    max_steps: int = _field(300, "Optimizer updates to train for.")
-    eval_fraction: float = _field(0.1, "The share of examples held out for the eval loss.")
-    eval_every: int = _field(50, "Compute the eval loss every this many steps (and at the end).")
-    checkpoint_every: int = _field(100, "Save a checkpoint every this many steps (and at the end).")
-    keep_checkpoints: int = _field(3, "The newest checkpoints kept; older ones are deleted.")
-    log_every: int = _field(1, "Log the loss every this many steps.")
-    seed: int = _field(0, "Seeds the data order, the adapters' init and dropout.")
+                                      "an effective batch of batch_size × this, at batch_size's memory.", "Gradient accumulation")
+    max_seq_len: int = _field(128, "Tokens per example; longer ones are cut.", "Sequence length")
+    max_steps: int = _field(300, "Optimizer updates to train for.", "Steps")
+    eval_fraction: float = _field(0.1, "The share of examples held out for the eval loss.", "Eval fraction")
+    eval_every: int = _field(50, "Compute the eval loss every this many steps (and at the end).", "Eval every (steps)")
+    checkpoint_every: int = _field(100, "Save a checkpoint every this many steps (and at the end).", "Checkpoint every")
+    keep_checkpoints: int = _field(3, "The newest checkpoints kept; older ones are deleted.", "Keep checkpoints")
+    log_every: int = _field(1, "Log the loss every this many steps.", "Log every (steps)")
+    seed: int = _field(0, "Seeds the data order, the adapters' init and dropout.", "Seed")
     fsdp: bool = _field(False, "Shard the parameters (and in full fine-tuning the optimizer state) over "
-                               "the devices, for models that do not fit on one.")
-    num_processes: int = _field(1, "Trainer processes (jax.distributed), each feeding its own devices.")
-    dtype: str = _field("auto", "The weights' dtype: auto is bfloat16 on GPU/TPU and float32 on CPU.")
-    allow_cpu: bool = _field(False, "Train on the CPU even when the machine has a GPU/TPU jax cannot see.")
-    notify: str = _field("", "A webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord).")
+                               "the devices, for models that do not fit on one.", "FSDP (shard params)")
+    num_processes: int = _field(1, "Trainer processes (jax.distributed), each feeding its own devices.", "Trainer processes")
+    dtype: str = _field("auto", "The weights' dtype: auto is bfloat16 on GPU/TPU and float32 on CPU.", "dtype", choices=_shown(DTYPES))
+    allow_cpu: bool = _field(False, "Train on the CPU even when the machine has a GPU/TPU jax cannot see.", "Train on CPU even if a GPU/TPU is present")
+    notify: str = _field("", "A webhook URL: a JSON POST when the run ends (ntfy, Slack, Discord).", "Notify URL (webhook)", widget="secret")
     remat: str = _field("none", "block recomputes each block's activations in the backward pass: "
-                                "less memory, about a third more compute.")
+                                "less memory, about a third more compute.", "Recompute activations", choices=_shown(REMATS, "no (fastest)", "per block (less memory)"))
     quantization: str = _field("none", "LoRA's frozen base held as int8/int4 with per-channel scales "
-                                       "(QLoRA-style): less memory.")
+                                       "(QLoRA-style): less memory.", "Base weights (LoRA)", choices=_shown(QUANTIZATIONS, "as loaded (bf16/f32)"))
     # 0: the decay spans max_steps. N: it spans N steps, then the learning rate holds at
     # its final value (`resume --max-steps` sets it to extend a finished run; see train/optim.py).
     schedule_steps: int = _field(0, "The step where the learning-rate decay ends (0: the last step); "
-                                    "after it the rate holds.")
-    run_name: str = _field("", "A name for the run: its folder is named after it (default: the model's name).")
-    tags: str = _field("", "Comma-separated tags, shown in status and the run list (e.g. baseline, lr-sweep).")
+                                    "after it the rate holds.", "LR decay ends at step (0: at the last)")
+    run_name: str = _field("", "A name for the run: its folder is named after it (default: the model's name).", "Run name")
+    tags: str = _field("", "Comma-separated tags, shown in status and the run list (e.g. baseline, lr-sweep).", "Tags")
     eval_prompts: tuple[str, ...] = _field((), "Prompts sampled greedily at every eval, one a line, shown with "
-                                                "the completions (default: 3 prompts of the eval split).")
-    sample_tokens: int = _field(32, "New tokens per sample at each eval (0: no samples); keeps their cost small.")
+                                                "the completions (default: 3 prompts of the eval split).", "Sample prompts (one a line; none: 3 from the eval split)")
+    sample_tokens: int = _field(32, "New tokens per sample at each eval (0: no samples); keeps their cost small.", "Sample length (tokens; 0: no samples)")
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -189,7 +197,9 @@ class TrainingConfig:
                     and "quantization" not in skip:
                 errs.append(FieldError("quantization", "is not available for Gemma 4 models yet (the gemma "
                                        "library's int layers do not replace Gemma 4's); use 'none'"))
-        if "dataset" not in skip and "dataset_format" not in skip:
+        # An unknown format is reported above; reading the file with it would raise instead.
+        if "dataset" not in skip and "dataset_format" not in skip and \
+                self.dataset_format in ("auto",) + datasets.FORMATS:
             errs += _dataset_problems(self, check_files)
         return errs
 
@@ -224,6 +234,31 @@ class TrainingConfig:
             self.model if self.model in models.MODELS else os.path.basename(os.path.normpath(self.model)))
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-")
         return safe or "run"
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """What a form needs of one TrainingConfig field (from its type and metadata)."""
+
+    name: str
+    type: Any  # the resolved annotation: int, float, bool, str, tuple[str, ...]
+    default: Any
+    help: str
+    label: str
+    choices: tuple[tuple[str, str], ...]
+    widget: str
+
+
+def field_info(name: str) -> FieldInfo:
+    """A TrainingConfig field's FieldInfo; KeyError for a name that is not a field."""
+    import typing
+
+    hints = typing.get_type_hints(TrainingConfig)
+    for f in dataclasses.fields(TrainingConfig):
+        if f.name == name:
+            return FieldInfo(name, hints[name], f.default, f.metadata["help"], f.metadata["label"],
+                             f.metadata["choices"], f.metadata["widget"])
+    raise KeyError(name)
 
 
 def field_help(name: str) -> str:

@@ -166,3 +166,11 @@ def test_lora_on_gemma4_is_accepted_and_its_quantization_refused(dataset):
     assert TrainingConfig.from_dict({"dataset": dataset, "model": "gemma4-e2b", "method": "lora"}).method == "lora"
     errs = errors_of({"dataset": dataset, "model": "gemma4-e2b", "method": "lora", "quantization": "int8"})
     assert "not available for Gemma 4" in errs["quantization"][0]
+
+
+def test_an_unknown_dataset_format_is_a_field_error_not_a_crash():
+    """A misspelt format used to reach the dataset reader, whose KeyError ended `gemma-ft start`
+    with a traceback."""
+    with pytest.raises(ConfigError) as e:
+        TrainingConfig.from_dict({"dataset": sample_dataset_path(), "dataset_format": "jsonl2"})
+    assert "must be auto or one of" in e.value.by_field()["dataset_format"][0]

@@ -33,6 +33,29 @@ def test_every_config_field_has_a_widget_and_an_error_slot(form):
     assert set(form.fields) == names and set(form.errors) == names
 
 
+def test_the_form_is_built_from_the_configs_field_metadata(form):
+    """Labels, choices and tooltips come from TrainingConfig (one schema): every choice the form
+    offers is one the config accepts, and every value the config accepts is offered."""
+    import dataclasses
+
+    from gemma_ft_widgets.config import ConfigError, field_info
+
+    for f in dataclasses.fields(TrainingConfig):
+        info, widget = field_info(f.name), form.fields[f.name]
+        assert widget.description == info.label and widget.tooltip == info.help and info.label, f.name
+        if info.choices:
+            assert [value for _, value in widget.options] == [value for value, _ in info.choices], f.name
+            for value, _ in info.choices:
+                other = "lora" if f.name == "quantization" else None  # int8/int4 need LoRA
+                try:
+                    TrainingConfig.from_dict({**form.values(), f.name: value, **({"method": other} if other else {})})
+                except ConfigError as e:
+                    assert f.name not in e.by_field(), (f.name, value, e)
+            with pytest.raises(ConfigError) as bad:
+                TrainingConfig.from_dict({**form.values(), f.name: "no-such-choice"})
+            assert f.name in bad.value.by_field()
+
+
 def test_errors_appear_next_to_their_own_fields(form):
     form.fields["learning_rate"].value = -1.0
     form.fields["batch_size"].value = 0

@@ -12,14 +12,15 @@ import html
 import os
 import re
 import threading
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
 import traitlets as t
 
-from .. import datasets, models
-from ..config import ConfigError, TrainingConfig, field_help
+from .. import models
+from ..config import ConfigError, FieldInfo, TrainingConfig, field_info
 from . import advice, fmt, layout
 from .defaults import ModelDefaults
 from .fit import FitRow
@@ -29,46 +30,15 @@ from .whole_number import WholeNumberText
 _DESC = {"description_width": "150px"}
 _FIELD = {"width": "330px"}
 
-# (field, label, widget kind); the main fields, then the advanced ones.
-MAIN_FIELDS = [
-    ("model", "Model", "model"),
-    ("dataset", "Dataset file", "path"),
-    ("dataset_format", "Format", "format"),
-    ("method", "Method", "method"),
-    ("lora_rank", "LoRA rank", "int"),
-    ("lora_alpha", "LoRA alpha", "float"),
-    ("lora_dropout", "LoRA dropout", "float"),
-    ("quantization", "Base weights (LoRA)", "quantization"),
-    ("learning_rate", "Learning rate", "float"),
-    ("lr_schedule", "LR schedule", "schedule"),
-    ("warmup_steps", "Warmup steps", "int"),
-    ("batch_size", "Batch size", "int"),
-    ("grad_accum_steps", "Gradient accumulation", "int"),
-    ("max_seq_len", "Sequence length", "int"),
-    ("max_steps", "Steps", "int"),
-    ("eval_every", "Eval every (steps)", "int"),
-    ("checkpoint_every", "Checkpoint every", "int"),
-    ("seed", "Seed", "int"),
-    ("run_name", "Run name", "text"),
-    ("tags", "Tags", "text"),
-]
-ADVANCED_FIELDS = [
-    ("weight_decay", "Weight decay", "float"),
-    ("max_grad_norm", "Clip gradient norm (0: off)", "float"),
-    ("eval_fraction", "Eval fraction", "float"),
-    ("keep_checkpoints", "Keep checkpoints", "int"),
-    ("log_every", "Log every (steps)", "int"),
-    ("schedule_steps", "LR decay ends at step (0: at the last)", "int"),
-    ("dtype", "dtype", "dtype"),
-    ("fsdp", "FSDP (shard params)", "bool"),
-    ("remat", "Recompute activations", "remat"),
-    ("num_processes", "Trainer processes", "int"),
-    ("allow_cpu", "Train on CPU even if a GPU/TPU is present", "bool"),
-    ("notify", "Notify URL (webhook)", "secret"),
-    ("eval_prompts", "Sample prompts (one a line; none: 3 from the eval split)", "lines"),
-    ("sample_tokens", "Sample length (tokens; 0: no samples)", "int"),
-]
-FIELD_NAMES = [f for f, _, _ in MAIN_FIELDS + ADVANCED_FIELDS]
+# The form's fields, in order: the main ones, then the advanced ones. What each is (label,
+# widget, choices, help) comes from TrainingConfig's field metadata (config.field_info).
+MAIN_FIELDS = ["model", "dataset", "dataset_format", "method", "lora_rank", "lora_alpha", "lora_dropout",
+               "quantization", "learning_rate", "lr_schedule", "warmup_steps", "batch_size", "grad_accum_steps",
+               "max_seq_len", "max_steps", "eval_every", "checkpoint_every", "seed", "run_name", "tags"]
+ADVANCED_FIELDS = ["weight_decay", "max_grad_norm", "eval_fraction", "keep_checkpoints", "log_every",
+                   "schedule_steps", "dtype", "fsdp", "remat", "num_processes", "allow_cpu", "notify",
+                   "eval_prompts", "sample_tokens"]
+FIELD_NAMES = MAIN_FIELDS + ADVANCED_FIELDS
 MAX_SHOWN_ERRORS = 5
 
 
@@ -79,34 +49,31 @@ def _model_options(extra: str | None = None) -> list[tuple[str, str]]:
     return options
 
 
-def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
+def _kind(info: FieldInfo) -> str:
+    """The widget a field gets: named in its metadata, else from its choices or its type."""
+    if info.widget or info.choices:
+        return info.widget or "choice"
+    if typing.get_origin(info.type) is tuple:
+        return "lines"  # a list of strings, one a line (eval_prompts)
+    return {bool: "bool", int: "int", float: "float", str: "text"}[info.type]
+
+
+def _make(info: FieldInfo, default: Any) -> w.Widget:
+    kind, label = _kind(info), info.label
     if kind == "path":
         return w.Text(value=default, placeholder="path to a .jsonl or .csv file", continuous_update=False,
                       description=label, style=_DESC, layout=w.Layout(width="520px"))
-    if kind == "lines":  # a list of strings, one a line (eval_prompts)
+    if kind == "lines":
         return w.Textarea(value="\n".join(default), continuous_update=False, rows=3, description=label,
                           style=_DESC, layout=w.Layout(width="520px"))
     # Only for the kinds below: a Layout made and not used is a widget never closed (test_ui_leaks).
     common = dict(description=label, style=_DESC, layout=w.Layout(**_FIELD))
     if kind == "model":
         return w.Dropdown(options=_model_options(), value=default, **common)
-    if kind == "format":
-        return w.Dropdown(options=["auto", *datasets.FORMATS], value=default, **common)
-    if kind == "method":
-        return w.Dropdown(options=[("LoRA", "lora"), ("full fine-tuning", "full")], value=default, **common)
-    if kind == "dtype":
-        return w.Dropdown(options=["auto", "float32", "bfloat16"], value=default, **common)
-    if kind == "quantization":
-        return w.Dropdown(options=[("as loaded (bf16/f32)", "none"), ("int8", "int8"), ("int4", "int4")],
-                          value=default, **common)
-    if kind == "schedule":
-        return w.Dropdown(options=[("cosine", "cosine"), ("linear", "linear"), ("constant", "constant")],
-                          value=default, **common)
+    if kind == "choice":
+        return w.Dropdown(options=[(shown, value) for value, shown in info.choices], value=default, **common)
     if kind == "text":
         return w.Text(value=default, continuous_update=False, **common)
-    if kind == "remat":
-        return w.Dropdown(options=[("no (fastest)", "none"), ("per block (less memory)", "block")],
-                          value=default, **common)
     if kind == "int":  # not IntText: it turns a typed "1.5" into 15 (see whole_number.py)
         return WholeNumberText(value=default, **common)
     if kind == "float":
@@ -116,7 +83,7 @@ def _make(field: str, label: str, kind: str, default: Any) -> w.Widget:
     if kind == "secret":  # a webhook URL's path is its secret: typed, never shown
         return w.Password(value=default, placeholder="https://ntfy.sh/… or a Slack/Discord webhook",
                           continuous_update=False, **common)
-    raise ValueError(kind)
+    raise ValueError(f"{info.name}: no widget for {kind!r}")
 
 
 def unique_path(folder: str, name: str) -> str:
@@ -185,9 +152,10 @@ class ConfigForm(w.VBox):
         self.fields: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
         rows = {}
-        for field, label, kind in MAIN_FIELDS + ADVANCED_FIELDS:
-            widget = _make(field, label, kind, base[field])
-            widget.tooltip = field_help(field)  # the help text lives in TrainingConfig's field metadata
+        for field in FIELD_NAMES:
+            info = field_info(field)
+            widget = _make(info, base[field])
+            widget.tooltip = info.help
             widget.add_class(f"gft-field-{field}")
             error = layout.message(w.HTML(layout=w.Layout(margin="0 0 0 8px")))
             error.add_class(f"gft-error-{field}")
@@ -241,13 +209,13 @@ class ConfigForm(w.VBox):
         self.back_button.add_class("gft-back")
 
         dataset_row = layout.row([self.fields["dataset"], layout.keep_size(self.upload), self.errors["dataset"]])
-        advanced = w.Accordion(children=[w.VBox([rows[f] for f, _, _ in ADVANCED_FIELDS] + [self.sweep_grid])],
+        advanced = w.Accordion(children=[w.VBox([rows[f] for f in ADVANCED_FIELDS] + [self.sweep_grid])],
                                titles=("Advanced",), selected_index=None)
         self.advanced = advanced
         children = [w.HTML("<b>New fine-tuning run</b>"), rows["model"], self.defaults_note, dataset_row,
                     layout.row([rows["dataset_format"], layout.message(self.detected)], align="center"),
                     self.preview]
-        children += [rows[f] for f, _, _ in MAIN_FIELDS[3:]]
+        children += [rows[f] for f in MAIN_FIELDS[3:]]
         children += [advanced, self.general_errors, self.estimate_line, self.fit, self.environment_line,
                      w.HBox([self.start_button, self.fit.anyway_button, self.queue_button, self.back_button],
                             layout=w.Layout(flex_flow="row wrap", grid_gap="4px")),
