@@ -149,9 +149,21 @@ class ConfigForm(w.VBox):
         if "learning_rate" not in (defaults or {}):  # the model's default, not tiny's
             base["learning_rate"] = models.default_learning_rate(base["model"], base["method"]) or base["learning_rate"]
 
+        rows = self._build_fields(base)
+        self._build_controls(machine)
+        children = self._layout(rows)
+        super().__init__(children, **kwargs)
+        self.add_class("gft-form")
+        self.observe(self._update_start, ["valid", "active_run", "busy"])
+        self.fit.state.observe(self._update_start, "blocks_start")
+        self.validate()
+
+    # -- building ---------------------------------------------------------------------------
+    def _build_fields(self, base: dict[str, Any]) -> dict[str, w.Widget]:
+        """A widget and an error slot per field; returns each field's row (not the dataset's)."""
         self.fields: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
-        rows = {}
+        rows: dict[str, w.Widget] = {}
         for field in FIELD_NAMES:
             info = field_info(field)
             widget = _make(info, base[field])
@@ -165,6 +177,10 @@ class ConfigForm(w.VBox):
             if field != "dataset":  # the dataset row also holds the upload button (below)
                 rows[field] = layout.row([widget, error])
 
+        return rows
+
+    def _build_controls(self, machine) -> None:
+        """Upload, the preview, the estimate and fit rows, the notes, Start / queue / back."""
         self.upload = w.FileUpload(accept=".jsonl,.json,.csv,.txt", multiple=False,
                                    description="Upload", layout=w.Layout(width="110px"))
         self.upload.add_class("gft-upload")
@@ -208,6 +224,7 @@ class ConfigForm(w.VBox):
                                     layout=w.Layout(width="180px", display="none"))
         self.back_button.add_class("gft-back")
 
+    def _layout(self, rows: dict[str, w.Widget]) -> list[w.Widget]:
         dataset_row = layout.row([self.fields["dataset"], layout.keep_size(self.upload), self.errors["dataset"]])
         advanced = w.Accordion(children=[w.VBox([rows[f] for f in ADVANCED_FIELDS] + [self.sweep_grid])],
                                titles=("Advanced",), selected_index=None)
@@ -220,11 +237,7 @@ class ConfigForm(w.VBox):
                      w.HBox([self.start_button, self.fit.anyway_button, self.queue_button, self.back_button],
                             layout=w.Layout(flex_flow="row wrap", grid_gap="4px")),
                      self.blocked_note, self.message]
-        super().__init__(children, **kwargs)
-        self.add_class("gft-form")
-        self.observe(self._update_start, ["valid", "active_run", "busy"])
-        self.fit.state.observe(self._update_start, "blocks_start")
-        self.validate()
+        return children
 
     # -- values -----------------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
