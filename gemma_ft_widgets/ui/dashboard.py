@@ -67,6 +67,29 @@ class Dashboard(w.VBox):
                  on_restore_lock: Callable[[], None] | None = None, **kwargs):
         self.on_stop, self.on_force, self.on_restore_lock = on_stop, on_force, on_restore_lock
         self.state = ""
+        self._build_views()
+        self._build_controls()
+        self.abort_button.on_click(lambda _b: setattr(self, "confirming", True))
+        self.cancel_button.on_click(lambda _b: setattr(self, "confirming", False))
+        self.confirm_button.on_click(self._confirmed)
+        self.force_button.on_click(self._forced)
+        self.observe(lambda _c: self.set_controls(self.state, self._stopping), "confirming")
+        self._stopping = False
+
+        header = layout.row([self.badge, self.run_label, self.phase], align="center", gap="0 12px")
+        progress = layout.row([self.progress, self.progress_label], align="center", gap="0 8px")
+        kpis = w.HBox(list(self.kpis.values()), layout=w.Layout(flex_flow="row wrap"))
+        plots_box = self.curves
+        logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
+                       self.log_stream, self.logs])
+        super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, self.samples,
+                          logs], **kwargs)
+        self.add_class("gft-dashboard")
+        self.set_controls("IDLE", False)
+
+    # -- building ---------------------------------------------------------------------------
+    def _build_views(self) -> None:
+        """The header, progress, KPIs, processes, curves, samples, transitions and logs."""
         self.badge = w.HTML(fmt.badge("IDLE"))
         self.badge.add_class("gft-state-badge")
         self.run_label = w.HTML()
@@ -98,6 +121,8 @@ class Dashboard(w.VBox):
         self.logs = w.HTML()
         self.logs.add_class("gft-logs")
 
+    def _build_controls(self) -> None:
+        """Abort with its confirmation, the stopping note, Force kill, Restore lock."""
         self.abort_button = w.Button(description="Abort", icon="stop", button_style="danger",
                                      layout=w.Layout(width="110px"))
         self.abort_button.add_class("gft-abort")
@@ -127,24 +152,6 @@ class Dashboard(w.VBox):
         self.controls = layout.row([self.abort_button, self.confirm_box, self.stopping_label, self.force_button,
                                     self.restore_lock_button], align="center")
         self.controls.add_class("gft-controls")
-
-        self.abort_button.on_click(lambda _b: setattr(self, "confirming", True))
-        self.cancel_button.on_click(lambda _b: setattr(self, "confirming", False))
-        self.confirm_button.on_click(self._confirmed)
-        self.force_button.on_click(self._forced)
-        self.observe(lambda _c: self.set_controls(self.state, self._stopping), "confirming")
-        self._stopping = False
-
-        header = layout.row([self.badge, self.run_label, self.phase], align="center", gap="0 12px")
-        progress = layout.row([self.progress, self.progress_label], align="center", gap="0 8px")
-        kpis = w.HBox(list(self.kpis.values()), layout=w.Layout(flex_flow="row wrap"))
-        plots_box = self.curves
-        logs = w.VBox([w.HTML("<b>State transitions</b>"), self.transitions, w.HTML("<b>Logs</b>"),
-                       self.log_stream, self.logs])
-        super().__init__([header, progress, kpis, self.processes, self.controls, self.message, plots_box, self.samples,
-                          logs], **kwargs)
-        self.add_class("gft-dashboard")
-        self.set_controls("IDLE", False)
 
     # -- controls ---------------------------------------------------------------------------
     def _confirmed(self, _b=None) -> None:
