@@ -50,27 +50,7 @@ class Playground(w.VBox):
         self.generate_button.on_click(self._clicked)
         self.progress = w.HTML()
         self.progress.add_class("gft-sample-progress")
-        small = {"style": {"description_width": "initial"}, "layout": w.Layout(width="150px")}
-        self.temperature = w.BoundedFloatText(value=0.0, min=0.0, max=2.0, step=0.1, description="temperature",
-                                              tooltip="0 = greedy: always the most likely token", **small)
-        self.top_p = w.BoundedFloatText(value=1.0, min=0.01, max=1.0, step=0.05, description="top-p",
-                                        tooltip="sample from the smallest set of tokens holding this much "
-                                                "probability (1 = all); with temperature > 0", **small)
-        self.top_k = w.BoundedIntText(value=0, min=0, max=1000, description="top-k",
-                                      tooltip="sample from the k most likely tokens (0 = off); not with top-p < 1",
-                                      **small)
-        self.seed = w.IntText(value=0, description="seed", tooltip="the same seed gives the same answer", **small)
-        for name in ("temperature", "top_p", "top_k", "seed"):
-            getattr(self, name).add_class(f"gft-{name.replace('_', '-')}")
-        self.chat = w.Checkbox(value=False, description="chat (keep the conversation)", indent=False,
-                               layout=w.Layout(width="auto"))
-        self.chat.add_class("gft-chat")
-        self.compare = w.Checkbox(value=False, description="compare with the base model", indent=False,
-                                  layout=w.Layout(width="auto"))
-        self.compare.add_class("gft-compare")
-        self.clear_button = w.Button(description="Clear chat", icon="eraser", layout=w.Layout(width="auto"))
-        self.clear_button.add_class("gft-clear-chat")
-        self.clear_button.on_click(lambda _b: self.clear())
+        self._build_options()
         self.history = w.HTML()
         self.history.add_class("gft-chat-history")
         self.output = w.Textarea(value="", rows=6, placeholder="(output)", layout=w.Layout(width="100%"))
@@ -97,6 +77,30 @@ class Playground(w.VBox):
         self.prompt.observe(self._update, "value")
         self.compare.observe(self._show_compare, "value")
         self.chat.observe(lambda _c: self.clear(), "value")
+
+    def _build_options(self) -> None:
+        """Temperature, top-p, top-k and seed; chat, compare with the base, clear."""
+        small = {"style": {"description_width": "initial"}, "layout": w.Layout(width="150px")}
+        self.temperature = w.BoundedFloatText(value=0.0, min=0.0, max=2.0, step=0.1, description="temperature",
+                                              tooltip="0 = greedy: always the most likely token", **small)
+        self.top_p = w.BoundedFloatText(value=1.0, min=0.01, max=1.0, step=0.05, description="top-p",
+                                        tooltip="sample from the smallest set of tokens holding this much "
+                                                "probability (1 = all); with temperature > 0", **small)
+        self.top_k = w.BoundedIntText(value=0, min=0, max=1000, description="top-k",
+                                      tooltip="sample from the k most likely tokens (0 = off); not with top-p < 1",
+                                      **small)
+        self.seed = w.IntText(value=0, description="seed", tooltip="the same seed gives the same answer", **small)
+        for name in ("temperature", "top_p", "top_k", "seed"):
+            getattr(self, name).add_class(f"gft-{name.replace('_', '-')}")
+        self.chat = w.Checkbox(value=False, description="chat (keep the conversation)", indent=False,
+                               layout=w.Layout(width="auto"))
+        self.chat.add_class("gft-chat")
+        self.compare = w.Checkbox(value=False, description="compare with the base model", indent=False,
+                                  layout=w.Layout(width="auto"))
+        self.compare.add_class("gft-compare")
+        self.clear_button = w.Button(description="Clear chat", icon="eraser", layout=w.Layout(width="auto"))
+        self.clear_button.add_class("gft-clear-chat")
+        self.clear_button.on_click(lambda _b: self.clear())
 
     def set_run(self, status: Any | None) -> None:
         """Point the playground at a run (its last checkpoint), or at nothing."""
