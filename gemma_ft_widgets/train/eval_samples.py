@@ -70,6 +70,7 @@ class EvalSampler:
         self.prompts = prompts
         self.max_tokens = trainer.config.sample_tokens
         self._sampler = None
+        self._lora_model = None  # the LoRA-wrapped base without remat, built at first use
         self._warming: threading.Thread | None = None
         self.seconds: list[float] = []  # wall time of each run(), for the log and the benchmark
         self.warm_up_s: float | None = None  # the background build + compile, when it ran
@@ -89,7 +90,7 @@ class EvalSampler:
         tr, cfg = self.trainer, self.trainer.config
         if not tr.is_lora:
             return tr.loaded.model
-        if getattr(self, "_lora_model", None) is None:
+        if self._lora_model is None:
             self._lora_model = quantize.wrap_lora(tr.loaded.model, cfg.lora_rank, cfg.quantization,
                                                   dtype=tr.loaded.dtype)
         return self._lora_model
