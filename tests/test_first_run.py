@@ -17,7 +17,7 @@ import pytest
 
 from gemma_ft_widgets import contract, demo_config
 from gemma_ft_widgets.runs import RunManager, State
-from gemma_ft_widgets.runs.manager import package_env
+from gemma_ft_widgets.runs.launch import package_env
 
 pytestmark = pytest.mark.slow
 
