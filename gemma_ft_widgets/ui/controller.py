@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runs import RunError, RunManager, State
+from ..runs import RunError, RunManager
 from ..runs import queue as runqueue
 from ..runs.results import stderr_tail
 from .series import RunSeries
@@ -25,20 +25,11 @@ SERIES_CACHE = 8
 MESSAGES = 6
 
 
-class _Idle:
-    """The status of a workspace folder that does not exist yet."""
-
-    state = State.IDLE
-    active = False
-    run_dir = None
-    reason = "no runs in this workspace"
-
-
 @dataclass
 class Snapshot:
     """One poll's reading of the workspace."""
 
-    workspace: Any  # the workspace's status (_Idle before its folder exists)
+    workspace: Any  # the workspace's status (IDLE before its folder exists)
     active: str = ""  # folder of the active run, "" when none
     runs: list = field(default_factory=list)  # every run's status, as RunManager.runs() lists them
     shown: Any = None  # status of the run to show; None: the form
@@ -77,14 +68,13 @@ class PanelController:
         """Read the workspace once: its status, its runs, its queue, and which run to show.
         Starts the queue's head when the active-run slot is free (a supervisor that died before
         it could advance the queue leaves that to whoever looks next)."""
-        exists = os.path.isdir(self.workspace)
-        ws = self.manager.status() if exists else _Idle()  # _Idle: nothing was ever started here
+        ws = self.manager.status(missing_ok=True)  # IDLE: nothing was ever started here
         active = ws.run_dir if (ws.active and ws.run_dir) else ""
         if active and active != self._last_active:  # a run started, here or elsewhere: follow it
             self.mode, self.pinned = "auto", ""
         self._last_active = active
-        snap = Snapshot(ws, active, self.manager.runs() if exists else [])
-        if exists:
+        snap = Snapshot(ws, active, self.manager.runs(missing_ok=True))
+        if os.path.isdir(self.workspace):
             self._read_queue(snap)
         snap.shown = self._shown(snap)
         return snap
