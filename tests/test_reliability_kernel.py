@@ -223,10 +223,11 @@ def test_two_kernels_pressing_start_together_make_one_run_and_agree(kernels, wor
         k.execute(PANEL_SETUP.format(ws=workspace, max_steps=LONG))
     click = "panel.form.start_button.click(); assert panel.wait_actions(30); print(panel.form.message.value)"
     ids = [(k, k.kc.execute(click)) for k in (a, b)]  # both in flight at once
-    messages = [finish(k, msg_id)["stdout"] for k, msg_id in ids]
-    assert sum("Started" in msg for msg in messages) == 1, messages
+    outcomes = [finish(k, msg_id) for k, msg_id in ids]
+    messages = [out["stdout"] for out in outcomes]
+    assert sum("Started" in msg for msg in messages) == 1, outcomes
     refused = [msg for msg in messages if "Not started" in msg]
-    assert len(refused) == 1 and "already active" in refused[0]
+    assert len(refused) == 1 and "already active" in refused[0], outcomes
     runs = [n for n in os.listdir(workspace) if not n.startswith(".") and n != "uploads"]
     assert len(runs) == 1
     for k in (a, b):
