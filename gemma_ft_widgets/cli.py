@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from . import contract
+from . import contract, remedies
 from .runs import ACTIVE_STATES, RunError, RunManager, RunStatus, State, phases, samples
 from .runs.manager import LOG_STREAMS
 from .runs.status import describe_process, fmt_devices
@@ -196,7 +196,8 @@ def cmd_stop(args) -> int:
     if not args.force:
         print(f"stopping gracefully (escalating after {args.timeout:g} s) ...", file=sys.stderr)
     report = m.stop(force=args.force, timeout=args.timeout)
-    print(report.message, file=sys.stderr if report.nothing_to_stop else sys.stdout)
+    print(remedies.with_commands(report.message, report.remedies, workspace=m.workspace),
+          file=sys.stderr if report.nothing_to_stop else sys.stdout)
     return 1 if report.nothing_to_stop else 0
 
 
@@ -566,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     except RunError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {remedies.error_text(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -19,7 +19,7 @@ LAYERS = [
     {"config", "estimate", "fit", "startup", "length_check", "doctor", "sweep"},  # what a run asks for
     {"train", "export"},                                      # the trainer's process (jax)
     {"runs"},                                                 # the lifecycle: folders, locks, processes
-    {"server", "ui"},                                         # the two front ends in Jupyter
+    {"server", "ui", "remedies"},                             # the two front ends in Jupyter; the commands they name
     {"cli", "ext", "__main__", ""},                           # entry points, and the package itself
 ]
 

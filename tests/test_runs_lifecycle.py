@@ -14,10 +14,11 @@ import threading
 import psutil
 import pytest
 
-from gemma_ft_widgets import contract
+from gemma_ft_widgets import contract, remedies
 from gemma_ft_widgets.config import ConfigError
-from gemma_ft_widgets.runs import RunError, RunManager, State, identity, lockfile
+from gemma_ft_widgets.runs import Code, Remedy, RunError, RunManager, State, identity, lockfile
 from gemma_ft_widgets.train.simulated import CHILD_PID_FILE
+from gemma_ft_widgets.ui import fmt
 
 from .conftest import SIM_TRAINER, verified_processes, wait_for, wait_state, wait_step
 
@@ -102,7 +103,11 @@ def test_second_start_is_refused_naming_the_active_run(manager, make_config, wor
     run = manager.start(make_config(max_steps=LONG))
     with pytest.raises(RunError) as e:
         RunManager(workspace).start(make_config())
-    assert run.name in str(e.value) and "gemma-ft stop" in str(e.value)
+    assert run.name in str(e.value) and e.value.code == Code.ACTIVE and e.value.remedies == (Remedy.STOP,)
+    # The lifecycle names no command or button; each front end words the remedy itself.
+    assert "gemma-ft" not in str(e.value) and "Abort" not in str(e.value)
+    assert f"`gemma-ft stop --workspace {workspace}`" in remedies.error_text(e.value)
+    assert "stop it with Abort on its dashboard" in fmt.run_error(e.value)
     assert len(manager.runs()) == 1
 
 
@@ -390,8 +395,9 @@ def test_lock_from_another_host_is_reported_never_killed_nor_declared_dead(
         manager.start(make_config())
     with pytest.raises(RunError, match="other-host.example"):
         manager.stop(force=True)
-    with pytest.raises(RunError, match="--force"):
+    with pytest.raises(RunError) as refused:
         manager.clean()
+    assert refused.value.code == Code.FOREIGN and "gemma-ft clean --force" in remedies.error_text(refused.value)
     with pytest.raises(RunError):
         manager.resume("elsewhere-run")
     assert_never_signalled(signal_recorder)

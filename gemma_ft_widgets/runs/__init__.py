@@ -10,7 +10,7 @@ reads what it is doing from the workspace alone. See docs/ARCHITECTURE.md.
     m.stop()                       # SIGINT -> checkpoint -> ABORTED; escalates if needed
 """
 
-from .errors import RunError
+from .errors import Code, Remedy, RunError
 from .manager import Run, RunManager, default_workspace
 from .metrics import MetricsReader
 from .state import ACTIVE_STATES, ENDED_STATES, Facts, Proc, State, derive_state
@@ -18,6 +18,6 @@ from .status import RunStatus
 from .stopping import StopReport
 
 __all__ = [
-    "ACTIVE_STATES", "ENDED_STATES", "Facts", "MetricsReader", "Proc", "Run", "RunError",
+    "ACTIVE_STATES", "Code", "ENDED_STATES", "Facts", "MetricsReader", "Proc", "Remedy", "Run", "RunError",
     "RunManager", "RunStatus", "State", "StopReport", "default_workspace", "derive_state",
 ]

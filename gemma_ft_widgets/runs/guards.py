@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .. import contract
 from . import liveness, lockfile
-from .errors import RunError
+from .errors import Code, Remedy, RunError
 from .lockfile import LockRead
 from .state import ENDED_STATES, Proc, State
 from .status import LockCheck, RunStatus, check_lock, read_result
@@ -33,13 +33,12 @@ def clear_stale_or_raise(ws: str, lock: LockRead, by: str,
     check = check_lock(lock.data)
     if check.foreign:
         raise RunError(f"a run is active on host {lock.data.get('hostname')}: {name}. It cannot be stopped "
-                       f"from here; if that host is gone, clear it with "
-                       f"`gemma-ft clean --force --workspace {ws}`")
+                       f"from here", Code.FOREIGN, (Remedy.CLEAN_FORCE,), name, ws)
     if not check.stale:
         st = status_of(run_dir, lock)
         progress = f", step {st.step}/{st.max_steps}" if st.step is not None else ""
-        raise RunError(f"a run is already active: {name} ({st.state.value}{progress}). Stop it with "
-                       f"`gemma-ft stop --workspace {ws}` or the panel's Abort button")
+        raise RunError(f"a run is already active: {name} ({st.state.value}{progress})",
+                       Code.ACTIVE, (Remedy.STOP,), name, ws)
     why = "machine rebooted" if check.rebooted else "its processes are gone"
     if (lock.data.get("scheduler") or {}).get("kind") == "k8s" and os.path.isdir(run_dir):
         from .scheduled import record_end  # a Kubernetes Job has no supervisor to write its end
@@ -77,8 +76,7 @@ def refuse_unlocked_live_runs(folders: Workspace, lock: LockRead) -> None:
     for run_dir in unlocked_live_runs(folders, lock):
         name = os.path.basename(run_dir)
         raise RunError(f"a run is already active: {name} (its workspace lock is missing, but its processes "
-                       f"are alive). Stop it with `gemma-ft stop --workspace {folders.path}`, or restore "
-                       f"its lock with `gemma-ft restore-lock {name}`")
+                       f"are alive)", Code.ACTIVE, (Remedy.STOP, Remedy.RESTORE_LOCK), name, folders.path)
 
 
 def refuse_if_in_use(ws: str, run_dir: str, what: str) -> None:
@@ -95,8 +93,8 @@ def refuse_if_in_use(ws: str, run_dir: str, what: str) -> None:
             time.sleep(0.05)
     if procs or liveness.held(run_dir):
         pids = ", ".join(f"{r} pid {p.pid}" for r, p in procs.items()) or "a process holds its flock"
-        raise RunError(f"cannot {what} {os.path.basename(run_dir)}: its processes are alive ({pids}); "
-                       f"stop it first with `gemma-ft stop --workspace {ws}`")
+        raise RunError(f"cannot {what} {os.path.basename(run_dir)}: its processes are alive ({pids})",
+                       Code.IN_USE, (Remedy.STOP,), os.path.basename(run_dir), ws)
 
 
 def check_once_launched(ws: str, lock: LockRead) -> tuple[LockCheck, str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import contract
 from . import guards, launch, liveness, lockfile, resuming, sampling, warm_sampler
-from .errors import RunError
+from .errors import Code, Remedy, RunError
 from .lockfile import LockRead
 from .state import State
 from .status import RunStatus, check_lock
@@ -228,7 +228,7 @@ class RunManager:
         extend = (max_steps is not None and st.state == State.FINISHED and bool(st.checkpoints)
                   and not st.active and st.foreign_host is None)
         if not st.can_resume and not extend:
-            raise RunError(resuming.why_not_resumable(st))
+            raise resuming.refusal(st, self.workspace)
         guards.refuse_if_in_use(self.workspace, run_dir, "resume")
         return run_dir, st
 
@@ -292,13 +292,13 @@ class RunManager:
             check = check_lock(lock.data)
             if check.foreign and not force:
                 raise RunError(f"the lock belongs to run {name} on host {lock.data.get('hostname')}, which may "
-                               "still be training; if that host is gone, use `gemma-ft clean --force`")
+                               "still be training", Code.FOREIGN, (Remedy.CLEAN_FORCE,), name, self.workspace)
             if not check.foreign and not check.stale:
-                raise RunError(f"run {name} is active; stop it first with `gemma-ft stop --workspace {self.workspace}`")
+                raise RunError(f"run {name} is active", Code.ACTIVE, (Remedy.STOP,), name, self.workspace)
             lockfile.remove_lock(self.workspace)
             if os.path.isdir(run_dir):
                 contract.append_status(run_dir, "ORPHANED", "lock cleared by clean" + (" --force" if force else ""))
-        message = f"cleared the lock of {name}; every file is kept. Resume it with `gemma-ft resume {name}`"
+        message = f"cleared the lock of {name}; every file is kept, and it can be resumed"
         started = self.queue.advance()  # the orphan no longer blocks the queue
         return message + (f"; the queue started {started.name}" if started is not None else "")
 

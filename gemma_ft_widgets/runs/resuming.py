@@ -10,26 +10,32 @@ import os
 from typing import Any
 
 from .. import contract
-from .errors import RunError
+from .errors import Code, Remedy, RunError
 from .state import State
 from .status import RunStatus, read_config
 
 
-def why_not_resumable(st: RunStatus) -> str:
-    """The message of a refused resume (st.can_resume is False)."""
+def refusal(st: RunStatus, workspace: str) -> RunError:
+    """The error of a refused resume (st.can_resume is False)."""
     name = st.run_name
+
+    def error(message: str, code: Code = Code.NOT_RESUMABLE, *remedies: Remedy) -> RunError:
+        return RunError(message, code, remedies, name, workspace)
+
     if st.foreign_host:
-        return f"cannot resume {name}: it is active on host {st.foreign_host}"
+        return error(f"cannot resume {name}: it is active on host {st.foreign_host}", Code.FOREIGN)
     if st.active:
-        return (f"cannot resume {name}: it is {st.state.value} (still active"
-                + (f": {st.reason})" if st.state == State.ORPHANED else ")")
-                + ("; its workspace lock is missing: `gemma-ft restore-lock` puts it back" if st.lock_missing else ""))
+        detail = f": {st.reason})" if st.state == State.ORPHANED else ")"
+        if st.lock_missing:
+            return error(f"cannot resume {name}: it is {st.state.value} (still active{detail}; its workspace "
+                         "lock is missing", Code.ACTIVE, Remedy.RESTORE_LOCK)
+        return error(f"cannot resume {name}: it is {st.state.value} (still active{detail}", Code.ACTIVE)
     if st.state == State.FINISHED:
-        return (f"nothing to resume: {name} FINISHED; to train it further, `gemma-ft resume {name} "
-                "--max-steps N`")
+        return error(f"nothing to resume: {name} FINISHED", Code.NOT_RESUMABLE, Remedy.EXTEND)
     if st.state == State.FAILED:
-        return f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason}); start a new run"
-    return f"cannot resume {name}: it is {st.state.value}"
+        return error(f"nothing to resume: {name} FAILED before saving any checkpoint ({st.reason})",
+                     Code.NOT_RESUMABLE, Remedy.NEW_RUN)
+    return error(f"cannot resume {name}: it is {st.state.value}")
 
 
 def checkpoint_step(checkpoint: Any, steps: list[int], name: str | None) -> int:

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from . import guards, lockfile
-from .errors import RunError
+from .errors import Remedy, RunError
 from .lockfile import LockRead
 from .stopping import StopReport, stop_processes
 
@@ -20,9 +20,10 @@ def stop_active(manager: Any, force: bool, timeout: float, term_timeout: float, 
     lock = _lock_restored_if_lost(manager)
     if lock.data is None:
         msg = "nothing to stop: no active run" if not lock.present else \
-            f"nothing to stop: the lock file is unreadable ({lock.error}); clear it with `gemma-ft clean`"
+            f"nothing to stop: the lock file is unreadable ({lock.error})"
         st = manager.status()
-        return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg)
+        return StopReport(None, nothing_to_stop=True, state=st.state, reason=st.reason, message=msg,
+                          remedies=(Remedy.CLEAN,) if lock.present else ())
     if lock.data.get("scheduler"):  # its trainers are the scheduler's: stopped through it
         return _stop_scheduled(manager, lock, force, timeout)
     check, run_dir = guards.check_once_launched(manager.workspace, lock)

@@ -34,6 +34,7 @@ class StopReport:
     state: State | None = None  # the run's state afterwards
     reason: str = ""
     message: str = ""
+    remedies: tuple = ()  # errors.Remedy values for a stop that could not be done
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (the state as its name)."""

@@ -20,6 +20,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from .. import remedies
 from ..runs import RunError
 from .workspaces import BadRequest, NotFound, WorkspaceSet
 
@@ -41,7 +42,7 @@ class _Handler(APIHandler):
         except NotFound as e:
             raise web.HTTPError(404, str(e)) from None
         except RunError as e:  # refused (e.g. a run on another host): the message says why
-            raise web.HTTPError(409, str(e)) from None
+            raise web.HTTPError(409, remedies.error_text(e)) from None
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(result, default=str))

@@ -8,6 +8,7 @@ import math
 import os
 from typing import Any
 
+from ..runs.errors import Remedy, RunError
 from .state_table import look, state_value  # state_value: fmt's name for it too
 
 DASH = "—"
@@ -15,6 +16,25 @@ DASH = "—"
 
 def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text))
+
+
+# What to do about a refusal (runs.Remedy), in the panel's own buttons; where the panel has no
+# button for it, the terminal command (as remedies.py words it for the CLI).
+_REMEDY_WORDS = {
+    Remedy.STOP: "stop it with Abort on its dashboard",
+    Remedy.CLEAN: "clear it with Clean up",
+    Remedy.CLEAN_FORCE: "if that host is gone, clear it in a terminal with `gemma-ft clean --force`",
+    Remedy.RESTORE_LOCK: "put it back with Restore lock on its dashboard",
+    Remedy.RESUME: "resume it with Resume",
+    Remedy.EXTEND: "to train it further, run `gemma-ft resume {run} --max-steps N` in a terminal",
+    Remedy.NEW_RUN: "start a new run with New run",
+}
+
+
+def run_error(e: RunError) -> str:
+    """A RunError as the panel words it: its message, then its remedies as buttons."""
+    steps = [_REMEDY_WORDS[Remedy(r)].format(run=e.run or "RUN") for r in e.remedies]
+    return "; ".join([str(e), *steps])
 
 
 def badge(state: Any) -> str:

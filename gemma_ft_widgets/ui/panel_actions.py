@@ -41,7 +41,7 @@ class PanelActions:
                 form.message.value = fmt.note("The config has errors; see the fields above.", "error")
                 return
             except RunError as e:
-                form.message.value = fmt.note(f"Not started: {fmt.esc(e)}", "error")
+                form.message.value = fmt.note(f"Not started: {fmt.esc(fmt.run_error(e))}", "error")
                 return
             finally:
                 form.busy = False
@@ -71,7 +71,7 @@ class PanelActions:
                     fmt.esc(str(err)) for err in e.errors[:5]), "error")
                 return
             except RunError as e:
-                form.message.value = fmt.note(f"Not queued: {fmt.esc(e)}", "error")
+                form.message.value = fmt.note(f"Not queued: {fmt.esc(fmt.run_error(e))}", "error")
                 return
             form.message.value = fmt.note(text, "ok")
             self.ctl.note(text, "ok")
@@ -88,7 +88,7 @@ class PanelActions:
             try:
                 fn()
             except RunError as e:
-                self.ctl.note(str(e), "error")
+                self.ctl.note(fmt.run_error(e), "error")
             self.panel.request_refresh()
 
         self.ctl.spawn(f"queue-{name}", work)
@@ -138,7 +138,7 @@ class PanelActions:
             try:
                 text = self.manager.restore_lock(run_dir or None)
             except RunError as e:
-                dashboard.message.value = fmt.note(f"Lock not restored: {fmt.esc(e)}", "error")
+                dashboard.message.value = fmt.note(f"Lock not restored: {fmt.esc(fmt.run_error(e))}", "error")
                 return
             dashboard.message.value = fmt.note(fmt.esc(text), "ok")
             self.ctl.note(text, "ok")
@@ -155,8 +155,8 @@ class PanelActions:
             try:
                 run = self.manager.resume(run_dir or None, checkpoint=checkpoint)
             except RunError as e:
-                self.ctl.note(str(e), "error")
-                outcome.say(fmt.note(f"Not resumed: {fmt.esc(e)}", "error"))
+                self.ctl.note(fmt.run_error(e), "error")
+                outcome.say(fmt.note(f"Not resumed: {fmt.esc(fmt.run_error(e))}", "error"))
                 return
             self.ctl.follow()
             self.ctl.note(f"resumed {run.name}", "ok")
@@ -171,8 +171,8 @@ class PanelActions:
             try:
                 self.ctl.note(self.manager.clean(), "ok")
             except RunError as e:
-                self.ctl.note(str(e), "error")
-                outcome.say(fmt.note(f"Not cleaned up: {fmt.esc(e)}", "error"))
+                self.ctl.note(fmt.run_error(e), "error")
+                outcome.say(fmt.note(f"Not cleaned up: {fmt.esc(fmt.run_error(e))}", "error"))
 
         outcome.clean_button.disabled = True
         self.ctl.spawn("clean", work)
@@ -201,7 +201,7 @@ class PanelActions:
             try:
                 printed = self.manager.export(run_dir, folder, format=format, on_progress=progress)
             except RunError as e:
-                row.progress.value = fmt.note(f"Export failed: {fmt.esc(e)}", "error")
+                row.progress.value = fmt.note(f"Export failed: {fmt.esc(fmt.run_error(e))}", "error")
                 self.ctl.note(f"export failed: {e}", "error")
                 return
             finally:
@@ -229,8 +229,8 @@ class PanelActions:
             try:
                 said = self.manager.delete(run_dir)
             except RunError as e:
-                table.say(fmt.note(f"Not deleted: {fmt.esc(e)}", "error"))
-                self.ctl.note(str(e), "error")
+                table.say(fmt.note(f"Not deleted: {fmt.esc(fmt.run_error(e))}", "error"))
+                self.ctl.note(fmt.run_error(e), "error")
                 return
             with self.ctl.lock:
                 table.model.forget(run_dir)
