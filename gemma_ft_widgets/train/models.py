@@ -157,7 +157,8 @@ def build_network(spec: model_table.ModelSpec, dtype=jnp.float32):
 
 
 def tokenizer_class(family: str):
-    """The gm.text tokenizer class of a model family (for gemma4, one that lays out turns as Gemma 4 does)."""
+    """The gm.text tokenizer class of a model family (for gemma4, one that reads and writes our turn
+    markers as Gemma 4's own turn tokens)."""
     from gemma import gm
 
     # Looked up by name: gemma 3.3 (Python 3.11) has no Gemma4Tokenizer attribute at all.
