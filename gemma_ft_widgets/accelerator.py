@@ -46,9 +46,11 @@ class Accelerator:
 
     @property
     def present(self) -> bool:
+        """Whether there is a GPU or TPU."""
         return self.kind != "cpu"
 
     def describe(self) -> str:
+        """One line for people, e.g. "1 × Tesla T4 (15 GiB each), found by nvidia-smi"."""
         gib = f"{self.memory_bytes / 2**30:.0f} GiB" if self.memory_bytes else ""
         if self.kind == "cpu":
             return f"no GPU or TPU; CPU: {self.count} cores" + (f", {gib} RAM" if gib else "")
@@ -132,12 +134,15 @@ class JaxStack:
 
     @property
     def jax(self) -> str | None:
+        """jax's installed version, or None."""
         return self.versions.get("jax")
 
     def plugins(self) -> dict[str, str]:
+        """The installed accelerator plugins (PLUGINS) with their versions."""
         return {n: v for n, v in self.versions.items() if n in PLUGINS}
 
     def describe(self) -> str:
+        """One line for people: jax, jaxlib and the plugins with their versions."""
         if self.jax is None:
             return "jax is not installed"
         parts = [f"jax {self.jax}", f"jaxlib {self.versions.get('jaxlib', 'missing')}"]

@@ -27,6 +27,7 @@ _memo: dict[str, float] = {}
 
 
 def machine_key() -> str:
+    """The cache key of this machine's measurement: CPU model, core count and numpy's version."""
     from importlib import metadata
 
     from .accelerator import _cpu

@@ -88,6 +88,7 @@ def _describe(st: RunStatus) -> str:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_start(args) -> int:
+    """`gemma-ft start CONFIG`: start a run; prints its folder."""
     from .config import TrainingConfig
 
     config = TrainingConfig.from_json_file(args.config)  # before anything is created
@@ -99,6 +100,7 @@ def cmd_start(args) -> int:
 
 
 def cmd_launch(args) -> int:
+    """`gemma-ft launch --slurm|--k8s CONFIG`: write the run's batch script or manifest, and submit it with --submit."""
     from .config import TrainingConfig
     from .runs import scheduled, slurm
 
@@ -124,12 +126,14 @@ def cmd_launch(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """`gemma-ft status [RUN]`: a run's status, as text or --json."""
     st = _manager(args).status(args.run)
     print(contract.dumps(st.to_dict(), indent=2) if args.json else _describe(st))
     return 0
 
 
 def cmd_list(args) -> int:
+    """`gemma-ft list`: every run of the workspace, one line each (or --json)."""
     runs = _manager(args).runs()
     if args.json:
         print(contract.dumps([r.to_dict() for r in runs], indent=2))
@@ -146,6 +150,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    """`gemma-ft logs [RUN]`: the last lines of a log stream, or --follow it."""
     m = _manager(args)
     stream = "stderr" if args.stderr else args.stream
     run_dir = m.resolve(args.run)
@@ -192,6 +197,7 @@ def _print_from(path: str, offset: int) -> int:
 
 
 def cmd_stop(args) -> int:
+    """`gemma-ft stop`: stop the active run; exit 1 when there was none."""
     m = _manager(args)
     if not args.force:
         print(f"stopping gracefully (escalating after {args.timeout:g} s) ...", file=sys.stderr)
@@ -202,22 +208,26 @@ def cmd_stop(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    """`gemma-ft resume [RUN]`: continue a run from a checkpoint; prints its folder."""
     run = _manager(args).resume(args.run, checkpoint=args.checkpoint, max_steps=args.max_steps)
     print(run.run_dir)
     return 0
 
 
 def cmd_clean(args) -> int:
+    """`gemma-ft clean`: clear an orphaned run's lock, keeping its files."""
     print(_manager(args).clean(force=args.force))
     return 0
 
 
 def cmd_restore_lock(args) -> int:
+    """`gemma-ft restore-lock [RUN]`: write a live run's deleted workspace lock again."""
     print(_manager(args).restore_lock(args.run))
     return 0
 
 
 def cmd_delete(args) -> int:
+    """`gemma-ft delete RUN`: delete a run folder, after a confirmation (or --yes)."""
     m = _manager(args)
     run_dir = m.resolve(args.run)
     if not args.yes:
@@ -232,6 +242,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """`gemma-ft export RUN`: export a run's weights; prints where and how to load them."""
     out = _manager(args).export(args.run, args.out, format=args.format, checkpoint=args.checkpoint,
                                 dtype=args.dtype,
                                 on_progress=lambda phase: print(f"{phase}…", file=sys.stderr, flush=True))
@@ -241,6 +252,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    """`gemma-ft sample [RUN] PROMPT`: a completion from a run's checkpoint ("-" reads the prompt from stdin)."""
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise RunError("the prompt is empty")
@@ -256,6 +268,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    """`gemma-ft doctor`: can this environment train, and on which devices? Exit 1 when not."""
     from . import doctor
 
     ws = getattr(args, "workspace", None)
@@ -290,6 +303,7 @@ def _redacted(queue: dict) -> dict:
 
 
 def cmd_queue(args) -> int:
+    """`gemma-ft queue ACTION`: add to, change or show the run queue; prints the queue after most actions."""
     from .config import TrainingConfig
 
     q = _manager(args).queue
@@ -325,6 +339,7 @@ def cmd_queue(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    """`gemma-ft sweep CONFIG --grid ...`: queue one run per grid point, as one group."""
     from . import sweep
     from .config import TrainingConfig
 
@@ -346,6 +361,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """`gemma-ft demo`: start the demo run and watch it; exit 0 when it finished."""
     from .config import TrainingConfig, demo_config
 
     overrides = {}
@@ -558,6 +574,7 @@ def _sample_args(commands: _Commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `gemma-ft` command; returns the exit status (errors as one line on stderr)."""
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 

@@ -9,6 +9,7 @@ import sys
 
 
 def in_colab() -> bool:
+    """Whether this kernel runs in Colab (google.colab is imported)."""
     return "google.colab" in sys.modules
 
 

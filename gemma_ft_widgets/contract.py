@@ -84,6 +84,7 @@ PROGRESS_PREFIX = "progress: "
 
 
 def result_attempt_name(attempt: int | str) -> str:
+    """The file name of one attempt's result, kept beside result.json."""
     return f"result.attempt-{attempt}.json"
 
 
@@ -166,6 +167,7 @@ def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = Non
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
+    """Write `obj` as indented, sorted JSON that readers see whole or not at all (atomic_write_text)."""
     atomic_write_text(path, dumps(obj, indent=2, sort_keys=True) + "\n", mode=mode)
 
 
@@ -202,11 +204,13 @@ class JsonlAppender:
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, obj: dict) -> None:
+        """Write one event as one line; ValueError after close()."""
         if self._fd is None:
             raise ValueError(f"{self.path}: appender is closed")
         os.write(self._fd, (dumps(obj, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def close(self) -> None:
+        """Close the descriptor; closing again does nothing."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -233,6 +237,8 @@ class JsonlTail:
         self.corrupt_lines = 0
 
     def read_new(self, max_bytes: int | None = None) -> list[dict]:
+        """The complete lines appended since the last call, as dicts (at most `max_bytes` read); a
+        replaced or truncated file is read from its start."""
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -335,6 +341,7 @@ def checkpoint_rel(step: int | str) -> str:
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
+    """The folder of step `step`'s checkpoint in a run."""
     return os.path.join(os.fspath(run_dir), CHECKPOINTS_DIR, checkpoint_name(step))
 
 

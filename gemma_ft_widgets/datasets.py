@@ -151,6 +151,7 @@ def _iter_csv(path: str) -> Iterator[tuple[int, object | None, str | None]]:
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, object | None, str | None]]:
+    """(line number, record or None, problem or None) for each record of a JSONL or CSV file."""
     if path.lower().endswith(".csv"):
         return _iter_csv(path)
     return _iter_jsonl(path)

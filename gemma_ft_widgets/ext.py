@@ -27,4 +27,5 @@ def gemma_ft(line: str = ""):
 
 
 def load_ipython_extension(ipython) -> None:
+    """`%load_ext gemma_ft_widgets`: register the `%gemma_ft` line magic."""
     ipython.register_magic_function(gemma_ft, magic_kind="line", magic_name="gemma_ft")

@@ -36,6 +36,8 @@ HEADROOM = 0.9  # Estimate.fits' default: 10% spare for the runtime, fragmentati
 
 @dataclasses.dataclass(frozen=True)
 class Target:
+    """A machine to judge a run against: its device kind, device count and memory per device."""
+
     key: str
     label: str
     kind: str  # "gpu", "tpu" or "cpu" (the estimate's device kinds)
@@ -43,6 +45,7 @@ class Target:
     memory_bytes: int | None  # per device (host RAM for "cpu"); None: unknown
 
     def describe(self) -> str:
+        """Its label, saying so when its memory is unknown."""
         if self.memory_bytes is None:
             return f"{self.label} (memory unknown)"
         return self.label
@@ -89,6 +92,8 @@ def this_machine(accel=None, ram_bytes: int | None = None) -> Target:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
+    """Whether a run fits a target (None: cannot tell), the bytes it needs and has, and a sentence."""
+
     fits: bool | None  # None: the target's memory or the model's shape is unknown
     need_bytes: int
     have_bytes: int | None
@@ -119,11 +124,14 @@ def verdict(config: Any, target: Target) -> Verdict:
 
 @dataclasses.dataclass(frozen=True)
 class Fix:
+    """What make_it_fit changed to fit a target: the new config, the changes, and its verdict."""
+
     values: dict[str, Any]  # the whole config with the changes
     changes: list[tuple[str, Any, Any]]  # (field, old, new), in the order tried
     verdict: Verdict
 
     def describe(self) -> str:
+        """The changes as "field old → new, ..." ("it already fits" for none)."""
         if not self.changes:
             return "it already fits"
         return ", ".join(f"{field} {old} → {new}" for field, old, new in self.changes)

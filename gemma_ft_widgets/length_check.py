@@ -27,11 +27,13 @@ MAX_PIECE_BYTES = 64  # bytes of text one token covers at most (16 four-byte cha
 
 
 def nothing_to_train(path: str, n: int, max_seq_len: int, detail: str = "") -> str:
+    """The error when truncation at max_seq_len leaves no training example with a response token."""
     return (f"{path}: no training example keeps a response token within max_seq_len={max_seq_len} "
             f"(all {n} dropped{detail}); raise max_seq_len")
 
 
 def eval_emptied(path: str, n: int, max_seq_len: int, detail: str = "") -> str:
+    """The error when truncation at max_seq_len drops every eval example."""
     return (f"{path}: all {n} eval examples were dropped: their prompt fills max_seq_len={max_seq_len}, "
             f"leaving no response token{detail}; raise max_seq_len, or set eval_fraction to 0")
 

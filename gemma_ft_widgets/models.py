@@ -18,6 +18,8 @@ from importlib import metadata
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+    """One model of the table: its family, size, shape, the gemma class and Kaggle handle that load it."""
+
     name: str
     family: str  # tiny | gemma2 | gemma3 | gemma4
     params: int
@@ -45,6 +47,7 @@ class ModelSpec:
 
 
 def format_params(n: int) -> str:
+    """A parameter count as people write it: 1.2B, 270.0M, 85k."""
     if n >= 1e9:
         return f"{n / 1e9:.1f}B"
     if n >= 1e6:
@@ -156,6 +159,7 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def model_names() -> list[str]:
+    """The names of the models the installed gemma library supports."""
     return list(MODELS)
 
 
@@ -181,6 +185,7 @@ def is_local_checkpoint(path: str, depth: int = 1) -> bool:
 
 
 def closest_model(name: str) -> str | None:
+    """The supported model name nearest to `name`, for a "did you mean"; None when none is close."""
     match = difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.4)
     return match[0] if match else None
 

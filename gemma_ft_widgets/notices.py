@@ -29,6 +29,8 @@ TAIL_BYTES = 16 * 1024  # the last events of metrics.jsonl: enough for ~50 steps
 
 @dataclasses.dataclass
 class Progress:
+    """How a run is going, from the tail of its metrics: step time, ETA, idle time, stalled, latest events."""
+
     step_time_s: float | None = None  # median of the recent steps
     eta_s: float | None = None  # remaining steps times step_time_s (active runs only)
     idle_s: float | None = None  # seconds since metrics.jsonl was last written (active runs only)
@@ -37,6 +39,7 @@ class Progress:
     last_eval: dict[str, Any] | None = None  # the newest eval event among the recent ones
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
 

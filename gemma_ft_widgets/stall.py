@@ -42,6 +42,7 @@ def limit(basis_s: float, factor: float = PAUSE_FACTOR, min_s: float = MIN_STALL
 
 
 def threshold(summary: Any, config: dict[str, Any] | None) -> float:
+    """Seconds without an event after which this RUNNING run counts as stalled (`limit` of `basis`)."""
     return limit(basis(summary, config))
 
 
@@ -55,6 +56,7 @@ def stalled_for(summary: Any, config: dict[str, Any] | None, now: float) -> tupl
 
 
 def describe(quiet: float, limit: float) -> str:
+    """The reason shown for a run stalled for `quiet` seconds past a `limit`."""
     return (f"stalled: no step for {_duration(quiet)} (its longest pause so far, or expected, sets the "
             f"limit at {_duration(limit)}); the trainer may be frozen or waiting on a hung filesystem. "
             "Stop escalates to SIGKILL if it does not answer")

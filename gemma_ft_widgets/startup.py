@@ -33,6 +33,8 @@ COMPILE_S_PER_LAYER = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class Startup:
+    """A start-up time to expect (launch to first step) and where it comes from: a run here, or a guess."""
+
     seconds: float  # launch to first step
     load_s: float | None  # launch to the start of compilation
     compile_s: float | None
@@ -41,9 +43,11 @@ class Startup:
 
     @property
     def measured(self) -> bool:
+        """Whether it comes from a run here rather than a guess."""
         return not self.source.startswith("a guess")
 
     def summary(self) -> str:
+        """One line, e.g. "≈ 40 s start-up (load 10 s, compile 30 s) [same model: RUN]"."""
         parts = [f"load {self.load_s:.0f} s" if self.load_s is not None else "",
                  f"compile {self.compile_s:.0f} s" if self.compile_s is not None else ""]
         inner = ", ".join(p for p in parts if p)
@@ -154,6 +158,7 @@ def _get(config: Any) -> dict:
 
 
 def guess(config: Any) -> Startup:
+    """The start-up guessed from the model's size and depth, for a model never run here."""
     from .estimate import estimate, spec_for
 
     values = _get(config)

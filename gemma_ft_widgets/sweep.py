@@ -49,6 +49,7 @@ def _value(text: str) -> Any:
 
 
 def size(grid: dict[str, list[Any]]) -> int:
+    """The number of points of a grid (the product of its value counts)."""
     n = 1
     for values in grid.values():
         n *= len(values)

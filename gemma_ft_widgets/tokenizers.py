@@ -20,12 +20,14 @@ from . import models
 
 @functools.lru_cache(maxsize=8)
 def processor(path: str):
+    """A sentencepiece processor of the file `path` (the last 8 files cached)."""
     import sentencepiece as spm  # a small C++ extension; no jax
 
     return spm.SentencePieceProcessor(model_file=path)
 
 
 def tiny_tokenizer_path() -> str | None:
+    """The packaged tokenizer of the tiny models, or None when it is not installed."""
     path = str(resources.files("gemma_ft_widgets") / "data" / "tiny_tokenizer.model")
     return path if os.path.isfile(path) else None
 

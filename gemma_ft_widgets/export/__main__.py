@@ -27,11 +27,14 @@ def _say(phase: str) -> None:
 
 
 def check_out(out_dir: str) -> None:
+    """ExportError when `out_dir` exists as a file or a non-empty folder: an export never overwrites."""
     if os.path.isdir(out_dir) and os.listdir(out_dir) or os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"{out_dir} exists and is not empty; export never overwrites: choose another --out")
 
 
 def resolve_checkpoint(run_dir: str, checkpoint) -> str:
+    """The checkpoint to export (newest by default); ExportError when `run_dir` is not a run folder
+    or has no such checkpoint."""
     from ..train import sample
 
     if not os.path.isfile(os.path.join(run_dir, contract.CONFIG_NAME)):
@@ -46,6 +49,7 @@ def resolve_checkpoint(run_dir: str, checkpoint) -> str:
 
 
 def load_command(fmt: str, out_dir: str) -> str:
+    """The one line that loads an export of format `fmt` from `out_dir`, printed after it."""
     if fmt == "hf":
         return (f"from transformers import AutoModelForCausalLM, AutoTokenizer; "
                 f"model = AutoModelForCausalLM.from_pretrained({out_dir!r}); "
@@ -135,6 +139,7 @@ def _write(fmt: str, run_dir: str, ckpt: str, tmp: str, dtype: str, say) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.export",
                                      description="Export a run's trained weights (LoRA merged, or as a PEFT adapter).")
     parser.add_argument("run_dir")

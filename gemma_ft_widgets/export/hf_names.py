@@ -51,6 +51,7 @@ def query_pre_attn_scalar(config) -> float:
 
 
 def architecture(family: str) -> str:
+    """The transformers class for a model family; UnsupportedModel for a family it has none for here."""
     if family in ("tiny", "gemma3"):
         return "Gemma3ForCausalLM"
     if family == "gemma2":

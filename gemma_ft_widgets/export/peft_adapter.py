@@ -96,6 +96,8 @@ def adapter_tensors(lora_model, base_params, adapters) -> tuple[dict, set, int]:
 
 
 def write(out_dir: str, src, dtype: str = "float32", say=lambda msg: None) -> str:
+    """Write the run's adapters to `out_dir` as a PEFT adapter in `dtype` (see the module
+    docstring); returns `out_dir`. ValueError for an unknown dtype."""
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file

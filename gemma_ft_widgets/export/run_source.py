@@ -11,6 +11,9 @@ from .. import contract
 
 @dataclasses.dataclass
 class Source:
+    """A run's checkpoint as an export reads it: network config, params, tokenizer, and for a PEFT
+    export the adapters."""
+
     run_dir: str
     checkpoint: str
     family: str  # tiny | gemma2 | gemma3 | gemma4

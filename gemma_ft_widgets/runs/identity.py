@@ -34,6 +34,7 @@ def boot_id() -> str:
 
 
 def hostname() -> str:
+    """This machine's host name, as locks record it."""
     return socket.gethostname()
 
 
@@ -97,6 +98,7 @@ def lock_peers(lock: dict) -> dict[int, tuple[Proc, psutil.Process | None]]:
 
 
 def launcher_process(lock: dict) -> Proc:
+    """Verify the launcher process the lock records (NONE when it records none)."""
     launcher = lock.get("launcher")
     if not isinstance(launcher, dict):
         return Proc.NONE
@@ -133,6 +135,7 @@ def group_members(pgid: int) -> list[psutil.Process]:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` still has a live member (another user's group counts too)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -170,4 +173,5 @@ SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 
 def signal_name(signum: int) -> str:
+    """A signal's name, e.g. "SIGKILL", for messages; "signal N" for one not in SIGNAL_NAMES."""
     return SIGNAL_NAMES.get(signum, f"signal {signum}")

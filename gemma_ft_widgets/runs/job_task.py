@@ -42,6 +42,8 @@ def environment(args: argparse.Namespace, environ: dict[str, str]) -> tuple[int,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Point stdout/stderr at this process's logs and exec the trainer (see the module docstring); returns
+    EXIT_CONFIG_ERROR for a bad setting."""
     parser = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.job_task")
     parser.add_argument("run_dir")
     parser.add_argument("--trainer", default=contract.DEFAULT_TRAINER)

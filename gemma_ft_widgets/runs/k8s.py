@@ -26,6 +26,8 @@ INDEX_ENV = "JOB_COMPLETION_INDEX"
 
 @dataclasses.dataclass(frozen=True)
 class Options:
+    """The `gemma-ft launch --k8s` settings: process count, image, coordinator port, namespace, volume."""
+
     processes: int = 2
     image: str | None = None
     port: int | None = None
@@ -41,6 +43,8 @@ def job_name(run_name: str) -> str:
 
 
 def manifest(run_dir: str, workspace: str, trainer: str, opts: Options, env: dict[str, str]) -> dict[str, Any]:
+    """The List of the headless Service and the Indexed Job that run `opts.processes` pods of runs/job_task.py on
+    `run_dir` (see the module docstring)."""
     name = job_name(os.path.basename(run_dir))
     port = opts.port or DEFAULT_PORT
     n = opts.processes

@@ -27,6 +27,7 @@ SUPERVISOR_MODULE = "gemma_ft_widgets.runs.supervisor"
 
 
 def flock_path(run_dir: str) -> str:
+    """The run's `.run.flock` file, flock()ed while any of its processes lives."""
     return os.path.join(run_dir, contract.RUN_FLOCK_NAME)
 
 

@@ -21,12 +21,15 @@ VERSION = 1
 
 
 class LockRead(NamedTuple):
+    """What reading the workspace lock found: whether it exists, its data, or why it is unreadable."""
+
     present: bool
     data: dict[str, Any] | None  # parsed and plausible
     error: str | None  # present but unreadable: why
 
 
 def lock_path(workspace: str) -> str:
+    """The workspace lock file's path."""
     return os.path.join(workspace, contract.LOCK_NAME)
 
 

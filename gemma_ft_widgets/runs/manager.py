@@ -37,15 +37,19 @@ class Run:
 
     @property
     def name(self) -> str:
+        """The run folder's name."""
         return os.path.basename(self.run_dir)
 
     def status(self) -> RunStatus:
+        """This run's status (see RunManager.status)."""
         return self.manager.status(self)
 
     def metrics(self, since: int = 0) -> tuple[list[dict], int]:
+        """(events after byte offset `since`, the new offset) (see RunManager.metrics)."""
         return self.manager.metrics(self, since)
 
     def logs(self, stream: str = "stderr", max_lines: int = 200) -> str:
+        """The last `max_lines` of one of the run's log streams (see RunManager.logs)."""
         return self.manager.logs(self, stream, max_lines)
 
     def wait(self, until: Any = None, timeout: float | None = None) -> RunStatus:

@@ -26,6 +26,8 @@ def _events(run_dir: str) -> Iterator[dict]:
 
 
 def write_metrics_csv(run_dir: str, out: IO[str]) -> None:
+    """Write the run's step and eval events to `out` as CSV: event, step, time first, then every scalar key they carry,
+    sorted."""
     keys: dict[str, None] = {}
     for e in _events(run_dir):
         for k, v in e.items():

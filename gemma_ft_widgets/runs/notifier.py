@@ -16,6 +16,7 @@ from .status import read_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Send the run's webhook once (if configured and not yet claimed) and log the outcome; 1 when the send failed."""
     p = argparse.ArgumentParser(prog="gemma_ft_widgets.runs.notifier")
     p.add_argument("run_dir")
     p.add_argument("--workspace", required=True)

@@ -32,6 +32,8 @@ HISTORY = 50  # started entries remembered, for `queue list`
 
 @dataclasses.dataclass
 class Entry:
+    """One queued run: its config, an optional name and sweep group, when it was added."""
+
     id: str
     config: dict[str, Any]
     name: str | None = None
@@ -39,11 +41,14 @@ class Entry:
     added_at: str = ""
 
     def label(self) -> str:
+        """The entry's name, else its model."""
         return self.name or self.config.get("model", "run")
 
 
 @dataclasses.dataclass
 class QueueState:
+    """The queue file's contents, plus `blocked` (derived, never written)."""
+
     entries: list[Entry] = dataclasses.field(default_factory=list)
     paused: bool = False
     pause_reason: str = ""
@@ -52,12 +57,14 @@ class QueueState:
     blocked: str = ""  # why the head waits although the queue is not paused (derived, not stored)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON written to the queue file (without `blocked`)."""
         d = dataclasses.asdict(self)
         d.pop("blocked")
         return {"version": 1, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QueueState:
+        """Parse the queue file's JSON, dropping malformed entries and an unknown policy."""
         entries = [Entry(**{k: e.get(k) for k in ("id", "config", "name", "group", "added_at")})
                    for e in d.get("entries", []) if isinstance(e, dict) and "id" in e and "config" in e]
         policy = d.get("on_failure") if d.get("on_failure") in POLICIES else "pause"
@@ -94,6 +101,7 @@ def editing(workspace: str) -> Iterator[QueueState]:
 
 
 def new_entry(config: dict[str, Any], name: str | None = None, group: str | None = None) -> Entry:
+    """An Entry with a fresh random id, stamped now."""
     return Entry(id=secrets.token_hex(4), config=config, name=name, group=group, added_at=contract.utc_now())
 
 
@@ -198,16 +206,19 @@ class RunQueue:
         return entries
 
     def remove(self, entry_id: str) -> Entry:
+        """Take out and return the entry whose id starts with `entry_id`; RunError unless exactly one does."""
         with editing(self.workspace) as q:
             return q.entries.pop(find(q, entry_id))
 
     def clear(self) -> int:
+        """Empty the queue; returns how many entries it held."""
         with editing(self.workspace) as q:
             n = len(q.entries)
             q.entries = []
         return n
 
     def pause(self, reason: str = "paused by the user") -> None:
+        """Stop starting entries until resume, with `reason` shown by `queue list`."""
         with editing(self.workspace) as q:
             q.paused, q.pause_reason = True, reason
 
@@ -219,6 +230,7 @@ class RunQueue:
         return advance(self.manager, past_orphan=True)
 
     def set_policy(self, on_failure: str) -> None:
+        """Set what a FAILED or ABORTED run does to the queue: "pause" or "continue" (else RunError)."""
         if on_failure not in POLICIES:
             raise RunError(f"on_failure must be one of {', '.join(POLICIES)}, got {on_failure!r}")
         self.manager._make_workspace()
@@ -226,4 +238,5 @@ class RunQueue:
             q.on_failure = on_failure
 
     def advance(self) -> Any:
+        """Start the head entry if no run is active; returns that Run or None."""
         return advance(self.manager)

@@ -40,6 +40,7 @@ def error_line(stderr_tail: str) -> str:
 
 
 def known_cause(stderr_tail: str) -> str | None:
+    """The plain cause ("out of disk space", ...) of the first KNOWN_CAUSES pattern in the stderr tail, else None."""
     for needles, cause in KNOWN_CAUSES:
         if any(n in stderr_tail for n in needles):
             return cause

@@ -74,6 +74,8 @@ class BestEval:
             return 0
 
     def read(self) -> float | None:
+        """Read what was appended since the last call; returns the lowest eval loss so far (None: none yet). Starts over
+        when the metrics file was replaced."""
         for block in self._blocks.read():
             if self._blocks.restarted:  # the file was replaced: start over
                 self.loss = self.step = None

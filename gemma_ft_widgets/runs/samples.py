@@ -13,6 +13,7 @@ STREAM = "samples"  # the name `gemma-ft logs --stream` knows them by
 
 
 def is_sample(e: dict[str, Any]) -> bool:
+    """Whether a metrics event is a sample event with an integer step."""
     return e.get("event") == contract.EVENT_SAMPLE and isinstance(e.get("step"), int)
 
 

@@ -130,6 +130,8 @@ def scheduler_of(run_dir: str) -> str | None:
 
 
 def resume_lock(manager, run_dir: str, attempt: int) -> dict:
+    """The lock data for resuming a scheduler-launched run as attempt `attempt` (its job id not known until the
+    submission)."""
     if scheduler_of(run_dir) == "k8s":
         name, namespace = k8s.job_of_manifest(os.path.join(run_dir, k8s.MANIFEST_NAME))
         return _lock_data(manager, run_dir, attempt, {"kind": "k8s", "job_id": name, "namespace": namespace})

@@ -32,6 +32,8 @@ class SlurmError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
+    """The `gemma-ft launch --slurm` settings that become #SBATCH lines."""
+
     nodes: int = 1
     tasks_per_node: int = 1
     partition: str | None = None
@@ -42,9 +44,12 @@ class Options:
 
     @property
     def processes(self) -> int:
+        """The number of trainer processes: nodes times tasks per node."""
         return self.nodes * self.tasks_per_node
 
     def check(self) -> None:
+        """ValueError, naming the CLI option, for a count that is not a positive integer or an extra option that is not
+        one --option[=value]."""
         for name in ("nodes", "tasks_per_node"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

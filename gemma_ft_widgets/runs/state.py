@@ -13,6 +13,8 @@ from typing import Any
 
 
 class State(str, Enum):
+    """The state of a run, as docs/ARCHITECTURE.md's state table derives it."""
+
     IDLE = "IDLE"
     STARTING = "STARTING"
     RUNNING = "RUNNING"

@@ -88,6 +88,7 @@ def check_request(messages: Any, max_new_tokens: Any = 64, temperature: Any = 0.
 
 
 def registry_dir(workspace: str) -> str:
+    """The workspace folder where each warm sampler process registers itself."""
     return os.path.join(workspace, contract.SAMPLERS_DIR)
 
 
@@ -127,14 +128,17 @@ class WarmSampler:
 
     @property
     def pid(self) -> int:
+        """The sampler process's pid."""
         return self.proc.pid
 
     @property
     def identity(self) -> tuple[int, float, list[str]]:
+        """(pid, create time, command line): what identity.check needs to verify the process."""
         return self.proc.pid, self.create_time, self.cmd
 
     @property
     def alive(self) -> bool:
+        """Whether the sampler process has not exited."""
         return self.proc.poll() is None
 
     def _read(self) -> None:

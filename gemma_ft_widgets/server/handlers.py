@@ -49,30 +49,42 @@ class _Handler(APIHandler):
 
 
 class WorkspacesHandler(_Handler):
+    """GET workspaces."""
+
     @web.authenticated
     @authorized
     async def get(self):
+        """Each workspace with its current run and notice."""
         await self.answer(lambda: {"workspaces": self.workspaces.states()})
 
 
 class RunsHandler(_Handler):
+    """GET workspaces/<i>/runs."""
+
     @web.authenticated
     @authorized
     async def get(self, index: str):
+        """Every run of workspace `index` (404 for an unknown one)."""
         await self.answer(lambda: {"runs": self.workspaces.runs(index)})
 
 
 class RunHandler(_Handler):
+    """GET workspaces/<i>/runs/<name>."""
+
     @web.authenticated
     @authorized
     async def get(self, index: str, name: str):
+        """A run's status, summary, latest metrics and notice."""
         await self.answer(self.workspaces.run, index, name)
 
 
 class StopHandler(_Handler):
+    """POST workspaces/<i>/runs/<name>/stop."""
+
     @web.authenticated
     @authorized
     async def post(self, index: str, name: str):
+        """Stop the run if it is the active one; 400 for a body that is not {"force": bool}."""
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
@@ -84,6 +96,7 @@ class StopHandler(_Handler):
 
 
 def register(web_app, workspaces: WorkspaceSet) -> None:
+    """Add the API routes (see the module docstring) to the Jupyter server's web app."""
     web_app.settings["gemma_ft_workspaces"] = workspaces
     api = url_path_join(web_app.settings.get("base_url", "/"), "gemma-ft", "api")
     web_app.add_handlers(".*$", [

@@ -12,6 +12,8 @@ from .workspaces import WorkspaceSet
 
 
 class GemmaFT(Configurable):
+    """The server extension's settings (c.GemmaFT.* in jupyter_server_config)."""
+
     workspaces = List(Unicode(), help=(
         "Workspaces to watch. Relative paths are relative to the server's root_dir. Default: "
         "$GEMMA_FT_WORKSPACE, else ./gemma_ft_runs (the rule of the panel and the CLI), from the root.")
@@ -23,6 +25,7 @@ class GemmaFT(Configurable):
         "... and for at least this many seconds.")).tag(config=True)
 
     def resolved(self, root_dir: str) -> list[str]:
+        """The workspaces as absolute paths (relative ones under `root_dir`), without duplicates."""
         raw = list(self.workspaces) or [os.environ.get(contract.WORKSPACE_ENV) or contract.DEFAULT_WORKSPACE]
         out = []
         for path in raw:
@@ -33,4 +36,5 @@ class GemmaFT(Configurable):
         return out
 
     def workspace_set(self, root_dir: str) -> WorkspaceSet:
+        """A WorkspaceSet of the resolved workspaces, with the stall settings."""
         return WorkspaceSet(self.resolved(root_dir), self.stall_factor, self.stall_min_seconds)

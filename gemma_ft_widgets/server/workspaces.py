@@ -20,10 +20,14 @@ RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 
 class NotFound(LookupError):
+    """No such workspace or run (HTTP 404)."""
+
     pass
 
 
 class BadRequest(ValueError):
+    """A request the API refuses as malformed, e.g. a run name that is a path (HTTP 400)."""
+
     pass
 
 
@@ -40,12 +44,15 @@ def run_summary(st: RunStatus, prog: notices.Progress) -> dict[str, Any]:
 
 
 class WorkspaceSet:
+    """The configured workspaces, by index, and the answers of the API's routes."""
+
     def __init__(self, paths: list[str], stall_factor: float = notices.STALL_FACTOR,
                  stall_min_s: float = notices.STALL_MIN_S):
         self.managers = [RunManager(p) for p in paths]
         self.stall_factor, self.stall_min_s = stall_factor, stall_min_s
 
     def manager(self, index: Any) -> RunManager:
+        """The RunManager of workspace `index`; NotFound for an index out of range."""
         try:
             return self.managers[int(index)]
         except (ValueError, IndexError):
@@ -85,12 +92,14 @@ class WorkspaceSet:
         return out
 
     def runs(self, index: Any) -> list[dict[str, Any]]:
+        """Every run of workspace `index` as a dict ([] while the workspace does not exist)."""
         m = self.manager(index)
         if not os.path.isdir(m.workspace):
             return []
         return [st.to_dict() for st in m.runs()]
 
     def run(self, index: Any, name: str) -> dict[str, Any]:
+        """One run's status, status-bar summary, latest step and eval events, and notice."""
         m, run_dir = self.resolve(index, name)
         st = m.status(run_dir)
         prog = self._progress(st)

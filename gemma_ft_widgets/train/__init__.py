@@ -24,6 +24,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m gemma_ft_widgets.train RUN_DIR`: see loop.main (imported only when called)."""
     from .loop import main as _main
 
     return _main(argv)

@@ -75,6 +75,8 @@ def nonfinite_count(tree) -> int:
 
 
 def clean_partials(run_dir: str) -> list[str]:
+    """Delete the half-written checkpoints (ours and orbax's temporary folders) an interrupted save
+    left; returns their names."""
     root = os.path.join(run_dir, contract.CHECKPOINTS_DIR)
     removed = []
     if os.path.isdir(root):
@@ -156,6 +158,8 @@ class BackgroundSaver:
 
     def submit(self, run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
                keep: int, on_done=None) -> str:
+        """Wait for the previous save, copy the state to host, and save it in a thread; returns the
+        path step_N will have (see the class docstring)."""
         self.wait()
         t0 = time.time()
         params, opt_state = host_copy((params, opt_state))
@@ -178,6 +182,7 @@ class BackgroundSaver:
 
     @property
     def in_flight(self) -> bool:
+        """Whether a save thread is still running."""
         return self._thread is not None and self._thread.is_alive()
 
     def check(self) -> None:
@@ -248,6 +253,7 @@ class SyncSaver:
 
     def submit(self, run_dir: str, step: int, params, opt_state, data_position: int, meta: dict,
                keep: int, on_done=None) -> str:
+        """Save now with every process (`save_all_processes`), then call `on_done(path, seconds)`; returns the path."""
         t0 = time.time()
         path = save_all_processes(run_dir, step, params, opt_state, data_position, meta, keep)
         if on_done is not None:
@@ -255,12 +261,15 @@ class SyncSaver:
         return path
 
     def check(self) -> None:
+        """Nothing to check: no save runs in the background."""
         pass
 
     def wait(self) -> None:
+        """Nothing to wait for: `submit()` returns when the save is complete."""
         pass
 
     def close(self) -> None:
+        """Nothing to release: each save makes and closes its own Checkpointer."""
         pass
 
 
@@ -271,6 +280,7 @@ def saved_processes(path: str) -> int:
 
 
 def prune(run_dir: str, keep: int) -> list[int]:
+    """Delete all but the newest `keep` checkpoints (none when `keep` <= 0); returns the removed steps."""
     steps = contract.checkpoint_steps(run_dir)
     removed = steps[:-keep] if keep > 0 else []
     for s in removed:
@@ -279,11 +289,13 @@ def prune(run_dir: str, keep: int) -> list[int]:
 
 
 def latest(run_dir: str) -> int | None:
+    """The newest checkpoint's step, or None when the run has none."""
     steps = contract.checkpoint_steps(run_dir)
     return steps[-1] if steps else None
 
 
 def read_meta(path: str) -> dict:
+    """A checkpoint's meta.json; {} when it is missing or unreadable."""
     try:
         return contract.read_json(os.path.join(path, META_NAME))
     except (FileNotFoundError, ValueError):

@@ -35,6 +35,8 @@ EVAL_PAIRS = 8  # eval records kept as text for the samples logged at each eval
 
 @dataclasses.dataclass
 class Arrays:
+    """One split as padded token arrays: inputs, next-token targets and the loss mask."""
+
     inputs: np.ndarray  # (N, L) int32
     targets: np.ndarray  # (N, L) int32
     mask: np.ndarray  # (N, L) float32
@@ -43,11 +45,14 @@ class Arrays:
         return int(self.inputs.shape[0])
 
     def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows `idx` as a batch dict (input, target, mask)."""
         return {"input": self.inputs[idx], "target": self.targets[idx], "mask": self.mask[idx]}
 
 
 @dataclasses.dataclass
 class Dataset:
+    """The tokenised train and eval splits, with what truncation cost and the eval prompts to sample."""
+
     train: Arrays
     eval: Arrays
     format: str
@@ -60,6 +65,7 @@ class Dataset:
     eval_pairs: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict:
+        """The counts reported in the `data` event: format, examples per split, truncated and dropped."""
         return {"format": self.format, "train_examples": len(self.train),
                 "eval_examples": len(self.eval), "truncated": self.truncated,
                 "dropped": self.dropped, "dropped_train": self.dropped_train, "dropped_eval": self.dropped_eval}
@@ -145,12 +151,14 @@ class Batches:
         return perm
 
     def indices(self, step: int) -> np.ndarray:
+        """The example indices of `step`'s batch: a seeded permutation per epoch, read on across epoch boundaries."""
         n = len(self.arrays)
         pos = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
         epochs, offsets = pos // n, pos % n
         return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)])
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
+        """The batch of `step` (with the `step` column when asked for)."""
         out = self.arrays.take(self.indices(step))
         if self.step_column:
             out["step"] = np.full((self.batch_size,), step, np.int32)
@@ -161,6 +169,7 @@ class Batches:
         return step * self.batch_size
 
     def epoch(self, step: int) -> float:
+        """The (fractional) epoch reached after `step` steps."""
         return step * self.batch_size / len(self.arrays)
 
 

@@ -84,18 +84,21 @@ def shutdown() -> None:
 
 
 def process_count() -> int:
+    """jax.process_count(): how many trainer processes the run has."""
     import jax
 
     return jax.process_count()
 
 
 def is_chief() -> bool:
+    """Whether this is process 0, the one that writes metrics.jsonl, TensorBoard events and status lines."""
     import jax
 
     return jax.process_index() == 0
 
 
 def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name` (nothing in a single-process run)."""
     import jax
 
     if jax.process_count() > 1:
@@ -134,6 +137,7 @@ class AgreedStop:
         self._level = 0
 
     def refresh(self) -> None:
+        """Combine every process's stop flag (the strongest wins); a collective, so all call it at the same step."""
         from jax.experimental import multihost_utils
 
         mine = np.int32(self.LEVELS.get(self.flag.signum, 1))
@@ -141,12 +145,15 @@ class AgreedStop:
 
     @property
     def signum(self):
+        """The agreed stop signal: None, SIGINT or SIGTERM."""
         return {0: None, 1: signal.SIGINT, 2: signal.SIGTERM}[self._level]
 
     @property
     def requested(self) -> bool:
+        """Whether any process was asked to stop."""
         return self._level > 0
 
     @property
     def hard(self) -> bool:
+        """Whether any process got SIGTERM: stop without the final eval."""
         return self._level == 2

@@ -40,6 +40,7 @@ class Diverged(Exception):
 
 
 def nonfinite_name(value: float) -> str:
+    """"NaN", "Infinity" or "-Infinity", as messages name a non-finite value."""
     return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
 
 

@@ -34,6 +34,8 @@ _PAD_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096)
 
 @dataclasses.dataclass
 class Prompt:
+    """One prompt sampled at each eval: as the model sees it, as the table shows it, and its reference."""
+
     text: str  # as the model sees it (Gemma's turn format)
     shown: str  # as the table shows it (no markup)
     reference: str  # the dataset's response, "" for the user's own prompts
@@ -65,6 +67,8 @@ def pick_prompts(config, eval_pairs: list[tuple[str, str]]) -> list[Prompt]:
 
 
 class EvalSampler:
+    """Samples the eval prompts with the current weights at each eval (see the module docstring)."""
+
     def __init__(self, trainer, prompts: list[Prompt]):
         self.trainer = trainer
         self.prompts = prompts
@@ -77,6 +81,7 @@ class EvalSampler:
 
     @classmethod
     def create(cls, trainer) -> EvalSampler | None:
+        """The run's sampler, or None when sample_tokens is 0 or there is no prompt to sample."""
         cfg = trainer.config
         if cfg.sample_tokens <= 0:
             return None

@@ -20,10 +20,14 @@ from .. import contract
 
 
 class ExportError(Exception):
+    """The run cannot be exported (output exists, no checkpoint, quantized base); the message says why."""
+
     pass
 
 
 def export(run_dir: str, out_dir: str, checkpoint: str | None = None, overwrite: bool = False) -> str:
+    """Write the run's checkpoint (newest by default) with LoRA merged as a gemma checkpoint in
+    `out_dir`; returns it. ExportError when it cannot."""
     from gemma import gm
 
     from . import models, sample
@@ -66,6 +70,7 @@ def export(run_dir: str, out_dir: str, checkpoint: str | None = None, overwrite:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); prints the folder written, or the error (exit EXIT_CONFIG_ERROR)."""
     parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.train.export",
                                      description="Write a run's weights (LoRA merged) as a gemma checkpoint.")
     parser.add_argument("run_dir")

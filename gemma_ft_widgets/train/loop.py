@@ -50,11 +50,13 @@ class StopFlag:
         self._old = {}
 
     def install(self) -> StopFlag:
+        """Catch SIGINT and SIGTERM (the old handlers kept for `uninstall`); returns self."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def uninstall(self) -> None:
+        """Put the handlers `install` replaced back."""
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
@@ -69,10 +71,12 @@ class StopFlag:
 
     @property
     def requested(self) -> bool:
+        """Whether a stop signal arrived."""
         return self.signum is not None
 
     @property
     def hard(self) -> bool:
+        """Whether the stop came with SIGTERM: no final eval."""
         return self.signum == signal.SIGTERM
 
 
@@ -111,6 +115,8 @@ def _scalar_writer(run_dir: str, chief: bool):
 
 @dataclasses.dataclass
 class TrainResult:
+    """How a training attempt ended: FINISHED or ABORTED, its last step and checkpoint, the losses."""
+
     state: str  # FINISHED | ABORTED
     step: int
     checkpoint: str | None  # relative to the run folder
@@ -485,6 +491,8 @@ def run(run_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m gemma_ft_widgets.train RUN_DIR`: train in an existing run folder; returns the exit
+    code (EXIT_CONFIG_ERROR for bad arguments)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print("usage: python -m gemma_ft_widgets.train RUN_DIR\n\n"

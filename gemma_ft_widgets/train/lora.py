@@ -111,10 +111,12 @@ def _lora_class():
 
 
 def to_master(tree):
+    """A tree cast to MASTER_DTYPE, the dtype the trainable weights are kept in."""
     return jax.tree.map(lambda x: x.astype(MASTER_DTYPE), tree)
 
 
 def to_compute(tree, dtype):
+    """A tree cast to the compute `dtype`."""
     return jax.tree.map(lambda x: x.astype(dtype), tree)
 
 
@@ -126,6 +128,7 @@ def split(params):
 
 
 def merge(frozen, lora_params):
+    """The full params tree again from (frozen base params, lora params), the inverse of `split`."""
     from gemma import peft
 
     return peft.merge_params(frozen, lora_params)

@@ -41,6 +41,8 @@ class ModelLoadError(RuntimeError):
 
 @dataclasses.dataclass
 class LoadedModel:
+    """A base network with its params and tokenizer, and where they came from."""
+
     spec: model_table.ModelSpec
     model: Any  # the base flax module (no LoRA)
     params: Any  # nested params of `model`
@@ -53,10 +55,12 @@ class LoadedModel:
 # -- tiny -------------------------------------------------------------------------------------
 
 def tiny_tokenizer_path() -> str:
+    """The sentencepiece model packaged for the tiny test model."""
     return str(resources.files("gemma_ft_widgets") / "data" / "tiny_tokenizer.model")
 
 
 def packaged_weights_path(spec: model_table.ModelSpec) -> str:
+    """The packaged base weights of a model shipped with the package (the tiny one)."""
     return str(resources.files("gemma_ft_widgets") / "data" / spec.base_weights)
 
 
@@ -153,6 +157,8 @@ def build_network(spec: model_table.ModelSpec, dtype=jnp.float32):
 
 
 def tokenizer_class(family: str):
+    """The gm.text tokenizer class of a model family (for gemma4, one that reads and writes our turn
+    markers as Gemma 4's own turn tokens)."""
     from gemma import gm
 
     # Looked up by name: gemma 3.3 (Python 3.11) has no Gemma4Tokenizer attribute at all.
@@ -183,6 +189,8 @@ def _gemma4_turns(base: type) -> type:
 
 
 def make_tokenizer(family: str, path: str):
+    """The family's tokenizer on the sentencepiece file `path`, read now; ModelLoadError when it is
+    missing or unreadable."""
     if not os.path.isfile(path):
         raise ModelLoadError(f"tokenizer file not found: {path}")
     tok = tokenizer_class(family)(path=path)
@@ -200,6 +208,7 @@ def init_params(model, seed: int, seq_len: int = 8):
 
 
 def param_count(tree) -> int:
+    """The number of values in a tree of arrays."""
     return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
@@ -375,6 +384,7 @@ def load_checkpoint_params(ckpt_dir: str, model, dtype, param_sharding=None):
 
 
 def init_params_shape(model):
+    """Initialise `model` on a dummy batch and return its params (used under jax.eval_shape for the tree's shapes)."""
     return model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"]
 
 

@@ -23,12 +23,15 @@ from .. import contract
 
 
 class Reporter:
+    """Writes the `phase` events of STARTING, throttled (see the module docstring)."""
+
     def __init__(self, event: Callable[..., dict], every: float = 0.5):
         self._event, self.every = event, every
         self._last = -1e9
         self._lock = threading.Lock()  # download bars update from kagglehub's threads
 
     def begin(self, phase: str, **fields) -> None:
+        """The event that phase `phase` begins (always written)."""
         with self._lock:
             self._last = time.monotonic()
             self._event(contract.EVENT_PHASE, phase=phase, **fields)
@@ -98,6 +101,7 @@ def _times_path(run_dir: str) -> str:
 
 
 def last_compile_seconds(run_dir: str, key: str) -> float | None:
+    """How long the last compile of the shape key `key` took in this workspace, or None."""
     try:
         value = contract.read_json(_times_path(run_dir)).get(key)
     except (OSError, ValueError, AttributeError):

@@ -115,6 +115,7 @@ class Plan:
     eval_step: Any  # jitted: (trainable, frozen, batch) -> (loss sum, token count)
 
     def put_batch(self, host_batch):
+        """Place a host batch on the mesh, split along the batch axis."""
         return distributed.put(host_batch, self.placement.batch)
 
     def compile(self, trainable, opt_state, step: int) -> Compiled:

@@ -18,6 +18,8 @@ EVERY_S = 5.0
 
 
 class ProcessReport:
+    """This process's `processes/process-<k>.json` (see the module docstring)."""
+
     def __init__(self, run_dir: str, process: int, local_devices, every_s: float = EVERY_S):
         self.path = os.path.join(run_dir, contract.process_report_rel(process))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -32,6 +34,8 @@ class ProcessReport:
 
     def write(self, host_rss_bytes: int | None, device_mem_bytes: int | None, step: int | None,
               force: bool = False) -> None:
+        """Rewrite the report with the current memory and step, unless one was written less than
+        `every_s` ago (`force` writes anyway). A failed write is ignored."""
         now = time.monotonic()
         if not force and now - self._at < self.every_s:
             return

@@ -38,6 +38,7 @@ _BITS = {"int8": 8, "int4": 4}
 
 
 def int_dtype(mode: str):
+    """The jnp integer dtype of quantization mode "int8" or "int4"."""
     return {"int8": jnp.int8, "int4": jnp.int4}[mode]
 
 
@@ -58,6 +59,7 @@ class QuantizedLoRA(nn.Module):
 
     @nn.compact
     def __call__(self, *args, **kwargs):
+        """Run the wrapped model with both interceptors entered: LoRA adapters over int einsums."""
         from gemma import peft
         from gemma.gm.nn import _quantization
 
@@ -73,6 +75,7 @@ class QuantizedLoRA(nn.Module):
 
 
 def wrap(model, rank: int, mode: str, dtype=jnp.float32, dropout: float = 0.0) -> QuantizedLoRA:
+    """`model` wrapped as a QuantizedLoRA with adapters of `rank` over `mode` (int8/int4) weights."""
     return QuantizedLoRA(rank=rank, model=model, dtype=dtype, int_dtype=int_dtype(mode), dropout=dropout)
 
 

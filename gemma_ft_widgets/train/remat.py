@@ -72,11 +72,13 @@ def with_block_remat(model):
 
 
 def is_rematerialised(model) -> bool:
+    """Whether `model` (or the model a LoRA wrapper holds) came from `with_block_remat`."""
     base = getattr(model, "model", model)  # through the LoRA wrapper
     return type(base) in _SUBCLASSES.values()
 
 
 def apply(model, mode: str):
+    """`model` with block remat for mode "block", as it is otherwise; ValueError for a mode not in REMAT_MODES."""
     if mode not in REMAT_MODES:
         raise ValueError(f"remat must be one of {REMAT_MODES}, got {mode!r}")
     return with_block_remat(model) if mode == "block" else model

@@ -50,6 +50,7 @@ def resolve_checkpoint(run_dir: str, checkpoint: str | int | None = None) -> str
 
 
 def run_config(run_dir: str):
+    """The run's TrainingConfig, read without checking its dataset files still exist."""
     from ..config import TrainingConfig
 
     return TrainingConfig.from_json_file(os.path.join(run_dir, contract.CONFIG_NAME), check_files=False)
@@ -122,12 +123,14 @@ def _bucket(n: int, buckets=(64, 128, 256, 512, 1024, 2048, 4096)) -> int:
 
 
 def format_prompt(prompt: str) -> str:
+    """`prompt` in Gemma's turn format, unless it is already laid out in turns."""
     from ..datasets import render_prompt
 
     return prompt if "<start_of_turn>" in prompt else render_prompt(prompt)
 
 
 def clean_output(text: str) -> str:
+    """A completion cut at its first end-of-turn or end-of-sequence mark, stripped."""
     for end in ("<end_of_turn>", "<eos>"):
         if end in text:
             text = text[: text.index(end)]
@@ -192,6 +195,7 @@ def complete(loaded, text: str, max_new_tokens: int, sampling=None, seed: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring): print the completion, or with --json one object (an error too)."""
     parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.train.sample",
                                      description="Greedy sampling from a run's checkpoint.")
     parser.add_argument("run_dir")

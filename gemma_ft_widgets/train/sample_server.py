@@ -75,15 +75,19 @@ class Lines:
 
 
 class Server:
+    """The loaded models of one run and the request loop (see the module docstring)."""
+
     def __init__(self, run_dir: str, checkpoint: str | None, out):
         self.run_dir, self.checkpoint, self.out = os.path.abspath(run_dir), checkpoint, out
         self.models: dict = {}
 
     def send(self, obj: dict) -> None:
+        """Write one JSON line on the protocol stream."""
         self.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self.out.flush()
 
     def load(self) -> str | None:
+        """Load the run's checkpoint as the "tuned" model; returns its path (None: the base weights)."""
         from . import sample
 
         path = sample.resolve_checkpoint(self.run_dir, self.checkpoint)
@@ -93,6 +97,7 @@ class Server:
         return path
 
     def model(self, which: str, say):
+        """The loaded "tuned" or "base" model, loading the base one at its first use."""
         if which not in self.models:  # "base": the run's base weights as loaded, no checkpoint
             from . import models, sample
 
@@ -102,6 +107,8 @@ class Server:
         return self.models[which]
 
     def generate(self, req: dict, say) -> dict:
+        """Answer a generate request: the completion of its conversation by the chosen model;
+        ValueError for a bad request."""
         from ..datasets import render_conversation
         from . import sample
 
@@ -126,6 +133,8 @@ class Server:
                 "seconds": round(time.time() - t0, 3)}
 
     def serve(self, lines: Lines, idle_timeout: float) -> int:
+        """Answer requests until a close, the end of stdin or `idle_timeout` seconds without one;
+        returns the exit code (0)."""
         while True:
             raw = lines.next(idle_timeout if idle_timeout > 0 else None)
             if raw is None:
@@ -167,6 +176,7 @@ def _end_if_stdin_stirs(loading: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Load the checkpoint, send `ready` and serve (see the module docstring); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m gemma_ft_widgets.train.sample_server",
                                      description="A warm sampling process for the playground (JSON lines).")
     parser.add_argument("run_dir")

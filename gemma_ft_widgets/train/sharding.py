@@ -23,19 +23,24 @@ FSDP_MIN_BYTES = 4 * 2**20  # arrays smaller than this stay replicated
 
 
 def make_mesh(devices=None) -> Mesh:
+    """The 1-D mesh (axis AXIS) over `devices`, by default every device."""
     devices = list(devices if devices is not None else jax.devices())
     return Mesh(np.array(devices), (AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """A sharding that keeps a full copy on every device of the mesh."""
     return NamedSharding(mesh, P())
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """A sharding that splits the leading (batch) dimension over the mesh."""
     return NamedSharding(mesh, P(AXIS))
 
 
 def fsdp_spec(shape, n: int, nbytes: int, min_bytes: int = FSDP_MIN_BYTES) -> P:
+    """The FSDP PartitionSpec of one array: split along its largest dimension that `n` divides, or
+    replicated when it is small or none does."""
     if n <= 1 or nbytes < min_bytes:
         return P()
     for axis in np.argsort(shape)[::-1]:
@@ -47,6 +52,7 @@ def fsdp_spec(shape, n: int, nbytes: int, min_bytes: int = FSDP_MIN_BYTES) -> P:
 
 
 def fsdp_shardings(tree, mesh: Mesh, min_bytes: int = FSDP_MIN_BYTES):
+    """The FSDP sharding of every array of a tree (see `fsdp_spec`)."""
     n = mesh.devices.size
 
     def one(x):
@@ -57,15 +63,18 @@ def fsdp_shardings(tree, mesh: Mesh, min_bytes: int = FSDP_MIN_BYTES):
 
 
 def replicated_shardings(tree, mesh: Mesh):
+    """A replicated sharding for every array of a tree."""
     rep = replicated(mesh)
     return jax.tree.map(lambda _: rep, tree)
 
 
 def param_shardings(tree, mesh: Mesh, fsdp: bool, min_bytes: int = FSDP_MIN_BYTES):
+    """The params' shardings: FSDP when `fsdp`, else replicated."""
     return fsdp_shardings(tree, mesh, min_bytes) if fsdp else replicated_shardings(tree, mesh)
 
 
 def put_batch(batch: dict, sharding: NamedSharding) -> dict:
+    """Place every array of a batch with `sharding`."""
     return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 

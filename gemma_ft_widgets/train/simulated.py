@@ -141,12 +141,14 @@ class SimulatedRun:
         self.stop_signal: int | None = None
 
     def emit(self, event: str, **fields) -> None:
+        """Append one event, stamped now, to metrics.jsonl."""
         contract.append_jsonl(self.metrics, {"event": event, "time": time.time(), **fields})
 
     def _on_stop(self, signum, frame) -> None:  # noqa: ARG002
         self.stop_signal = signum
 
     def install_signals(self) -> None:
+        """SIGINT and SIGTERM request a stop (SIGINT is ignored when the switches say so)."""
         signal.signal(signal.SIGINT, signal.SIG_IGN if self.sw.ignore_sigint else self._on_stop)
         signal.signal(signal.SIGTERM, self._on_stop)
 
@@ -192,6 +194,7 @@ class SimulatedRun:
         return resume
 
     def run(self) -> int:
+        """The attempt: resume, then steps, checkpoints and evals until max_steps or a stop; returns the exit code."""
         resume = self.start()
         t0 = time.time()
         step = resume or 0
@@ -250,6 +253,7 @@ class SimulatedRun:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m gemma_ft_widgets.train.simulated RUN_DIR`; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print(f"usage: python -m {MODULE} RUN_DIR", file=sys.stderr)

@@ -32,6 +32,7 @@ class HostMemory:
             self._proc = None
 
     def rss(self) -> int | None:
+        """This process's RSS in bytes (read again when `every` seconds passed), or None when it cannot be read."""
         if self._proc is None:
             return None
         now = time.monotonic()
@@ -69,6 +70,7 @@ class DeviceMemory:
         self._at, self._value = -1e9, None
 
     def used(self) -> int | None:
+        """Bytes in use on the devices (read again when `every` seconds passed), or None without memory stats."""
         if time.monotonic() - self._at >= self.every:
             self._at, self._value = time.monotonic(), device_memory(self.devices)[0]
         return self._value
@@ -119,6 +121,7 @@ class StepLog:
         self._pending, self._open = self._open, _Window(self._open.step, [], [], 0)
 
     def emit_pending(self) -> None:
+        """Write the `step` event of the pending window, if there is one."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self._emit(pending)

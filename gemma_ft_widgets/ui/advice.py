@@ -25,6 +25,7 @@ def field_warnings(values: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def warning_html(messages: list[str]) -> str:
+    """The warnings under a field, as amber lines (HTML-escaped)."""
     from . import fmt
 
     return "".join(f'<div class="gft-field-warning" style="color:#b45309;font-size:0.9em;line-height:1.3;overflow-wrap:anywhere">'

@@ -66,6 +66,7 @@ class Rows:
 
     @classmethod
     def of_events(cls, kind: str, lines: list[int], events: list[dict[str, Any]]) -> Rows:
+        """Rows of events already decoded by json.loads (the slow path), numbers as floats (NaN where missing)."""
         return cls(kind, np.asarray(lines, dtype=np.int64),
                    {k: np.array([as_float(e.get(k)) for e in events], dtype=float) for k in KINDS[kind]})
 
@@ -94,6 +95,7 @@ class Rows:
                    {k: np.concatenate([p.columns[k] for p in parts]) for k in KINDS[kind]})
 
     def shifted(self, lines: int) -> Rows:
+        """The same rows with their line numbers moved on by `lines`."""
         return Rows(self.kind, self.line + lines, self.columns) if lines else self
 
 
@@ -132,10 +134,12 @@ class MetricsBatch:
 
     @property
     def line(self) -> np.ndarray:
+        """The step rows' line numbers."""
         return self.steps.line
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
+        """The step rows' columns, by field."""
         return self.steps.columns
 
     step = property(lambda self: self.steps["step"])
@@ -199,6 +203,7 @@ class BlockParser:
         self.bulk_rows = 0  # lines taken by the typed decoder so far (the others went through json.loads)
 
     def parse(self, blocks: Iterable[bytes]) -> MetricsBatch:
+        """Parse `blocks` of whole lines into one MetricsBatch (see the module docstring)."""
         parts: dict[str, list[Rows]] = {k: [] for k in KINDS}
         slow: dict[str, tuple[list[int], list[dict]]] = {k: ([], []) for k in KINDS}
         others: list[tuple[int, dict[str, Any]]] = []

@@ -116,6 +116,7 @@ class PanelController:
 
     # -- navigation -------------------------------------------------------------------------
     def navigate(self, mode: str, pinned: str = "") -> None:
+        """Show `mode` ("auto", "form" or "run"; `pinned`: the run folder a "run" view shows)."""
         self.mode, self.pinned = mode, pinned
 
     def follow(self) -> None:
@@ -168,6 +169,7 @@ class PanelController:
 
     @property
     def stderr_tail(self) -> str:
+        """The shown run's last stderr lines, as the latest log read left them ("" for a state that shows none)."""
         return self._stderr_tail
 
     def stop_settled(self, state: str) -> bool:

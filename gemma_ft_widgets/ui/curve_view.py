@@ -112,10 +112,13 @@ class CurveView(w.VBox):
         return self._linear_y, self._log_y
 
     def throughput_now(self) -> float | None:
+        """Where the drawn throughput line ends (outliers clipped, smoothed); None when nothing is drawn."""
         return self._throughput_now
 
     # -- drawing ----------------------------------------------------------------------------
     def show(self, series: RunSeries | None, max_points: int = plots.MAX_POINTS) -> None:
+        """Draw the series' curves (None clears them), decimated to `max_points`; only what was
+        appended since the last draw is processed."""
         self._series, self._max_points = series, max_points
         lines = (self.loss_line, self.loss_smooth_line, self.eval_line, self.throughput_line,
                  self.throughput_smooth_line, self.lr_line, self.grad_norm_line, self.grad_norm_smooth_line)

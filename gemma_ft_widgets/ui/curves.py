@@ -104,6 +104,8 @@ class Incremental:
         self._key, self._n, self._state, self._out = object(), 0, initial_state, Growable()
 
     def update(self, key, *columns) -> np.ndarray:
+        """The transform of the whole series, computed for the points appended since the last call
+        (from the start again after a new `key` or a shorter series)."""
         n = len(columns[0])
         if key != self._key or n < self._n:
             self._key, self._n, self._state, self._out = key, 0, self.initial, Growable()

@@ -189,6 +189,8 @@ class Dashboard(w.VBox):
 
     # -- data -------------------------------------------------------------------------------
     def show_status(self, status: Any, series: RunSeries | None) -> None:
+        """Draw a run's status: badge, run line, phase, the lock warning, processes, samples, the
+        progress bar and the KPIs (the series fills in what the status lacks)."""
         state = fmt.state_value(status.state)
         _set(self.badge, "value", fmt.badge(state))
         name = fmt.esc(status.run_name or "")
@@ -288,6 +290,7 @@ class Dashboard(w.VBox):
         self.curves.show(series, max_points)
 
     def show_logs(self, transitions: str, text: str) -> None:
+        """Show the status transitions (newest first, local time) and the chosen log stream."""
         # Newest first, in local time: the latest transition is the one in view.
         _set(self.transitions, "value", fmt.pre(fmt.transitions(transitions), "140px",
                                                 "gft-pre gft-transitions-text", tail=False))

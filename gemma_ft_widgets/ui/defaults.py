@@ -29,6 +29,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 class ModelDefaults:
+    """The defaults last applied to the form, and what a model or method change does to them (see
+    the module docstring)."""
+
     def __init__(self, values: dict[str, Any]):
         self.applied: dict[str, float | None] = {}
         self.sync(values)

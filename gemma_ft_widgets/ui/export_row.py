@@ -40,6 +40,7 @@ class ExportRow(w.VBox):
         self.export_button.on_click(self._clicked)
 
     def default_folder(self) -> str:
+        """The suggested folder: <workspace>/exports/<run>-<format> ("" without a run)."""
         if not self.run_dir:
             return ""
         workspace = os.path.dirname(self.run_dir.rstrip(os.sep))
@@ -52,6 +53,7 @@ class ExportRow(w.VBox):
             self.folder.value = self._default
 
     def set_run(self, run_dir: str) -> None:
+        """Offer the export of `run_dir`; another run clears the last progress, result and folder."""
         if run_dir != self.run_dir:
             self.run_dir = run_dir
             self.progress.value = self.result.value = ""
@@ -59,10 +61,13 @@ class ExportRow(w.VBox):
             self._suggest()
 
     def set_busy(self, busy: bool) -> None:
+        """Disable the Export button while an export runs."""
         self.busy = busy
         self.export_button.disabled = busy
 
     def show_result(self, printed: str) -> None:
+        """Show an export's output: the folder written (its first line) and the "load with:"
+        command, if it printed one."""
         lines = printed.strip().splitlines()
         folder = lines[0] if lines else ""
         load = next((ln[len("load with: "):] for ln in lines if ln.startswith("load with: ")), "")

@@ -20,6 +20,9 @@ from . import fmt, layout
 
 
 class FitAdvisor(t.HasTraits):
+    """The fit row's state (see the module docstring): the selected target, the verdict on it, and
+    whether Start is blocked."""
+
     target = t.Unicode(fit.THIS_MACHINE)  # a key of `targets`
     verdict_text = t.Unicode("")
     fits = t.Bool(None, allow_none=True)  # on the selected target; None: unknown or no config
@@ -35,6 +38,7 @@ class FitAdvisor(t.HasTraits):
         self.observe(lambda _c: self.update(self.config), "target")
 
     def options(self) -> list[tuple[str, str]]:
+        """The target dropdown's (label, key) options: this machine first."""
         return [(target.label, key) for key, target in self.targets.items()]
 
     def update(self, config: Any) -> None:
@@ -96,6 +100,7 @@ class FitRow(w.VBox):
         self.add_class("gft-fit")
 
     def update(self, config: Any) -> None:
+        """Judge the form's config again (None while it has errors); Make it fit only when it does not fit."""
         self.state.update(config)
         self.make_fit_button.disabled = config is None or self.state.fits is not False
 

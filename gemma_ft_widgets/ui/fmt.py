@@ -15,6 +15,7 @@ DASH = "—"
 
 
 def esc(text: Any) -> str:
+    """HTML-escaped text; None becomes ""."""
     return html.escape("" if text is None else str(text))
 
 
@@ -38,6 +39,7 @@ def run_error(e: RunError) -> str:
 
 
 def badge(state: Any) -> str:
+    """A run state as a coloured badge (HTML)."""
     s = state_value(state)
     bg, fg = look(state).badge
     return (f'<span class="gft-badge gft-badge-{s.lower()}" style="background:{bg};color:{fg};'
@@ -68,6 +70,7 @@ def number(x: Any, digits: int = 4) -> str:
 
 
 def rate(x: Any) -> str:
+    """A rate for a KPI: 1.23M, 45.6k or 789; a dash when not a finite number."""
     if not _finite(x):
         return DASH
     if x >= 1e6:
@@ -78,6 +81,7 @@ def rate(x: Any) -> str:
 
 
 def nbytes(x: Any) -> str:
+    """A size in B, KiB, MiB or GiB; a dash when unknown or negative."""
     if not _finite(x) or x < 0:
         return DASH
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -150,6 +154,7 @@ def pre(text: str, max_height: str = "240px", css_class: str = "gft-pre", tail: 
 
 
 def error_html(messages: list[str] | None) -> str:
+    """The errors under a field, as red lines (HTML-escaped); "" for none."""
     if not messages:
         return ""
     return "".join(f'<div class="gft-field-error" style="color:#c62828;font-size:0.9em;overflow-wrap:anywhere;'
@@ -157,6 +162,7 @@ def error_html(messages: list[str] | None) -> str:
 
 
 def note(text: str, kind: str = "info") -> str:
+    """`text` (HTML, not escaped) in a box coloured for `kind`: info, ok, warn or error."""
     colour = {"info": "#0d47a1", "ok": "#1b5e20", "warn": "#e65100", "error": "#b71c1c"}[kind]
     bg = {"info": "#e3f2fd", "ok": "#e8f5e9", "warn": "#fff3e0", "error": "#ffebee"}[kind]
     return (f'<div class="gft-note gft-note-{kind}" style="color:{colour};background:{bg};'

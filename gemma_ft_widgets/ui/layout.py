@@ -15,6 +15,7 @@ FULL = "calc(100% - 2 * var(--jp-widgets-margin, 2px))"
 
 
 def keep_size(widget: w.Widget) -> w.Widget:
+    """Stop a flex row from shrinking `widget` (it still never grows wider than its container); returns it."""
     widget.layout.flex = "0 0 auto"
     widget.layout.max_width = FULL
     return widget

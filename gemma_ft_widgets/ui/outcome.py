@@ -26,6 +26,8 @@ def _show(widget: w.Widget, visible: bool) -> None:
 
 
 def banner_html(status: Any) -> str:
+    """The banner of a run that ended: how it ended, at which step, its losses or reason, and its
+    last checkpoint (see the module docstring)."""
     state = fmt.state_value(status.state)
     step = fmt.count(status.step)
     total = fmt.count(status.max_steps or None)
@@ -98,6 +100,8 @@ class OutcomeView(w.VBox):
         self.message.value = html
 
     def show(self, status: Any, stderr_tail: str = "", busy: bool = False) -> None:
+        """Draw an ended run's outcome: banner, stderr tail, the buttons its state offers and the
+        Export row; hidden for an active run. `busy` disables Resume and Clean up."""
         state = fmt.state_value(status.state)
         self.state = state
         shown = (status.run_dir, state, status.attempt)

@@ -158,10 +158,12 @@ class ControlPanel(w.VBox):
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
+        """Whether the panel was closed."""
         return self._closed
 
     @property
     def polling(self) -> bool:
+        """Whether the panel's poller thread is running."""
         return self._poller is not None and self._poller.alive
 
     @property
@@ -353,6 +355,7 @@ class ControlPanel(w.VBox):
 
     @property
     def messages(self) -> list[str]:
+        """The texts of the panel's message log, oldest first."""
         return [m for _, m, _, _ in self.controller.messages]
 
 

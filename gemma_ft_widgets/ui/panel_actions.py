@@ -29,6 +29,8 @@ class PanelActions:
 
     # -- the form ---------------------------------------------------------------------------
     def start(self, config: TrainingConfig, start_anyway: bool = False) -> None:
+        """Start a run of `config` in a worker thread; config errors go to the form's fields, a
+        refusal to its message."""
         form = self.panel.form
         form.busy = True
         form.message.value = fmt.note("Starting…", "info")
@@ -79,6 +81,7 @@ class PanelActions:
         self.ctl.spawn("enqueue", work)
 
     def back(self, _b=None) -> None:
+        """Leave the form for whatever the panel shows by itself."""
         self.panel.form.message.value = ""
         self.panel.navigate("auto")
 
@@ -94,16 +97,20 @@ class PanelActions:
         self.ctl.spawn(f"queue-{name}", work)
 
     def queue_remove(self, entry_id: str) -> None:
+        """Remove a queued entry (in a worker thread; an error goes to the message log)."""
         self._queue_action("remove", lambda: self.manager.queue.remove(entry_id))
 
     def queue_pause(self) -> None:
+        """Pause the queue (in a worker thread)."""
         self._queue_action("pause", self.manager.queue.pause)
 
     def queue_resume(self) -> None:
+        """Resume the queue, starting its head if the slot is free (in a worker thread)."""
         self._queue_action("resume", self.manager.queue.resume)
 
     # -- the dashboard ----------------------------------------------------------------------
     def stop(self) -> None:
+        """Stop the active run gracefully (in a worker thread) and say how it went."""
         dashboard = self.panel.dashboard
         self.ctl.stop_in_flight = True
         dashboard.message.value = ""
@@ -119,6 +126,7 @@ class PanelActions:
         self.ctl.spawn("stop", work)
 
     def force(self) -> None:
+        """Kill the active run (in a worker thread), also while a graceful stop is still waiting."""
         dashboard = self.panel.dashboard
         self.ctl.stop_in_flight = True
 
@@ -131,6 +139,7 @@ class PanelActions:
         self.ctl.spawn("force", work)
 
     def restore_lock(self) -> None:
+        """Write the shown run's missing workspace lock again (in a worker thread)."""
         dashboard = self.panel.dashboard
         run_dir = self.panel.run_dir
 
@@ -147,6 +156,7 @@ class PanelActions:
 
     # -- the outcome view -------------------------------------------------------------------
     def resume(self, _b=None) -> None:
+        """Resume the shown run from the checkpoint picked (newest by default), in a worker thread."""
         outcome = self.panel.outcome
         run_dir = self.panel.run_dir
         checkpoint = outcome.checkpoint_picker.value or None
@@ -165,6 +175,7 @@ class PanelActions:
         self.ctl.spawn("resume", work)
 
     def clean(self, _b=None) -> None:
+        """Clean up the orphaned run's lock, keeping its files (in a worker thread)."""
         outcome = self.panel.outcome
 
         def work():
@@ -178,6 +189,7 @@ class PanelActions:
         self.ctl.spawn("clean", work)
 
     def new_run(self, _b=None) -> None:
+        """Open the form, pre-filled from the shown run's config when it can be read."""
         form = self.panel.form
         run_dir = self.panel.run_dir
         if run_dir:
@@ -214,6 +226,7 @@ class PanelActions:
 
     # -- the run table ----------------------------------------------------------------------
     def selected(self, selected: tuple[str, ...]) -> None:
+        """The run table's selection changed: one run is shown, none goes back to auto, several are overlaid."""
         if len(selected) == 1:
             self.panel.navigate("run", selected[0])
         elif not selected and self.ctl.mode == "run":

@@ -141,6 +141,7 @@ class Playground(w.VBox):
             self.generate_button.disabled = disabled
 
     def settings(self) -> dict:
+        """The sampling options as entered: max_new_tokens, temperature, top_p, top_k, seed."""
         return {"max_new_tokens": int(self.max_new_tokens.value), "temperature": float(self.temperature.value),
                 "top_p": float(self.top_p.value), "top_k": int(self.top_k.value), "seed": int(self.seed.value)}
 

@@ -100,9 +100,11 @@ class Decimator:
 
     @property
     def width(self) -> int:
+        """The current bucket width (points per bucket)."""
         return self._w
 
     def update(self, x, y, key=None) -> tuple[np.ndarray, np.ndarray]:
+        """The points of (x, y) to draw (see the class docstring); ValueError when x and y differ in length."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
         n = len(y)
@@ -208,6 +210,7 @@ def small_figure(title: str, y_label: str, css: str, colour: str, y_format: str 
 
 
 def throughput_figure() -> tuple[bq.Figure, bq.Lines]:
+    """The throughput figure (tokens/s against step) and its line."""
     fig, xs, ys = _figure("Throughput", "step", "tokens / s", "gft-throughput-figure", height="220px",
                           y_format="si")
     line = _line(xs, ys, "tokens/s", COLOURS[2])
@@ -288,6 +291,7 @@ def histogram_figure() -> tuple[bq.Figure, bq.Bars, bq.Lines]:
 
 def set_histogram(bars: bq.Bars, cut: bq.Lines, lengths: Sequence[int], max_seq_len: int,
                   bins: int = 30) -> None:
+    """Draw the histogram of `lengths` in `bins` bars, and the max_seq_len cut as a vertical line."""
     lengths = np.asarray(lengths, dtype=float)
     if len(lengths) == 0:
         with bars.hold_sync():

@@ -24,6 +24,8 @@ MAX_MEASURED = 5000  # examples tokenised for the histogram
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: one object per file version
 class DatasetInfo:
+    """A dataset file as read for the preview: its records and detected format, or the problems found."""
+
     path: str
     format: str | None
     records: tuple = ()
@@ -31,6 +33,7 @@ class DatasetInfo:
 
     @property
     def ok(self) -> bool:
+        """Whether the file was read without problems and holds records."""
         return not self.problems and bool(self.records)
 
 
@@ -68,11 +71,13 @@ def _lengths(info: DatasetInfo, model: str) -> tuple[tuple[int, ...], str, int]:
 
 
 def token_lengths(info: DatasetInfo, model: str) -> tuple[list[int], str]:
+    """(token lengths of up to MAX_MEASURED examples, the tokenizer's label) for `model`."""
     lengths, label, _ = _lengths(info, model)
     return list(lengths), label
 
 
 def truncated_share(lengths: list[int], max_seq_len: int) -> float:
+    """The share of `lengths` longer than max_seq_len (0 for none)."""
     if not lengths:
         return 0.0
     return float(np.mean(np.asarray(lengths) > max_seq_len))
@@ -83,6 +88,7 @@ def _short(text: str, limit: int = 400) -> str:
 
 
 def rows_html(info: DatasetInfo, n: int = PREVIEW_ROWS) -> str:
+    """A table of the first `n` records: raw, the prompt as the model sees it, the response trained on."""
     cell = 'style="vertical-align:top;border:1px solid #ddd;padding:4px;max-width:360px"'
     pre = 'style="margin:0;white-space:pre-wrap;word-break:break-word;font-size:12px"'
     # A fixed layout at the container's width: long cells wrap instead of widening the table
@@ -120,11 +126,14 @@ class DatasetPreview(w.VBox):
         self.layout.display = "none"
 
     def clear(self) -> None:
+        """Hide the preview and forget what it showed."""
         self._key = None
         self.lengths = []
         self.layout.display = "none"
 
     def update(self, info: DatasetInfo, model: str, max_seq_len: int, requested_format: str = "auto") -> None:
+        """Show a readable dataset for `model` and `max_seq_len` (format, rows, length histogram,
+        the truncated share); an unreadable one hides the preview."""
         if not info.ok:
             self.clear()
             return

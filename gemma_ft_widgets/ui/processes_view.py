@@ -51,12 +51,15 @@ def _devices(p: dict) -> str:
 
 
 class ProcessesView(w.HTML):
+    """The processes table (see the module docstring); hidden while it is empty."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.add_class("gft-processes-view")
         self.layout.display = "none"
 
     def show(self, status: Any) -> None:
+        """Draw `status`'s processes and job; hide the view when there is nothing to show."""
         html = processes_html(status)
         if self.value != html:
             self.value = html

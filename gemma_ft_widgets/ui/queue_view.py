@@ -48,10 +48,12 @@ class QueueView(w.VBox):
 
     @staticmethod
     def title(state: Any) -> str:
+        """The section's title: "Queue (N)", and "· paused"."""
         n = len(state.entries)
         return f"Queue ({n})" + (" · paused" if state.paused else "")
 
     def show(self, state: Any) -> None:
+        """Draw a QueueState (only when it changed): the summary, the entries, the pick list and the buttons."""
         key = (tuple((e.id, e.label()) for e in state.entries), state.paused, state.pause_reason, state.blocked)
         if key == self._shown:
             return

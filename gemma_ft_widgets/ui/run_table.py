@@ -97,6 +97,7 @@ def _value(v: Any) -> str:
 
 
 def diff_html(diff: list[tuple[str, list[Any]]], names: Sequence[str]) -> str:
+    """A table of the config keys that differ (`config_diff`), one column per run in `names`."""
     if not diff:
         return '<span style="color:#666">The selected runs have the same config.</span>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{fmt.esc(n)}</th>" for n in names)
@@ -251,16 +252,20 @@ class RunTable(w.VBox):
 
     @property
     def selected(self) -> tuple[str, ...]:
+        """The selected run folders, in the order they were selected."""
         return tuple(self.model.selected)
 
     def set_runs(self, statuses: Sequence[Any]) -> None:
+        """Give the table the workspace's run statuses (see RunTableModel.set_runs)."""
         self.model.set_runs(statuses)
 
     def clear_selection(self) -> None:
+        """Select no run."""
         self.model.selected = ()
 
     # -- drawing ----------------------------------------------------------------------------
     def render(self) -> None:
+        """Draw the model's state: sort headers, the page of rows, the count, paging and actions."""
         m = self.model
         for key, title, _, _ in COLUMNS:
             text = title + ((" ▼" if m.descending else " ▲") if key == m.sort_key else "")
@@ -310,12 +315,14 @@ class RunTable(w.VBox):
         self._shown_selection = m.selected
 
     def show_overlay(self, series: list[tuple], max_points: int = plots.MAX_POINTS) -> None:
+        """Draw the selected runs' curves on one figure; with two or more, it and the config diff are shown."""
         self.overlay_lines = plots.set_overlay(self.overlay_figure, series, max_points)
         extra = (self.overlay_figure, self.diff_html) if len(series) >= 2 else ()
         if self.children != self._base + extra:
             self.children = self._base + extra
 
     def say(self, html: str) -> None:
+        """Show an action's answer under the table."""
         self.message.value = html
 
     # -- events -----------------------------------------------------------------------------

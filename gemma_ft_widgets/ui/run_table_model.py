@@ -34,6 +34,8 @@ LAZY_BYTES = 16 << 20
 
 @dataclasses.dataclass
 class RunRow:
+    """One run as the table shows it, with `search`, the text the filter matches."""
+
     run_dir: str
     name: str
     state: str
@@ -100,6 +102,8 @@ def _method(config: dict) -> str:
 
 def build_row(status: Any, config: dict | None, best: float | None, note: str,
               now: float | None = None) -> RunRow:
+    """The row of a run from its status, config, best eval loss and note (several attempts: their
+    spans from status.log)."""
     config = config or {}
     run_dir = status.run_dir or ""
     if (status.attempt or 1) > 1:  # resumed: the attempts' spans, from status.log
@@ -293,6 +297,7 @@ class RunTableModel(t.HasTraits):
         self._view_changed()
 
     def row(self, run_dir: str) -> RunRow | None:
+        """The row of `run_dir`, or None when the table has no such run."""
         hit = self._rows.get(run_dir)
         return None if hit is None else hit[1]
 
@@ -312,10 +317,12 @@ class RunTableModel(t.HasTraits):
 
     @property
     def pages(self) -> int:
+        """The number of pages of the filtered rows (at least 1)."""
         return max(1, -(-len(self.rows) // max(1, self.page_size)))
 
     @property
     def page_rows(self) -> list[RunRow]:
+        """The rows of the current page."""
         i = self.page * self.page_size
         return self.rows[i: i + self.page_size]
 
@@ -331,6 +338,7 @@ class RunTableModel(t.HasTraits):
                 self.descending = key in ("started", "steps", "wall", "lr", "batch")
 
     def toggle(self, run_dir: str, on: bool) -> None:
+        """Select or deselect one run (a run the table does not hold is never selected)."""
         if on and run_dir not in self.selected and run_dir in self._rows:
             self.selected = self.selected + (run_dir,)
         elif not on and run_dir in self.selected:
@@ -338,9 +346,11 @@ class RunTableModel(t.HasTraits):
 
     # -- comparing --------------------------------------------------------------------------
     def selected_configs(self) -> dict[str, dict]:
+        """{run name: config} of the selected runs."""
         return {os.path.basename(d): self._rows[d][1].config for d in self.selected if d in self._rows}
 
     def diff(self) -> list[tuple[str, list[Any]]]:
+        """The config keys that differ between the selected runs (`config_diff`); [] for fewer than two."""
         return config_diff(self.selected_configs()) if len(self.selected) >= 2 else []
 
     # -- a run's note, CSV and deletion ----------------------------------------------------
@@ -355,9 +365,11 @@ class RunTableModel(t.HasTraits):
         return stored
 
     def request_delete(self, run_dir: str) -> None:
+        """Ask for confirmation before deleting `run_dir` (a run not in the table asks nothing)."""
         self.confirming_delete = run_dir if run_dir in self._rows else ""
 
     def cancel_delete(self) -> None:
+        """Drop the delete that waits for confirmation."""
         self.confirming_delete = ""
 
     def confirm_delete(self) -> str:

@@ -15,6 +15,7 @@ _CELL = "padding:3px 8px;border-top:1px solid #ddd;vertical-align:top;white-spac
 
 
 def table_html(samples: list[dict[str, Any]], max_steps: int = MAX_SHOWN_STEPS) -> str:
+    """The samples table, newest step first, at most `max_steps` steps."""
     rows, steps = [], []
     for e in newest_first(samples):
         if e["step"] not in steps:
@@ -47,6 +48,7 @@ class SamplesView(w.VBox):
         self.layout.display = "none"
 
     def show(self, series: Any) -> None:
+        """Show the series' samples; hidden while there are none."""
         samples = list(getattr(series, "samples", None) or [])
         key = (id(series), len(samples), samples[-1]["step"] if samples else None)
         if key == self._shown:

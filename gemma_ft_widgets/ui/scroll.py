@@ -34,5 +34,6 @@ class ScrollToView(w.HTML):
         self._count = itertools.count(1)
 
     def request(self) -> None:
+        """Draw a new image, whose onload scrolls the panel's body into view if it is out of it."""
         self.value = (f'<img data-n="{next(self._count)}" src="{_GIF}" alt="" width="1" height="1" '
                       f'onload="{_SCRIPT}">')

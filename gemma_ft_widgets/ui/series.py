@@ -29,12 +29,14 @@ class Growable:
         self._n = 0
 
     def append(self, value: Any) -> None:
+        """Append one value (as a float; NaN when it is not a number)."""
         if self._n == len(self._data):
             self._data = np.resize(self._data, 2 * len(self._data))
         self._data[self._n] = as_float(value)
         self._n += 1
 
     def extend(self, values: list | np.ndarray) -> None:
+        """Append several values (as floats)."""
         if len(values) == 0:
             return
         need = self._n + len(values)
@@ -49,10 +51,12 @@ class Growable:
         self._n = need
 
     def truncate(self, n: int) -> None:
+        """Keep only the first `n` values."""
         self._n = max(0, min(n, self._n))
 
     @property
     def values(self) -> np.ndarray:
+        """A view of the values so far (valid until the next append)."""
         return self._data[: self._n]
 
     def __len__(self) -> int:
@@ -196,6 +200,7 @@ class RunSeries:
         return float(np.median(v)) if len(v) else None
 
     def eta_s(self, max_steps: int | None) -> float | None:
+        """Seconds left to `max_steps` at the recent step time; None when that cannot be told."""
         if not max_steps or self.last_step is None:
             return None
         per = self.recent_step_time()
@@ -204,4 +209,5 @@ class RunSeries:
         return max(0, max_steps - int(self.last_step["step"])) * per
 
     def latest(self, key: str) -> Any:
+        """The value of `key` in the last step event, or None."""
         return None if self.last_step is None else self.last_step.get(key)

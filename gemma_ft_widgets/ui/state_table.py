@@ -12,6 +12,8 @@ from ..runs.state import State
 
 @dataclass(frozen=True)
 class Look:
+    """What the panel shows for one state: view, badge, bar style and the actions offered."""
+
     view: str  # the panel's `view`: form | dashboard | finished | failed | orphaned
     badge: tuple[str, str]  # the state badge's background and text colour
     bar: str = ""  # the progress bar's style

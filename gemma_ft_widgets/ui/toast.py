@@ -48,10 +48,12 @@ class ToastBanner(w.HBox):
             self.show(note)
 
     def show(self, note: dict[str, str]) -> None:
+        """Show a notice (title, text, level)."""
         self.notice = note
         self.text.value = fmt.note(f"<b>{fmt.esc(note['title'])}:</b> {fmt.esc(note['text'])}", KIND[note["level"]])
         self.layout.display = None
 
     def dismiss(self) -> None:
+        """Hide the banner."""
         self.notice = None
         self.layout.display = "none"
