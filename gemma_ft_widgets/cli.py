@@ -277,11 +277,13 @@ def cmd_doctor(args) -> int:
     return 0 if r["ok"] else 1
 
 
-def _describe_queue(q) -> str:
+def _describe_queue(q, workspace: str) -> str:
     lines = []
     head = "paused" + (f": {q.pause_reason}" if q.pause_reason else "") if q.paused else \
         (q.blocked or ("empty" if not q.entries else "starting the next run"))
     lines.append(f"queue: {len(q.entries)} waiting; {head}; on failure: {q.on_failure}")
+    if q.entries and q.remedies():
+        lines.append("hint:  " + "; ".join(remedies.command_text(r, q.blocked_by, workspace) for r in q.remedies()))
     for i, e in enumerate(q.entries, 1):
         group = f"  [{e.group}]" if e.group else ""
         cfg = e.config
@@ -334,7 +336,7 @@ def cmd_queue(args) -> int:
         print(f"on failure the queue will {args.on_failure}")
     state = q.list()
     print(json.dumps(_redacted(state.to_dict()) | {"blocked": state.blocked}, indent=2)
-          if getattr(args, "json", False) else _describe_queue(state))
+          if getattr(args, "json", False) else _describe_queue(state, q.workspace))
     return 0
 
 

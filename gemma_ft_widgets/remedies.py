@@ -23,6 +23,7 @@ def command_text(remedy: Remedy, run: str | None, workspace: str | None) -> str:
         Remedy.RESUME: f"resume it with `gemma-ft resume {name}{ws}`",
         Remedy.EXTEND: f"to train it further, `gemma-ft resume {name} --max-steps N{ws}`",
         Remedy.NEW_RUN: "start a new run",
+        Remedy.QUEUE_RESUME: f"let the queue go on with `gemma-ft queue resume{ws}`",
     }[Remedy(remedy)]
 
 

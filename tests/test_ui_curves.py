@@ -42,6 +42,18 @@ def test_ema_is_tensorboards_and_incremental_equals_whole():
         np.testing.assert_allclose(got, whole, rtol=1e-9, equal_nan=True)
 
 
+@pytest.mark.parametrize("weight", [0.3, 0.6, 0.9, 0.99, 0.999])
+def test_ema_filter_in_numpy_equals_the_loop_over_long_series(weight):
+    """The filter under the EMA (a convolution for short memories, closed-form blocks for long
+    ones) is the loop, over 20k points, carried on from a previous state."""
+    x = np.random.default_rng(2).normal(5, 2, 20_000)
+    ref, acc = np.empty_like(x), 1.7
+    for i, v in enumerate(x):
+        acc = weight * acc + (1 - weight) * v
+        ref[i] = acc
+    np.testing.assert_allclose(curves._ema_filter(x, weight, 1.7), ref, rtol=1e-10)
+
+
 def test_throughput_spikes_are_clipped_and_the_rest_kept():
     rng = np.random.default_rng(1)
     y = 15_000 + rng.normal(0, 300, 400)

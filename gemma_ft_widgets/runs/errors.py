@@ -29,6 +29,7 @@ class Remedy(str, enum.Enum):
     RESUME = "resume"  # resume the run from its newest checkpoint
     EXTEND = "extend"  # resume a FINISHED run to a larger max_steps
     NEW_RUN = "new_run"  # nothing of this run can go on: start a new one
+    QUEUE_RESUME = "queue_resume"  # let a paused queue go on, or go on past an ORPHANED run
 
 
 class RunError(RuntimeError):

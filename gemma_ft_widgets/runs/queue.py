@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import contract
-from .errors import RunError
+from .errors import Remedy, RunError
 from .state import ACTIVE_STATES, State
 
 POLICIES = ("pause", "continue")
@@ -55,12 +55,23 @@ class QueueState:
     on_failure: str = "pause"
     started: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {id, run, group, at}
     blocked: str = ""  # why the head waits although the queue is not paused (derived, not stored)
+    blocked_by: str = ""  # the ORPHANED run in the head's way, if that is why (derived, not stored)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON written to the queue file (without `blocked`)."""
+        """The JSON written to the queue file (without the derived `blocked`, `blocked_by`)."""
         d = dataclasses.asdict(self)
         d.pop("blocked")
+        d.pop("blocked_by")
         return {"version": 1, **d}
+
+    def remedies(self) -> tuple[Remedy, ...]:
+        """What the user can do about a paused queue, or one held up by an ORPHANED run
+        (`blocked_by`, which RESUME and CLEAN act on)."""
+        if self.paused:
+            return (Remedy.QUEUE_RESUME,)
+        if self.blocked_by:
+            return (Remedy.RESUME, Remedy.CLEAN, Remedy.QUEUE_RESUME)
+        return ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QueueState:
@@ -121,9 +132,19 @@ def blocking_reason(manager, st=None) -> str | None:
     if st.state in ACTIVE_STATES:
         return f"waiting for {st.run_name} ({st.state.value})"
     if st.state == State.ORPHANED and manager.lock_present():
-        return (f"{st.run_name} is ORPHANED ({st.reason}): resume it (`gemma-ft resume`), clean it up "
-                "(`gemma-ft clean`), or go on past it (`gemma-ft queue resume`)")
+        return f"{st.run_name} is ORPHANED ({st.reason})"
     return None
+
+
+def mark_blocked(q: QueueState, manager, st=None) -> QueueState:
+    """Set `q.blocked` (why its head waits, else "") and `q.blocked_by` (the ORPHANED run in its
+    way) for a queue with entries that is not paused. `st` as for blocking_reason."""
+    q.blocked, q.blocked_by = "", ""
+    if q.entries and not q.paused:
+        st = st if st is not None else manager.status()
+        q.blocked = blocking_reason(manager, st) or ""
+        q.blocked_by = st.run_name if q.blocked and st.state == State.ORPHANED else ""
+    return q
 
 
 def advance(manager, past_orphan: bool = False) -> Any:
@@ -167,7 +188,7 @@ def advance_after(manager, run_name: str, state: str) -> Any:
     if state in ("FAILED", "ABORTED"):
         with editing(ws) as q:
             if q.entries and q.on_failure == "pause" and not q.paused:
-                q.paused, q.pause_reason = True, f"{run_name} ended {state}; `gemma-ft queue resume` goes on"
+                q.paused, q.pause_reason = True, f"{run_name} ended {state}"
     return advance(manager)
 
 
@@ -182,10 +203,7 @@ class RunQueue:
         """The queue, with `blocked` saying why its head waits (when it does)."""
         if not os.path.isdir(self.workspace):
             return QueueState()
-        state = read(self.workspace)
-        if state.entries and not state.paused:
-            state.blocked = blocking_reason(self.manager) or ""
-        return state
+        return mark_blocked(read(self.workspace), self.manager)
 
     def add(self, config: Any, name: str | None = None, group: str | None = None) -> Entry:
         """Validate `config` (a TrainingConfig or dict), queue it, and start it if the slot is free."""

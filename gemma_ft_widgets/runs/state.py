@@ -28,8 +28,8 @@ class State(str, Enum):
         return self.value
 
 
-LOCK_MISSING = ("its workspace lock is missing (deleted while the run goes on); `gemma-ft restore-lock` "
-                "puts it back, and stop, start, resume and delete see the run anyway")
+LOCK_MISSING = ("its workspace lock is missing (deleted while the run goes on); restoring it puts it "
+                "back, and stop, start, resume and delete see the run anyway")
 SCHEDULER_NAMES = {"slurm": "Slurm", "k8s": "Kubernetes"}  # the lock's scheduler kinds, for messages
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 ENDED_STATES = frozenset({State.FINISHED, State.FAILED, State.ABORTED})
@@ -130,8 +130,8 @@ def _with_lock(f: Facts) -> tuple[State, str]:
         one = len(f.live_peers) == 1
         gone = _why_dead(f).split(": ", 1)[-1]
         return State.ORPHANED, (f"{gone}; but {peers} still {'runs' if one else 'run'} (likely waiting in a "
-                                f"collective for the others): stop {'it' if one else 'them'} with "
-                                "`gemma-ft stop` before a resume")
+                                f"collective for the others): stop {'it' if one else 'them'} "
+                                "before a resume")
     if _final_state(f) is not None:  # the trainer ended on its own, but nobody wrote result.json
         return _from_final(f)
     return State.ORPHANED, _why_dead(f)

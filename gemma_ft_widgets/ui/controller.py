@@ -86,7 +86,7 @@ class PanelController:
             snap.queue_error = str(e)
             return
         if q.entries and not q.paused:
-            q.blocked = runqueue.blocking_reason(self.manager, snap.workspace) or ""
+            runqueue.mark_blocked(q, self.manager, snap.workspace)
             if not q.blocked and not self.busy("queue"):
                 self.spawn("queue", self.manager.queue.advance)
         snap.queue = q

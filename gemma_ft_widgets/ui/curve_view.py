@@ -57,7 +57,6 @@ class CurveView(w.VBox):
     `throughput_now()`: the throughput the smoothed line ends at (the KPI shows it)."""
 
     def __init__(self, **kwargs):
-        curves.preload()  # the first draw's smoothing needs scipy: imported meanwhile, not then
         self.controls = CurveControls()
         self.loss_figure, self.loss_line, self.eval_line = plots.loss_figure()
         self.loss_smooth_line = plots.add_line(self.loss_figure, "train (smoothed)", plots.COLOURS[0])

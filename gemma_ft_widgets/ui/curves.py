@@ -1,14 +1,14 @@
 """What the curves show, computed from a run's columns: EMA smoothing as TensorBoard does it,
 throughput with its outliers clipped, and the x-axis as steps, tokens seen or wall time.
 
-Pure numpy (and scipy's linear filter for the EMA), and incremental: a series only grows, so
+Pure numpy, and incremental: a series only grows, so
 `Incremental` keeps each transform's state at the last point and a refresh computes only the
 appended points (the panel redraws every poll; a first attach to a long run is one pass).
 """
 
 from __future__ import annotations
 
-import threading
+import math
 
 import numpy as np
 
@@ -21,30 +21,49 @@ CLIP_FACTOR = 1.5  # and kept within [median / 1.5, median × 1.5]: a real chang
 X_AXES = ("step", "tokens", "wall time")
 
 
-def preload() -> threading.Thread:
-    """Import scipy's filter in a thread, now: imported at the first draw it took 3-9 s on a
-    loaded machine, and the first loss line waited for it (the panel's poll draws it)."""
-    def work() -> None:
-        import scipy.signal  # noqa: F401
+_TINY = 1e-17  # a weight's power below this is nothing next to a float64's last digit
+_KERNEL_MAX = 128  # up to this many taps, the EMA is a convolution; beyond, blocks
+_SCALE_MAX = 1e12  # the largest w^-k a block scales its points by
 
-    thread = threading.Thread(target=work, name="gft-preload-scipy", daemon=True)
-    thread.start()
-    return thread
+
+def _ema_filter(x: np.ndarray, w: float, last: float) -> np.ndarray:
+    """acc[i] = w·acc[i-1] + (1-w)·x[i], acc[-1] = `last`, for 0 < w < 1, in numpy.
+    (scipy.signal.lfilter does the same, but importing scipy.signal took 1.5 s of the first
+    attach: benchmarks/import_attach.py.) A weight forgotten within _KERNEL_MAX points is a
+    truncated convolution; a larger one runs in blocks of B points, each in closed form,
+    acc[k] = w^(k+1)·carry + (1-w)·w^k·cumsum(w^-j·x[j]), B kept so that w^-B <= _SCALE_MAX."""
+    n = len(x)
+    taps = math.ceil(math.log(_TINY) / math.log(w))
+    powers_in = w ** np.arange(1, n + 1)  # what `last` still weighs at each point
+    if taps <= _KERNEL_MAX:
+        kernel = (1.0 - w) * w ** np.arange(taps)
+        return np.convolve(x, kernel)[:n] + powers_in * last
+    block = max(1, min(4096, int(math.log(_SCALE_MAX) / -math.log(w))))
+    j = np.arange(block)
+    up, down = w ** -j, w ** j  # w^-j and w^j for the block's positions
+    out = np.empty(n)
+    carry = last
+    for start in range(0, n, block):
+        xs = x[start:start + block]
+        k = len(xs)
+        acc = w * down[:k] * carry + (1.0 - w) * down[:k] * np.cumsum(up[:k] * xs)
+        out[start:start + k] = acc
+        carry = acc[-1]
+    return out
 
 
 def ema(y, weight: float, state: tuple[float, int] = (0.0, 0)) -> tuple[np.ndarray, tuple[float, int]]:
     """TensorBoard's smoothing: last = last·w + (1-w)·y over the finite points, debiased by
     1 - w^count (so the line starts at the first value, not at 0); a non-finite point passes
     through as it is and leaves the average alone. `state` = (last, count) carries it on."""
-    from scipy.signal import lfilter
-
     y = np.asarray(y, dtype=float)
     out = y.copy()
     last, count = state
     ok = np.isfinite(y)
     if weight <= 0 or not ok.any():
         return out, (float(y[ok][-1]) if ok.any() else last, count + int(ok.sum()))
-    acc, _ = lfilter([1.0 - weight], [1.0, -weight], y[ok], zi=[weight * last])
+    weight = min(weight, MAX_SMOOTHING)
+    acc = _ema_filter(y[ok], weight, last)
     counts = count + np.arange(1, len(acc) + 1)
     out[ok] = acc / (1.0 - weight ** counts)
     return out, (float(acc[-1]), int(counts[-1]))

@@ -29,13 +29,19 @@ _REMEDY_WORDS = {
     Remedy.RESUME: "resume it with Resume",
     Remedy.EXTEND: "to train it further, run `gemma-ft resume {run} --max-steps N` in a terminal",
     Remedy.NEW_RUN: "start a new run with New run",
+    Remedy.QUEUE_RESUME: "let the queue go on with Resume queue",
 }
+
+
+def with_remedies(message: Any, remedies: tuple = (), run: str | None = None) -> str:
+    """`message`, then what to do about it in the panel's buttons (runs.Remedy values)."""
+    steps = [_REMEDY_WORDS[Remedy(r)].format(run=run or "RUN") for r in remedies]
+    return "; ".join([str(message), *steps])
 
 
 def run_error(e: RunError) -> str:
     """A RunError as the panel words it: its message, then its remedies as buttons."""
-    steps = [_REMEDY_WORDS[Remedy(r)].format(run=e.run or "RUN") for r in e.remedies]
-    return "; ".join([str(e), *steps])
+    return with_remedies(e, e.remedies, e.run)
 
 
 def badge(state: Any) -> str:

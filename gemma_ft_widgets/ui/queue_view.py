@@ -65,7 +65,8 @@ class QueueView(w.VBox):
             text = ('<span style="color:#666">Nothing queued. "Add to queue" in the form queues a run; it '
                     'starts by itself when the active run ends, even with no notebook open.</span>')
         else:
-            text = fmt.note(fmt.esc(state.blocked) if state.blocked else "Starting the next run…", "info")
+            text = fmt.note(fmt.esc(fmt.with_remedies(state.blocked, state.remedies(), state.blocked_by))
+                            if state.blocked else "Starting the next run…", "info")
         self.summary.value = text
         rows = "".join(_row(i, e) for i, e in enumerate(state.entries, 1))
         self.table.value = (f'<table style="border-collapse:collapse;font-size:0.9em" cellpadding="3">{rows}</table>'
