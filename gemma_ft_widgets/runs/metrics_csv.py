@@ -49,19 +49,6 @@ def metrics_csv(run_dir: str) -> str:
 def save_metrics_csv(run_dir: str) -> str:
     """Write the CSV into the run folder (contract.METRICS_CSV_NAME, replaced atomically);
     its path."""
-    import tempfile
-
     path = os.path.join(run_dir, contract.METRICS_CSV_NAME)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write_metrics_csv(run_dir, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    contract.atomic_write_text(path, metrics_csv(run_dir), mode=0o644)
     return path
