@@ -94,6 +94,10 @@ EVENT_SAMPLE = "sample"  # {step, prompt, reference, completion}: a greedy compl
 EVENT_PHASE = "phase"  # {phase, ...progress}: what a STARTING trainer is doing (runs/phases.py)
 # Workspace level: {shape key: seconds} of the last compile of the train step (train/phases.py).
 COMPILE_TIMES_NAME = ".compile_times.json"
+# Workspace level: JAX's persistent compilation cache of the workspace's runs and samplers
+# (train/compile_cache.py); GEMMA_FT_COMPILE_CACHE=0 turns it off.
+COMPILE_CACHE_DIR = ".jax_cache"
+COMPILE_CACHE_ENV = "GEMMA_FT_COMPILE_CACHE"
 
 
 # Trainer exit codes (besides 0 = finished).

@@ -454,11 +454,12 @@ def run(run_dir: str) -> int:
     except ConfigError as e:
         print(f"config error in {config_path}:\n{e}", file=sys.stderr)
         return contract.EXIT_CONFIG_ERROR
-    from . import distributed
+    from . import compile_cache, distributed
 
     trainer = None
     try:
         processes = distributed.initialize()  # before anything touches a device
+        compile_cache.enable(run_dir, processes)  # before the first compile
         if processes != config.num_processes:
             print(f"warning: {processes} trainer process(es), but the config says num_processes "
                   f"{config.num_processes}", file=sys.stderr)

@@ -23,6 +23,7 @@ import sys
 import time
 
 from .. import contract
+from . import compile_cache
 
 PROGRESS_PREFIX = contract.PROGRESS_PREFIX
 _CACHE: dict = {}
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             prompt = f.read()
     else:
         parser.error("give --prompt-file or --prompt")
+    compile_cache.enable(args.run_dir)
     try:
         report = (lambda phase: print(PROGRESS_PREFIX + phase, file=sys.stderr, flush=True)) if args.progress else None
         result = sample_detailed(args.run_dir, prompt, args.max_new_tokens, args.checkpoint, progress=report)

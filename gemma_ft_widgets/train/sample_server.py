@@ -47,6 +47,7 @@ import threading
 import time
 
 from .. import contract
+from . import compile_cache
 
 DEFAULT_IDLE_TIMEOUT = 600.0
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt (SIGINT to its group) is not for us
+    compile_cache.enable(args.run_dir)  # a warm playground's first load compiles once per shape
     server = Server(args.run_dir, args.checkpoint, out)
     loading = threading.Event()
     loading.set()
