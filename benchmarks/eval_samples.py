@@ -16,6 +16,12 @@ For LoRA the sampler is built and compiled in a thread while the train step comp
 (train/eval_samples.py warm_up), so the first eval's sampling no longer includes the compile; what
 the warm-up costs shows in the whole-process ratio, the honest total.
 
+Two regimes, since a workspace keeps JAX's compilation cache (train/compile_cache.py):
+  cold  the cache off (GEMMA_FT_COMPILE_CACHE=0): every process compiles, as the first run of a
+        workspace does; the figures without a suffix;
+  warm  one workspace whose cache a first S and a first N (not counted) filled: every later run
+        with the same shapes, a resume, a re-run; the figures with `_warm`.
+
 Figures (per model):
     eval_samples_run_<m>          the whole trainer process (start-up included) with samples /
                                   without, side by side, target <= 1.05
@@ -43,13 +49,14 @@ WORKER = ("import sys; sys.path.insert(0, {bench!r}); import _common; _common.re
           "from gemma_ft_widgets.train import loop; sys.exit(loop.main([{run_dir!r}]))")
 
 
-def run_once(root: str, label: str, arch: str, cfg: dict, timeout: float) -> dict:
+def run_once(root: str, label: str, arch: str, cfg: dict, timeout: float, cache: bool) -> dict:
     run_dir = os.path.join(root, label)
     model = arch if arch == "tiny" else c.ARCHS[arch]["name"]
     c.write_config(run_dir, model=model, **cfg)
     code = WORKER.format(bench=str(c.BENCH_DIR), arch=arch, run_dir=run_dir)
     t0 = time.monotonic()
-    proc = subprocess.run([c.PY, "-c", code], env=c.env(), capture_output=True, text=True, timeout=timeout)
+    env = c.env(GEMMA_FT_COMPILE_CACHE=None if cache else "0", JAX_COMPILATION_CACHE_DIR=None)
+    proc = subprocess.run([c.PY, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     run_s = time.monotonic() - t0
     if proc.returncode != 0:
         raise SystemExit(f"trainer {label} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -78,29 +85,20 @@ def main() -> None:
     c.print_machine()
     base = {"dataset": sample_dataset_path(), "max_steps": steps, "eval_every": every, "allow_cpu": True,
             "checkpoint_every": steps}
+    configs = (("S", {}), ("N", {"sample_tokens": 0}))
     for arch in args.models:
-        runs = {"S": [], "N": []}
-        for r in range(rounds):
-            for label, extra in (("S", {}), ("N", {"sample_tokens": 0})):
-                runs[label].append(run_once(root, f"{arch}-{label}{r}", arch, {**base, **extra}, timeout=1800))
-        s = runs["S"]
-        share = c.median(sum(x["sampling_s"]) / x["train_s"] for x in s)
-        steady = c.median(c.median(x["sampling_s"][1:] or x["sampling_s"]) * len(x["sampling_s"]) / x["train_s"]
-                          for x in s)
-        wall = c.median(x["loop_s"] for x in s) / c.median(x["loop_s"] for x in runs["N"])
-        whole = c.median(x["run_s"] for x in s) / c.median(x["run_s"] for x in runs["N"])
-        rows = [[label, r, c.fmt(x["run_s"]), c.fmt(x["loop_s"]), c.fmt(x["train_s"]), len(x["sampling_s"]),
-                 c.fmt(x["sampling_s"][0] if x["sampling_s"] else None),
-                 c.fmt(c.median(x["sampling_s"][1:]) if len(x["sampling_s"]) > 1 else None)]
-                for label in ("S", "N") for r, x in enumerate(runs[label])]
-        c.table(["run", "round", "process s", "loop s", "train s", "evals sampled", "1st sampling s", "later, median s"],
-                rows, title=f"{arch}: {steps} steps, eval every {every}, 3 prompts x 32 tokens")
-        c.result(f"eval_samples_share_{arch}", ratio=share, target=0.05, op="<=",
-                 note="all sampling incl. the sampler's compile / training time")
-        c.result(f"eval_samples_steady_share_{arch}", ratio=steady, note="without the one-off compile")
-        c.result(f"eval_samples_wall_{arch}", ratio=wall, note="loop time with samples / without, side by side")
-        c.result(f"eval_samples_run_{arch}", ratio=whole, target=1.05, op="<=",
-                 note="whole trainer process (start-up, warm-up and evals) with samples / without")
+        for regime in ("cold", "warm"):
+            cache = regime == "warm"
+            folder = os.path.join(root, f"{arch}-{regime}")  # a workspace: .jax_cache sits in it
+            if cache and not args.smoke:  # fill the cache with both configurations' programs (not counted)
+                for label, extra in configs:
+                    run_once(folder, f"{label}-fill", arch, {**base, **extra}, timeout=1800, cache=True)
+            runs = {"S": [], "N": []}
+            for r in range(rounds):
+                for label, extra in configs:
+                    runs[label].append(run_once(folder, f"{label}{r}", arch, {**base, **extra}, timeout=1800,
+                                                cache=cache))
+            report(arch + ("_warm" if cache else ""), runs, steps, every, regime)
     if not args.keep:
         import shutil
 
@@ -108,6 +106,29 @@ def main() -> None:
     else:
         print(f"kept {root}")
     c.finish(args)
+
+
+def report(name: str, runs: dict, steps: int, every: int, regime: str) -> None:
+    """The table of one model and regime, and its RESULT lines (named `..._<name>`)."""
+    s = runs["S"]
+    share = c.median(sum(x["sampling_s"]) / x["train_s"] for x in s)
+    steady = c.median(c.median(x["sampling_s"][1:] or x["sampling_s"]) * len(x["sampling_s"]) / x["train_s"]
+                      for x in s)
+    wall = c.median(x["loop_s"] for x in s) / c.median(x["loop_s"] for x in runs["N"])
+    whole = c.median(x["run_s"] for x in s) / c.median(x["run_s"] for x in runs["N"])
+    rows = [[label, r, c.fmt(x["run_s"]), c.fmt(x["loop_s"]), c.fmt(x["train_s"]), len(x["sampling_s"]),
+             c.fmt(x["sampling_s"][0] if x["sampling_s"] else None),
+             c.fmt(c.median(x["sampling_s"][1:]) if len(x["sampling_s"]) > 1 else None)]
+            for label in ("S", "N") for r, x in enumerate(runs[label])]
+    c.table(["run", "round", "process s", "loop s", "train s", "evals sampled", "1st sampling s", "later, median s"],
+            rows, title=f"{name} ({regime} compilation cache): {steps} steps, eval every {every}, "
+                        "3 prompts x 32 tokens")
+    c.result(f"eval_samples_share_{name}", ratio=share, target=0.05, op="<=",
+             note=f"all sampling incl. the sampler's compile / training time ({regime} cache)")
+    c.result(f"eval_samples_steady_share_{name}", ratio=steady, note="without the one-off compile")
+    c.result(f"eval_samples_wall_{name}", ratio=wall, note="loop time with samples / without, side by side")
+    c.result(f"eval_samples_run_{name}", ratio=whole, target=1.05, op="<=",
+             note=f"whole trainer process (start-up, warm-up and evals) with samples / without ({regime} cache)")
 
 
 if __name__ == "__main__":

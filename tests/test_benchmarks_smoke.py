@@ -153,7 +153,8 @@ def test_quantized_memory_smoke(tmp_path):
 @pytest.mark.slow
 def test_eval_samples_smoke(tmp_path):
     results, _ = run_bench("eval_samples", tmp_path, timeout=600)
-    assert {"eval_samples_share_tiny", "eval_samples_steady_share_tiny", "eval_samples_wall_tiny"} <= set(results)
+    assert {"eval_samples_share_tiny", "eval_samples_steady_share_tiny", "eval_samples_wall_tiny",
+            "eval_samples_run_tiny", "eval_samples_run_tiny_warm"} <= set(results)
 
 
 @pytest.mark.slow
