@@ -264,3 +264,17 @@ def test_demo_follows_a_run_to_the_end(workspace):
     assert "[FINISHED]" in out.stdout
     assert f'ControlPanel(workspace="{workspace}")' in out.stdout
     assert RunManager(workspace).status().state == State.FINISHED
+
+
+def test_every_remedy_is_a_gemma_ft_command_with_the_workspace():
+    """What the CLI (and the server) tell a user to do about a refusal: the command, with the
+    run and the workspace it needs, quoted for a shell."""
+    from gemma_ft_widgets import remedies
+    from gemma_ft_widgets.runs import Code, Remedy, RunError
+
+    texts = {r: remedies.command_text(r, "r 1", "/my ws") for r in Remedy}
+    assert texts[Remedy.STOP] == "stop it with `gemma-ft stop --workspace '/my ws'`"
+    assert texts[Remedy.RESTORE_LOCK] == "restore its lock with `gemma-ft restore-lock 'r 1' --workspace '/my ws'`"
+    assert all("gemma-ft" in t for r, t in texts.items() if r != Remedy.NEW_RUN)
+    e = RunError("run r1 is active", Code.ACTIVE, (Remedy.STOP,), "r1", "/ws")
+    assert remedies.error_text(e) == "run r1 is active; stop it with `gemma-ft stop --workspace /ws`"

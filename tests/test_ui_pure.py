@@ -166,3 +166,19 @@ def test_timestamps_are_local_and_readable(monkeypatch):
         time.tzset()
     assert fmt.count(12500) == "12,500" and fmt.count(None) == fmt.DASH
 
+
+
+def test_refusals_are_worded_with_the_panels_own_buttons():
+    """The run layer gives a fact and its remedies; the panel words them as its buttons (the
+    CLI as commands: remedies.py)."""
+    from gemma_ft_widgets.runs import Code, Remedy, RunError, StopReport
+
+    e = RunError("a run is already active: r1 (RUNNING)", Code.ACTIVE, (Remedy.STOP, Remedy.RESTORE_LOCK), "r1", "/ws")
+    assert fmt.run_error(e) == ("a run is already active: r1 (RUNNING); stop it with Abort on its dashboard; "
+                                "put it back with Restore lock on its dashboard")
+    finished = RunError("nothing to resume: r1 FINISHED", Code.NOT_RESUMABLE, (Remedy.EXTEND,), "r1", "/ws")
+    assert "`gemma-ft resume r1 --max-steps N` in a terminal" in fmt.run_error(finished)
+    unreadable = StopReport(None, nothing_to_stop=True, message="nothing to stop: the lock file is unreadable (x)",
+                            remedies=(Remedy.CLEAN,))
+    assert fmt.stop_message(unreadable).endswith("; clear it with Clean up")
+    assert all(r in fmt._REMEDY_WORDS for r in Remedy)  # every remedy has the panel's words

@@ -179,7 +179,7 @@ def stop_message(report: Any) -> str:
     """What a stop did, for a person: 'Stopped NAME after 0.4 s; it saved a checkpoint and is
     now ABORTED.' (the signals and pids it took are in the CLI's report and supervisor.log)."""
     if getattr(report, "nothing_to_stop", False) or not getattr(report, "run_dir", None):
-        return str(getattr(report, "message", "") or "nothing to stop")
+        return with_remedies(getattr(report, "message", "") or "nothing to stop", getattr(report, "remedies", ()))
     name = os.path.basename(report.run_dir)
     state = state_value(getattr(report, "state", None))
     forced = any("SIGKILL" in s for s in getattr(report, "sent", []) or [])
