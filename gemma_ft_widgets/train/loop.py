@@ -195,7 +195,7 @@ class Trainer:
         """Every checkpoint save complete. A failed save is raised, or, when the run is failing
         already (its own error stays the reason), printed."""
         try:
-            self.saver.wait()
+            self._saves_done(wait=True)
         except Exception as e:  # noqa: BLE001 - whatever the save raised
             if raise_failure:
                 raise
@@ -301,6 +301,9 @@ class Trainer:
 
         cfg = self.config
         step_n = self.step
+        # The previous save first: the folder may be moved while it runs (a checkpoint appearing
+        # is when people move a run), and this save must not re-create it under the old name.
+        self._saves_done(wait=True)
         check_folder(self.run_dir, self.folder_id)
         bad = checkpoints.nonfinite_count((self.trainable, self.opt_state))
         if bad:  # a finite loss can still leave overflowed weights behind: never save those
@@ -317,6 +320,15 @@ class Trainer:
         self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,
                           self.batches.position(step_n), meta, cfg.keep_checkpoints, on_done=done)
         return rel
+
+    def _saves_done(self, wait: bool) -> None:
+        """Raise the failure of a finished background save (with `wait`, of the one in flight
+        too): FolderGone when it failed because the run folder was moved or deleted under it."""
+        try:
+            self.saver.wait() if wait else self.saver.check()
+        except OSError:
+            check_folder(self.run_dir, self.folder_id)
+            raise
 
     def _checkpoint_rel(self) -> str:
         """The current step's checkpoint, relative to the run folder."""
@@ -396,7 +408,7 @@ class Trainer:
 
     def _step(self, log: StepLog) -> None:
         """One step queued (not waited for); its metrics go to `log`."""
-        self.saver.check()  # a background save that failed fails the run here
+        self._saves_done(wait=False)  # a background save that failed fails the run here
         host_batch = self.batches.batch(self.step)
         self.trainable, self.opt_state, metrics = self.step_fn(
             self.trainable, self.opt_state, self.frozen, self.plan.put_batch(host_batch))
