@@ -17,8 +17,8 @@ For LoRA the sampler is built and compiled in a thread while the train step comp
 the warm-up costs shows in the whole-process ratio, the honest total.
 
 Two regimes, since a workspace keeps JAX's compilation cache (train/compile_cache.py):
-  cold  the cache off (GEMMA_FT_COMPILE_CACHE=0): every process compiles, as the first run of a
-        workspace does; the figures without a suffix;
+  cold  the cache off (GEMMA_FT_COMPILE_CACHE=0, the default): every process compiles, as the
+        first run of a workspace does; the figures without a suffix;
   warm  one workspace whose cache a first S and a first N (not counted) filled: every later run
         with the same shapes, a resume, a re-run; the figures with `_warm`.
 
@@ -55,7 +55,7 @@ def run_once(root: str, label: str, arch: str, cfg: dict, timeout: float, cache:
     c.write_config(run_dir, model=model, **cfg)
     code = WORKER.format(bench=str(c.BENCH_DIR), arch=arch, run_dir=run_dir)
     t0 = time.monotonic()
-    env = c.env(GEMMA_FT_COMPILE_CACHE=None if cache else "0", JAX_COMPILATION_CACHE_DIR=None)
+    env = c.env(GEMMA_FT_COMPILE_CACHE="1" if cache else "0", JAX_COMPILATION_CACHE_DIR=None)
     proc = subprocess.run([c.PY, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     run_s = time.monotonic() - t0
     if proc.returncode != 0:

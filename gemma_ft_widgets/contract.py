@@ -95,7 +95,7 @@ EVENT_PHASE = "phase"  # {phase, ...progress}: what a STARTING trainer is doing 
 # Workspace level: {shape key: seconds} of the last compile of the train step (train/phases.py).
 COMPILE_TIMES_NAME = ".compile_times.json"
 # Workspace level: JAX's persistent compilation cache of the workspace's runs and samplers
-# (train/compile_cache.py); GEMMA_FT_COMPILE_CACHE=0 turns it off.
+# (train/compile_cache.py); GEMMA_FT_COMPILE_CACHE=1 turns it on.
 COMPILE_CACHE_DIR = ".jax_cache"
 COMPILE_CACHE_ENV = "GEMMA_FT_COMPILE_CACHE"
 

@@ -1,5 +1,6 @@
-"""JAX's persistent compilation cache, one per workspace (train/compile_cache.py): a second
-trainer process with the same shapes compiles nothing anew, and the cache can be turned off."""
+"""JAX's persistent compilation cache, one per workspace (train/compile_cache.py), asked for with
+GEMMA_FT_COMPILE_CACHE=1: a second trainer process with the same shapes compiles nothing anew;
+without it, no cache is written."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def train_process(run_dir: str, **env: str) -> None:
     # under JAX's default threshold of 1 s, and the test would see no entry at all.
     # A cache of the user's own (JAX_COMPILATION_CACHE_DIR) would be used instead: not here.
     env = {**{k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env}
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", contract.COMPILE_CACHE_ENV: "1", **env}
     done = subprocess.run([sys.executable, "-m", "gemma_ft_widgets.train", run_dir], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -40,7 +41,8 @@ def test_a_second_run_with_the_same_shapes_compiles_from_the_workspace_cache(tmp
     assert events(second, "sample"), "the samples' sampler ran from the cache too"
 
 
-def test_the_cache_is_off_when_asked(tmp_path):
-    run = make_run(tmp_path, "off", max_steps=2)
-    train_process(run, **{contract.COMPILE_CACHE_ENV: "0"})
+def test_the_cache_is_off_unless_asked_for(tmp_path):
+    for value in ("0", ""):
+        run = make_run(tmp_path, f"off{value}", max_steps=2)
+        train_process(run, **{contract.COMPILE_CACHE_ENV: value})
     assert not os.path.exists(os.path.join(str(tmp_path), contract.COMPILE_CACHE_DIR))
