@@ -78,3 +78,34 @@ def test_a_run_folder_deleted_while_training_stops_the_run_and_leaves_nothing(re
     wait_for(lambda: not lockfile.read_lock(m.workspace).present, 120, what="the lock cleared")
     assert not os.path.exists(run.run_dir)
     assert m.status().state == State.IDLE
+
+
+def test_a_background_save_that_failed_because_its_folder_went_is_folder_gone(tmp_path):
+    """The trainer's translation of a failed background save, deterministically: the folder
+    moved while the save ran (its write then misses its path) -> FolderGone, exit 6; any other
+    failure of a save, with the folder in place, stays what it was (disk full, ...)."""
+    from types import SimpleNamespace
+
+    from gemma_ft_widgets.train import loop
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    class FailedSave:
+        def __init__(self, error):
+            self.error = error
+
+        def wait(self):
+            raise self.error
+
+        check = wait
+
+    trainer = SimpleNamespace(run_dir=str(run_dir), folder_id=contract.folder_identity(str(run_dir)))
+    trainer.saver = FailedSave(OSError(28, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        loop.Trainer._saves_done(trainer, wait=True)
+    os.rename(run_dir, tmp_path / "moved")
+    trainer.saver = FailedSave(FileNotFoundError(2, "No such file or directory"))
+    for wait in (True, False):
+        with pytest.raises(loop.FolderGone, match="deleted or replaced while training"):
+            loop.Trainer._saves_done(trainer, wait=wait)

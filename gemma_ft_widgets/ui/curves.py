@@ -34,10 +34,9 @@ def _ema_filter(x: np.ndarray, w: float, last: float) -> np.ndarray:
     acc[k] = w^(k+1)·carry + (1-w)·w^k·cumsum(w^-j·x[j]), B kept so that w^-B <= _SCALE_MAX."""
     n = len(x)
     taps = math.ceil(math.log(_TINY) / math.log(w))
-    powers_in = w ** np.arange(1, n + 1)  # what `last` still weighs at each point
     if taps <= _KERNEL_MAX:
         kernel = (1.0 - w) * w ** np.arange(taps)
-        return np.convolve(x, kernel)[:n] + powers_in * last
+        return np.convolve(x, kernel)[:n] + w ** np.arange(1, n + 1) * last  # what `last` still weighs
     block = max(1, min(4096, int(math.log(_SCALE_MAX) / -math.log(w))))
     j = np.arange(block)
     up, down = w ** -j, w ** j  # w^-j and w^j for the block's positions
