@@ -88,8 +88,16 @@ def result_attempt_name(attempt: int | str) -> str:
     return f"result.attempt-{attempt}.json"
 
 
-# Event kinds of metrics.jsonl introduced with their own readers (the older kinds, start, step,
-# eval, checkpoint, final, ..., are named where they are written; docs/ARCHITECTURE.md lists all).
+# Event kinds of metrics.jsonl that its readers fold (runs/metrics.py, ui/series.py); the
+# trainers write others too (docs/ARCHITECTURE.md lists every kind).
+EVENT_START = "start"  # {attempt, resume_step, ...}: an attempt began (a resume truncates the curves)
+EVENT_STEP = "step"  # {step, loss, lr, tokens_per_s, ...}: one optimizer step
+EVENT_EVAL = "eval"  # {step, eval_loss}
+EVENT_CHECKPOINT = "checkpoint"  # {step, path}: a checkpoint was saved
+EVENT_FINAL = "final"  # {state, step}: how the trainers say the attempt ended
+EVENT_DEVICES = "devices"  # {platform, device_kind, count, processes}: what the attempt runs on
+EVENT_DATA = "data"  # the data's summary: examples, truncation (datasets.cut_note)
+EVENT_COMPILE = "compile"  # {seconds}: the train step compiled
 EVENT_SAMPLE = "sample"  # {step, prompt, reference, completion}: a greedy completion at an eval
 EVENT_PHASE = "phase"  # {phase, ...progress}: what a STARTING trainer is doing (runs/phases.py)
 # Workspace level: {shape key: seconds} of the last compile of the train step (train/phases.py).

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import faulthandler
+import io
 import os
 import queue
+import signal
 import sys
+import tempfile
 import time
 
 from jupyter_client.manager import KernelManager
@@ -26,7 +30,38 @@ class Kernel:
     def start(self) -> Kernel:
         self.km.start_kernel(cwd=self.cwd, env=self.env)
         self._connect()
+        self._arm_stack_dump()
         return self
+
+    @property
+    def _stack_file(self) -> str:
+        return os.path.join(tempfile.gettempdir(), f"gft-kernel-{self.pid}.stacks")
+
+    def _arm_stack_dump(self) -> None:
+        """SIGUSR1 makes the kernel write every thread's stack to a file (faulthandler, so it
+        works while a thread holds the GIL): what a cell that never finishes is waiting on."""
+        self.execute("import faulthandler as _fh, signal as _sig\n"
+                     f"_fh_file = open({self._stack_file!r}, 'w')\n"
+                     "_fh.register(_sig.SIGUSR1, file=_fh_file, all_threads=True)", timeout=60)
+
+    def stacks(self) -> str:
+        """The kernel's threads as they are now, and this test process's (for a timeout's report)."""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(2)
+            with open(self._stack_file) as f:
+                kernel = f.read()
+        except OSError as e:
+            kernel = f"(no dump: {e})"
+        buf = io.StringIO()
+        try:
+            faulthandler.dump_traceback(file=buf, all_threads=True)
+        except (ValueError, io.UnsupportedOperation):  # faulthandler needs a real file descriptor
+            with tempfile.TemporaryFile("w+") as f:
+                faulthandler.dump_traceback(file=f, all_threads=True)
+                f.seek(0)
+                buf.write(f.read())
+        return f"--- kernel {self.pid} threads ---\n{kernel}\n--- test process threads ---\n{buf.getvalue()}"
 
     def _connect(self, timeout: float = 120) -> None:
         """A new client on the kernel. Not jupyter_client's wait_for_ready: it waits for IOPub
@@ -61,7 +96,7 @@ class Kernel:
             try:
                 msg = self.kc.get_iopub_msg(timeout=timeout)
             except queue.Empty:
-                raise TimeoutError(f"kernel did not finish in {timeout}s: {code[:200]}") from None
+                raise TimeoutError(f"kernel did not finish in {timeout}s: {code[:200]}\n{self.stacks()}") from None
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -85,6 +120,7 @@ class Kernel:
         """What the Restart Kernel button does: the old process (and its group) is killed."""
         self.km.restart_kernel(now=True)
         self._connect()
+        self._arm_stack_dump()
 
     def interrupt(self) -> None:
         self.km.interrupt_kernel()

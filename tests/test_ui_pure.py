@@ -89,6 +89,33 @@ def test_series_folds_events_incrementally():
     assert s.extend([{"event": "final", "state": "FINISHED"}]) is False and s.final
 
 
+def test_a_resumed_run_starting_again_is_not_shown_as_compiled_by_its_previous_attempt():
+    """The series and a status fold the latest events in one place (runs.metrics.LatestEvents):
+    a start drops the previous attempt's compile, final and phase. The series used to keep the
+    old compile, so a resume's STARTING read "compiled in 0.0 s; first step…" while it loaded."""
+    from types import SimpleNamespace
+
+    from gemma_ft_widgets.runs.metrics import LatestEvents
+    from gemma_ft_widgets.ui.dashboard import Dashboard
+
+    first = [{"event": "start", "attempt": 1, "resume_step": None}, {"event": "compile", "seconds": 1.5},
+             step(1), step(2), {"event": "final", "state": "ABORTED", "step": 2}]
+    resumed = [{"event": "start", "attempt": 2, "resume_step": 2}, {"event": "phase", "phase": "restore", "step": 2}]
+    s = RunSeries("/r")
+    s.extend(first)
+    assert s.last_compile["seconds"] == 1.5 and s.final["state"] == "ABORTED"
+    s.extend(resumed)
+    assert s.last_compile is None and s.final is None and s.last_start["attempt"] == 2
+    folded = LatestEvents()
+    for e in first + resumed:
+        folded.feed(e)
+    assert [folded[k] for k in ("compile", "final", "start", "phase")] == \
+        [s.last_compile, s.final, s.last_start, s.last_phase]
+    status = SimpleNamespace(foreign_host=None, stalled_s=None, lock_missing=False, reason="", phase=None)
+    text = Dashboard._phase("STARTING", status, s)
+    assert "compiled in" not in text and "restoring" in text, text
+
+
 def test_series_resume_drops_steps_after_the_checkpoint():
     s = RunSeries("/r")
     s.extend([{"event": "start", "resume_step": None}] + [step(i) for i in range(1, 8)]

@@ -6,7 +6,8 @@ Three readers, stdlib only:
   status refresh).
 * `MetricsBlocks`: the same appended lines as raw bytes, in blocks, for a caller that parses
   them its own way (the panel parses a long history into numpy columns, ui/columns.py).
-* `MetricsSummary`: the latest values a status needs. A long history is summarised from its
+* `MetricsSummary`: the latest values a status needs (its `latest_events`, a `LatestEvents`, is the
+  fold of every kind but step that the panel's curves use too, ui/series.py). A long history is summarised from its
   end (`summary_from_end`), so the status of a run with a million steps reads a few blocks,
   not the whole file; what is appended afterwards is read forward, as before.
 """
@@ -122,7 +123,44 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
 
 def is_step(e: dict[str, Any]) -> bool:
     """A step event the curves and the status use (its step is an int)."""
-    return e.get("event") == "step" and isinstance(e.get("step"), int)
+    return e.get("event") == contract.EVENT_STEP and isinstance(e.get("step"), int)
+
+
+class LatestEvents:
+    """The latest event of each kind that a status or a panel shows, except steps: the one fold
+    of them, behind both `MetricsSummary` and the panel's `RunSeries`.
+
+    A start begins an attempt: the previous attempt's final, devices, phase and compile no
+    longer describe the run (a resumed run is not FINISHED, nor compiled, until it says so).
+    """
+
+    KINDS = (contract.EVENT_START, contract.EVENT_EVAL, contract.EVENT_CHECKPOINT, contract.EVENT_FINAL,
+             contract.EVENT_DEVICES, contract.EVENT_DATA, contract.EVENT_COMPILE, contract.EVENT_PHASE)
+    OF_ATTEMPT = (contract.EVENT_FINAL, contract.EVENT_DEVICES, contract.EVENT_PHASE, contract.EVENT_COMPILE)
+
+    def __init__(self) -> None:
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def feed(self, e: dict[str, Any]) -> str | None:
+        """Fold one event in; its kind when it is one of KINDS, else None."""
+        kind = e.get("event")
+        if kind not in self.KINDS:
+            return None
+        if kind == contract.EVENT_START:
+            for k in self.OF_ATTEMPT:
+                self._latest.pop(k, None)
+        self._latest[kind] = e
+        return kind
+
+    def put(self, kind: str, e: dict[str, Any] | None) -> None:
+        """Set the latest `kind` outright (a summary found from the file's end)."""
+        if e is None:
+            self._latest.pop(kind, None)
+        else:
+            self._latest[kind] = e
+
+    def __getitem__(self, kind: str) -> dict[str, Any] | None:
+        return self._latest.get(kind)
 
 
 class MetricsSummary:
@@ -142,19 +180,22 @@ class MetricsSummary:
 
     def reset(self) -> None:
         """Forget every folded value (the file is read again from its start)."""
+        self.latest_events = LatestEvents()
         self.last_step: dict[str, Any] | None = None
-        self.last_eval: dict[str, Any] | None = None
-        self.last_start: dict[str, Any] | None = None
-        self.last_checkpoint: dict[str, Any] | None = None
-        self.last_final: dict[str, Any] | None = None
-        self.last_devices: dict[str, Any] | None = None  # of the latest attempt only
         self.first_time: float | None = None
         self.stepped = False  # a step after the latest start
         self.events = 0
         self.last_time: float | None = None  # of the latest event of any kind
         self.max_gap = 0.0  # longest pause between events since the latest start's first step
-        self.last_data: dict[str, Any] | None = None
-        self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
+
+    # The latest event of each kind (devices, final and phase: of the latest attempt only).
+    last_start = property(lambda self: self.latest_events[contract.EVENT_START])
+    last_eval = property(lambda self: self.latest_events[contract.EVENT_EVAL])
+    last_checkpoint = property(lambda self: self.latest_events[contract.EVENT_CHECKPOINT])
+    last_final = property(lambda self: self.latest_events[contract.EVENT_FINAL])
+    last_devices = property(lambda self: self.latest_events[contract.EVENT_DEVICES])
+    last_data = property(lambda self: self.latest_events[contract.EVENT_DATA])
+    last_phase = property(lambda self: self.latest_events[contract.EVENT_PHASE])
 
     def refresh(self) -> MetricsSummary:
         """Fold what was appended since the last refresh (or the whole file, from its end when long)."""
@@ -183,11 +224,10 @@ class MetricsSummary:
         if found is None:
             return
         self.reset()
-        self.last_start, self.last_step = found["start"], found["step"]
-        self.last_eval, self.last_checkpoint = found["eval"], found["checkpoint"]
-        self.last_final, self.first_time = found["final"], found["first_time"]
-        self.last_devices = found["devices"]
-        self.last_phase = found[contract.EVENT_PHASE]
+        for kind in _KINDS:
+            if kind != contract.EVENT_STEP:
+                self.latest_events.put(kind, found[kind])
+        self.last_step, self.first_time = found["step"], found["first_time"]
         self.stepped = found["stepped"]
         self.events = found["events"]
         self.last_time = max((float(e["time"]) for e in (found["start"], found["step"], found["eval"],
@@ -197,7 +237,6 @@ class MetricsSummary:
 
     def _feed(self, e: dict[str, Any]) -> None:
         self.events += 1
-        kind = e.get("event")
         t = e.get("time")
         if isinstance(t, (int, float)):
             if self.first_time is None:
@@ -205,24 +244,10 @@ class MetricsSummary:
             if self.stepped and self.last_time is not None:  # pauses once stepping (not loading)
                 self.max_gap = max(self.max_gap, float(t) - self.last_time)
             self.last_time = float(t)
-        if kind == "start":
-            self.last_start, self.stepped, self.last_final, self.last_devices = e, False, None, None
-            self.last_phase = None
-            self.max_gap = 0.0
-        elif kind == "devices":
-            self.last_devices = e
-        elif kind == "data":
-            self.last_data = e
-        elif kind == contract.EVENT_PHASE:
-            self.last_phase = e
-        elif kind == "step" and isinstance(e.get("step"), int):
+        if self.latest_events.feed(e) == contract.EVENT_START:
+            self.stepped, self.max_gap = False, 0.0
+        elif is_step(e):
             self.last_step, self.stepped = e, True
-        elif kind == "eval":
-            self.last_eval = e
-        elif kind == "checkpoint":
-            self.last_checkpoint = e
-        elif kind == "final":
-            self.last_final = e
 
     def value(self, event: str, key: str) -> Any:
         """`key` of the latest `event` ("step", "eval" or "start"), or None."""
@@ -230,8 +255,11 @@ class MetricsSummary:
         return None if e is None else e.get(key)
 
 
-_KINDS = ("start", "step", "eval", "checkpoint", "final", "devices", contract.EVENT_PHASE)
-_OF_LAST_ATTEMPT = ("final", "devices", contract.EVENT_PHASE)  # count only when they follow the last start
+# The kinds a summary from the file's end looks for (the data and compile events are not
+# needed by a status); those of LatestEvents.OF_ATTEMPT count only when they follow the last start.
+_KINDS = (contract.EVENT_START, contract.EVENT_STEP, contract.EVENT_EVAL, contract.EVENT_CHECKPOINT,
+          contract.EVENT_FINAL, contract.EVENT_DEVICES, contract.EVENT_PHASE)
+_OF_LAST_ATTEMPT = LatestEvents.OF_ATTEMPT
 _TOKENS = {kind: b'"' + kind.encode() + b'"' for kind in _KINDS}
 
 
@@ -338,10 +366,10 @@ def _find_in_block(block: bytes, lo: int, want: list[str], found: _Found,
         e = lines.parse_at(lo + a, block[a: b if b >= 0 else len(block)])
         if e is not None:
             kind = e.get("event")
-            if kind in want and (kind != "step" or is_step(e)):
+            if kind in want and (kind != contract.EVENT_STEP or is_step(e)):
                 found[kind] = (lo + a, e)
                 want.remove(kind)
-                if kind == "start":
+                if kind == contract.EVENT_START:
                     want[:] = [k for k in want if k not in _OF_LAST_ATTEMPT]
         stop = a
 

@@ -231,7 +231,7 @@ class Trainer:
     def _announce_devices(self, devices) -> None:
         import jax
 
-        self.event("devices", platform=devices[0].platform, device_kind=devices[0].device_kind,
+        self.event(contract.EVENT_DEVICES, platform=devices[0].platform, device_kind=devices[0].device_kind,
                    count=len(devices), processes=jax.process_count(), local_count=jax.local_device_count())
         if self.processes > 1:  # each process's own devices and memory (process 0 cannot see them)
             from .process_report import ProcessReport
@@ -314,7 +314,7 @@ class Trainer:
         rel = self._checkpoint_rel()
 
         def done(path, seconds):  # in the save's thread, once step_N is complete
-            self.event("checkpoint", step=step_n, path=rel, seconds=round(seconds, 3))
+            self.event(contract.EVENT_CHECKPOINT, step=step_n, path=rel, seconds=round(seconds, 3))
             self._log(f"checkpoint {rel} ({seconds:.2f}s)")
 
         self.saver.submit(self.run_dir, step_n, self.trainable, self.opt_state,
@@ -341,11 +341,11 @@ class Trainer:
 
         cfg = self.config
         resume = checkpoints.latest(self.run_dir)
-        self.event("start", attempt=_attempt(self.run_dir), resume_step=resume,
+        self.event(contract.EVENT_START, attempt=_attempt(self.run_dir), resume_step=resume,
                    max_steps=cfg.max_steps, pid=os.getpid())
         self.setup()
         summary = self.data.summary()
-        self.event("data", **summary, max_seq_len=cfg.max_seq_len,
+        self.event(contract.EVENT_DATA, **summary, max_seq_len=cfg.max_seq_len,
                    steps_per_epoch=round(len(self.data.train) / cfg.batch_size, 2))
         self._log(data_line(summary, cfg.max_seq_len))
         return self.train()
@@ -401,7 +401,7 @@ class Trainer:
         if self.samples is not None:
             self.samples.warm_up()  # the sampler compiles while the train step does
         seconds = phases.compile_with_guide(self)
-        self.event("compile", seconds=round(seconds, 3), **self.memory_analysis,
+        self.event(contract.EVENT_COMPILE, seconds=round(seconds, 3), **self.memory_analysis,
                    trainable_params=self.trainable_count,
                    chunked_loss=(self.plan.loss_chunks or 1) > 1, loss_chunks=self.plan.loss_chunks)
         self._log(f"compiled the train step in {seconds:.1f}s")
@@ -423,7 +423,7 @@ class Trainer:
             raise Diverged("eval loss", ev, self.step)
         if ev is not None:
             evals[self.step] = ev
-            self.event("eval", step=self.step, eval_loss=ev)
+            self.event(contract.EVENT_EVAL, step=self.step, eval_loss=ev)
             self.tb.scalars(self.step, {"eval_loss": ev}, force=True)
         if self.samples is not None and not self.stop.hard:
             self.samples.run(self.step)  # greedy completions: `sample` events
@@ -432,7 +432,7 @@ class Trainer:
         self._wait_for_saves(raise_failure=True)  # every checkpoint complete (its event written) before `final`
         self.tb.close()
         self.tb = None
-        self.event("final", state=state, step=self.step, checkpoint=ckpt)
+        self.event(contract.EVENT_FINAL, state=state, step=self.step, checkpoint=ckpt)
         self._log(f"{state} at step {self.step}" + (f", checkpoint {ckpt}" if ckpt else ""))
         return TrainResult(state, self.step, ckpt, losses, evals)
 

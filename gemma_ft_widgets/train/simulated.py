@@ -174,10 +174,10 @@ class SimulatedRun:
         time.sleep(load_time / 2)
         resume = self.newest_checkpoint()
         attempt = int(os.environ.get(contract.ATTEMPT_ENV, "1"))
-        self.emit("start", attempt=attempt, resume_step=resume, max_steps=self.max_steps, pid=os.getpid())
+        self.emit(contract.EVENT_START, attempt=attempt, resume_step=resume, max_steps=self.max_steps, pid=os.getpid())
         print(f"simulated trainer: attempt {attempt}, resuming from {resume}" if resume
               else f"simulated trainer: attempt {attempt}, fresh start", flush=True)
-        self.emit("devices", platform="cpu", device_kind="cpu", count=1, processes=1, local_count=1)  # as the real one
+        self.emit(contract.EVENT_DEVICES, platform="cpu", device_kind="cpu", count=1, processes=1, local_count=1)  # as the real one
         # The real trainer's STARTING phases (runs/phases.py), spread over the other half of LOAD_TIME.
         phases = [dict(phase="model"), dict(phase="data"), dict(phase="data", tokenized=100, total=100)]
         phases += [dict(phase="restore", step=resume)] if resume else []
@@ -185,9 +185,9 @@ class SimulatedRun:
         for fields in phases:
             self.emit(contract.EVENT_PHASE, **fields)
             time.sleep(load_time / 2 / len(phases))
-        self.emit("data", format="text", train_examples=90, eval_examples=10, truncated=self.sw.truncated,
+        self.emit(contract.EVENT_DATA, format="text", train_examples=90, eval_examples=10, truncated=self.sw.truncated,
                   max_seq_len=self.cfg.get("max_seq_len"))
-        self.emit("compile", seconds=0.0)
+        self.emit(contract.EVENT_COMPILE, seconds=0.0)
         if self.sw.spawn_child:
             child = subprocess.Popen(["sleep", "1000"], stdin=subprocess.DEVNULL)
             contract.atomic_write_text(os.path.join(self.run_dir, CHILD_PID_FILE), str(child.pid))
@@ -200,7 +200,7 @@ class SimulatedRun:
         step = resume or 0
         saved = resume
         if self.stop_signal is not None:  # stopped while loading: like the real trainer, nothing to save
-            self.emit("final", state="ABORTED", step=step, checkpoint=(
+            self.emit(contract.EVENT_FINAL, state="ABORTED", step=step, checkpoint=(
                 os.path.relpath(contract.checkpoint_path(self.run_dir, resume), self.run_dir) if resume else None))
             return contract.EXIT_ABORTED
         while step < self.max_steps:
@@ -209,7 +209,7 @@ class SimulatedRun:
             if step % self.ckpt_every == 0 or step == self.max_steps:
                 t_save = time.time()
                 path = save_checkpoint(self.run_dir, step, loss)
-                self.emit("checkpoint", step=step, path=path, seconds=round(time.time() - t_save, 3))
+                self.emit(contract.EVENT_CHECKPOINT, step=step, path=path, seconds=round(time.time() - t_save, 3))
                 saved = step
             if self.sw.hang_at is not None and step >= self.sw.hang_at:
                 print(f"simulated trainer: hanging after step {step}", flush=True)
@@ -219,7 +219,7 @@ class SimulatedRun:
                 return self.abort(step, saved, loss)
         last = contract.checkpoint_steps(self.run_dir)
         ckpt = os.path.relpath(contract.checkpoint_path(self.run_dir, last[-1]), self.run_dir) if last else None
-        self.emit("final", state="FINISHED", step=step, checkpoint=ckpt)
+        self.emit(contract.EVENT_FINAL, state="FINISHED", step=step, checkpoint=ckpt)
         return 0
 
     def step(self, step: int, resume: int | None, t0: float) -> float:
@@ -229,14 +229,14 @@ class SimulatedRun:
         step_time, cfg = self.sw.step_time, self.cfg
         time.sleep(step_time)
         loss = loss_at(step, self.max_steps)
-        self.emit("step", step=step, loss=loss, lr=round(lr_at(step, cfg), 10), grad_norm=grad_norm_at(step, cfg),
+        self.emit(contract.EVENT_STEP, step=step, loss=loss, lr=round(lr_at(step, cfg), 10), grad_norm=grad_norm_at(step, cfg),
                   tokens_per_s=round(self.tokens_per_step / max(step_time, 1e-3), 1),
                   step_time_s=step_time, elapsed_s=round(time.time() - t0, 3), device_mem_bytes=None,
                   host_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         if step == (resume or 0) + 1:  # like the real trainer: one RUNNING line per attempt
             contract.append_status(self.run_dir, "RUNNING", f"first step {step} logged")
         if step % self.eval_every == 0 and self.stop_signal != signal.SIGTERM:
-            self.emit("eval", step=step, eval_loss=round(loss + 0.1, 5))
+            self.emit(contract.EVENT_EVAL, step=step, eval_loss=round(loss + 0.1, 5))
             for prompt, reference in self.sample_prompts:
                 self.emit(contract.EVENT_SAMPLE, step=step, prompt=prompt, reference=reference,
                           completion=completion_at(reference or prompt, step, self.max_steps))
@@ -245,8 +245,8 @@ class SimulatedRun:
     def abort(self, step: int, saved: int | None, loss: float) -> int:
         """A stop: checkpoint this step (unless saved already), `final` ABORTED, exit 3."""
         if saved != step:
-            self.emit("checkpoint", step=step, path=save_checkpoint(self.run_dir, step, loss))
-        self.emit("final", state="ABORTED", step=step,
+            self.emit(contract.EVENT_CHECKPOINT, step=step, path=save_checkpoint(self.run_dir, step, loss))
+        self.emit(contract.EVENT_FINAL, state="ABORTED", step=step,
                   checkpoint=os.path.relpath(contract.checkpoint_path(self.run_dir, step), self.run_dir))
         print(f"simulated trainer: stopped by signal {self.stop_signal} at step {step}", flush=True)
         return contract.EXIT_ABORTED

@@ -162,7 +162,7 @@ class StepLog:
         self.losses[w.step] = loss
         lr = float(tr.plan.lrs[w.step - 1])
         used = self._device.used()
-        tr.event("step", step=w.step, loss=loss, lr=lr, grad_norm=sum(norms) / len(norms),
+        tr.event(contract.EVENT_STEP, step=w.step, loss=loss, lr=lr, grad_norm=sum(norms) / len(norms),
                  tokens_per_s=round(w.tokens / dt, 1),
                  step_time_s=round(dt / len(vals), 6), elapsed_s=round(now - T_PROCESS, 3),
                  device_mem_bytes=used, host_rss_bytes=tr.host_memory.rss())

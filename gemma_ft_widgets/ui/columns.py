@@ -28,8 +28,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-KINDS = {"step": ("step", "loss", "tokens_per_s", "step_time_s", "lr", "grad_norm", "time"),  # the curves' fields
-         "eval": ("step", "eval_loss")}
+from .. import contract
+
+KINDS = {contract.EVENT_STEP: ("step", "loss", "tokens_per_s", "step_time_s", "lr", "grad_norm", "time"),  # the curves' fields
+         contract.EVENT_EVAL: ("step", "eval_loss")}
 FIELDS = KINDS["step"]
 
 
@@ -153,7 +155,7 @@ class MetricsBatch:
             row += len(self.steps)
         e = self._step_events.get(row)
         if e is None:  # not kept: what the columns hold
-            e = {"event": "step", **{k: float(v[row]) for k, v in self.steps.columns.items()}}
+            e = {"event": contract.EVENT_STEP, **{k: float(v[row]) for k, v in self.steps.columns.items()}}
             e["step"] = int(e["step"])
         return e
 
@@ -176,7 +178,7 @@ def _rows_to_keep(step_lines: np.ndarray, others: list[tuple[int, dict[str, Any]
     """Step rows that may become the last step shown: the last, and the last before a start."""
     keep = {len(step_lines) - 1} if len(step_lines) else set()
     for line, e in others:
-        if e.get("event") == "start":
+        if e.get("event") == contract.EVENT_START:
             i = int(np.searchsorted(step_lines, line)) - 1
             if i >= 0:
                 keep.add(i)
@@ -255,7 +257,7 @@ class BlockParser:
                 continue
             if raws is None:
                 raws = block.split(b"\n")
-            if point.event == "start":  # the last step before it may be shown: keep its line
+            if point.event == contract.EVENT_START:  # the last step before it may be shown: keep its line
                 steps = points["step"][0]
                 if steps:
                     self._pinned[steps[-1]] = raws[steps[-1] - first]
@@ -283,14 +285,14 @@ class BlockParser:
         if point is not None and point.event in KINDS and point.step is not None:
             points[point.event][0].append(line)
             points[point.event][1].append(point)
-            if point.event == "step":
+            if point.event == contract.EVENT_STEP:
                 self._last = (line, raw)
             self.bulk_rows += 1
             return False
         e = _parse(raw)
         if e is None:
             return raw.strip() != b""
-        if e.get("event") == "start" and self._last is not None:
+        if e.get("event") == contract.EVENT_START and self._last is not None:
             self._pinned[self._last[0]] = self._last[1]
         _sort_event(line, e, slow, others)
         return False

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import contract
-from ..runs.metrics import MetricsBlocks
+from ..runs.metrics import LatestEvents, MetricsBlocks
 from .columns import BlockParser, MetricsBatch, as_float
 
 _uids = itertools.count(1)
@@ -92,14 +92,17 @@ class RunSeries:
         self.eval_step = Growable()
         self.eval_loss = Growable()
         self.last_step: dict[str, Any] | None = None
-        self.last_start: dict[str, Any] | None = None
-        self.last_data: dict[str, Any] | None = None
-        self.last_compile: dict[str, Any] | None = None
-        self.final: dict[str, Any] | None = None
+        self.latest_events = LatestEvents()  # the same fold as a status's (runs/metrics.py)
         self.samples: list[dict[str, Any]] = []  # `sample` events, as written (ui/samples_view.py)
-        self.last_phase: dict[str, Any] | None = None  # of the latest attempt (runs/phases.py)
         self.events = 0
         self.corrupt_lines = 0
+
+    # The latest event of each kind (compile, final and phase: of the latest attempt only).
+    last_start = property(lambda self: self.latest_events[contract.EVENT_START])
+    last_data = property(lambda self: self.latest_events[contract.EVENT_DATA])
+    last_compile = property(lambda self: self.latest_events[contract.EVENT_COMPILE])
+    final = property(lambda self: self.latest_events[contract.EVENT_FINAL])
+    last_phase = property(lambda self: self.latest_events[contract.EVENT_PHASE])
 
     def __len__(self) -> int:
         return len(self.step)
@@ -124,9 +127,8 @@ class RunSeries:
         done = [0, 0]  # step rows and eval rows folded so far
         for line, e in batch.others:
             kind = e.get("event")
-            if kind == "start":
+            if kind == contract.EVENT_START:
                 changed |= self._flush(batch, done, line)
-                self.last_start, self.final, self.last_phase = e, None, None
                 resume = e.get("resume_step")
                 # Samples past the resumed checkpoint belong to weights that were not kept.
                 self.samples = [x for x in self.samples if isinstance(resume, int) and x["step"] <= resume]
@@ -136,16 +138,9 @@ class RunSeries:
                     changed |= self._truncate_after(resume)
                 elif len(self.step):  # a fresh start in an existing file: start over
                     changed |= self._truncate_after(-1)
-            elif kind == "data":
-                self.last_data = e
-            elif kind == "compile":
-                self.last_compile = e
-            elif kind == "final":
-                self.final = e
             elif kind == contract.EVENT_SAMPLE and isinstance(e.get("step"), int):
                 self.samples.append(e)
-            elif kind == contract.EVENT_PHASE:
-                self.last_phase = e
+            self.latest_events.feed(e)
         changed |= self._flush(batch, done, None)
         self.events += batch.events
         if changed:
